@@ -1,0 +1,64 @@
+# mod_component_http: `make` builds the plugin folder, `make run` tries it,
+# `make test` runs every test. See README.md.
+
+LUA ?= 5.4
+PLUGIN := build/mod_component_http
+PYTHON ?= python3
+
+lua_feature_5.1 := lua51
+lua_feature_5.3 := lua53
+lua_feature_5.4 := lua54
+lua_feature_luajit := luajit
+LUA_FEATURE := $(lua_feature_$(LUA))
+ifeq ($(LUA_FEATURE),)
+$(error LUA must be one of 5.1, 5.3, 5.4, luajit)
+endif
+
+# Debian packages the tests and `make run` need.
+DEB_PACKAGES := prosody lua5.4 lua-busted lua-event python3 ca-certificates
+
+.PHONY: all build deps run test test-rust test-lua test-e2e clean
+
+all: build
+
+build: $(PLUGIN)/mod_component_http.lua $(PLUGIN)/component_http.so
+
+$(PLUGIN)/mod_component_http.lua: lua/mod_component_http.lua
+	install -D -m 644 $< $@
+
+# `install` writes a new file and renames it over the old one: a running
+# Prosody that has the old library mapped is never written into.
+$(PLUGIN)/component_http.so: FORCE
+	cargo build --release --no-default-features --features "module $(LUA_FEATURE)"
+	install -D -m 755 target/release/libcomponent_http.so $@
+
+FORCE:
+
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "Installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	@command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustup (https://rustup.rs)"; exit 1; }
+
+run: deps build
+	$(PYTHON) prosody-test/run_local.py
+
+test: deps build
+	$(PYTHON) prosody-test/run_all.py
+
+test-rust:
+	cargo test --no-default-features --features "lua54 vendored"
+
+test-lua: build
+	busted --lua=lua5.4 spec
+
+test-e2e: build
+	$(PYTHON) prosody-test/run_e2e.py
+
+clean:
+	cargo clean
+	rm -rf build

@@ -1,0 +1,421 @@
+"""The Prosody test environment: a real Prosody 0.12 from a temp config on
+127.0.0.1, a scriptable web service, and a minimal real XMPP client.
+
+Standard library only. Every process started here is ended here, by its PID.
+"""
+
+import base64
+import http.server
+import json
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import xml.etree.ElementTree as ET
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PLUGIN_DIR = os.environ.get("PLUGIN_DIR", os.path.join(ROOT, "build"))
+DOMAIN = "localhost"
+PASSWORD = "secret-pw"
+WAIT = 15  # seconds: upper bound of every wait, never a timing assertion
+
+NS_CLIENT = "jabber:client"
+NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def lua_string(value):
+    return json.dumps(value)  # a JSON string is a valid Lua string literal
+
+
+def lua_value(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "{ " + ", ".join(lua_value(v) for v in value) + " }"
+    return lua_string(value)
+
+
+class Prosody:
+    """A Prosody started from a temp config, stopped by PID."""
+
+    def __init__(self, components, backend="epoll", users=("alice", "bob", "carol")):
+        self.backend = backend
+        self.dir = tempfile.mkdtemp(prefix="prosody-test-")
+        self.c2s_port = free_port()
+        self.config = os.path.join(self.dir, "prosody.cfg.lua")
+        self.log_file = os.path.join(self.dir, "prosody.log")
+        self.proc = None
+        with open(self.config, "w") as f:
+            f.write(self._config_text(components))
+        for user in users:
+            self.register(user)
+
+    def _config_text(self, components):
+        d = self.dir
+        lines = [
+            "run_as_root = true",
+            f"pidfile = {lua_string(d + '/prosody.pid')}",
+            f"data_path = {lua_string(d + '/data')}",
+            f"plugin_paths = {{ {lua_string(PLUGIN_DIR)} }}",
+            f"log = {{ {{ levels = {{ min = \"debug\" }}, to = \"file\", filename = {lua_string(self.log_file)} }} }}",
+            f"network_backend = {lua_string(self.backend)}",
+            'interfaces = { "127.0.0.1" }',
+            'local_interfaces = { "127.0.0.1" }',
+            f"c2s_ports = {{ {self.c2s_port} }}",
+            "s2s_ports = { }",
+            "component_ports = { }",
+            "http_ports = { }",
+            "https_ports = { }",
+            f"admin_socket = {lua_string(d + '/admin.sock')}",
+            'modules_enabled = { "roster", "saslauth", "disco", "ping", "admin_shell" }',
+            'modules_disabled = { "s2s", "tls" }',
+            "c2s_require_encryption = false",
+            "allow_unencrypted_plain_auth = true",
+            'authentication = "internal_plain"',
+            'storage = "internal"',
+            f"VirtualHost {lua_string(DOMAIN)}",
+        ]
+        for host, options in components.items():
+            lines.append(f'Component {lua_string(host)} "component_http"')
+            for key, value in options.items():
+                lines.append(f"    {key} = {lua_value(value)}")
+        return "\n".join(lines) + "\n"
+
+    def prosodyctl(self, *args, check=True):
+        return subprocess.run(
+            ["prosodyctl", "--config", self.config, *args],
+            capture_output=True, text=True, timeout=60, check=check,
+        )
+
+    def register(self, user):
+        self.prosodyctl("register", user, DOMAIN, PASSWORD)
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["prosody", "--config", self.config, "-F"],
+            stdout=open(os.path.join(self.dir, "stdout.log"), "w"),
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"Prosody exited at start:\n{self.log()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.c2s_port), timeout=1).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("Prosody did not open its c2s port")
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self):
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=WAIT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def cleanup(self):
+        self.stop()
+        if not os.environ.get("KEEP_TEST_DIRS"):
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def shell(self, command):
+        return self.prosodyctl("shell", command, check=False)
+
+    def log(self):
+        try:
+            with open(self.log_file) as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def client(self, user, resource="test"):
+        return XmppClient(self.c2s_port, f"{user}@{DOMAIN}", resource).connect()
+
+
+class WebService:
+    """A real HTTP server on loopback whose answers each test scripts.
+
+    `handler(request)` gets a dict (path, headers, body, json) and returns
+    (status, headers, body) or None to drop the connection without answering.
+    """
+
+    def __init__(self, handler=None):
+        self.handler = handler or echo_handler
+        self.requests = []
+        self.lock = threading.Lock()
+        self.arrived = threading.Condition(self.lock)
+        service = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", 0))
+                raw = self.rfile.read(length)
+                try:
+                    parsed = json.loads(raw)
+                except ValueError:
+                    parsed = None
+                request = {"path": self.path, "headers": dict(self.headers), "body": raw, "json": parsed}
+                with service.lock:
+                    service.requests.append(request)
+                    service.arrived.notify_all()
+                answer = service.handler(request)
+                if answer is None:
+                    self.close_connection = True
+                    return
+                status, headers, body = answer
+                if isinstance(body, str):
+                    body = body.encode()
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def wait_for(self, predicate, timeout=WAIT):
+        """The first recorded request matching `predicate`."""
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while True:
+                for request in self.requests:
+                    if predicate(request):
+                        return request
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError("the web service got no such request")
+                self.arrived.wait(remaining)
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def json_reply(value, status=200, content_type="application/json"):
+    return status, {"Content-Type": content_type}, json.dumps(value)
+
+
+def echo_handler(request):
+    """The seed README's echo bot."""
+    body = (request["json"] or {}).get("body")
+    if body is None:
+        return 204, {}, b""
+    return json_reply({"body": f"Did you say {body}?"})
+
+
+class Stanza:
+    """A received stanza: an ElementTree element with small helpers."""
+
+    def __init__(self, element):
+        self.el = element
+        self.name = element.tag.split("}")[-1]
+        self.attr = element.attrib
+
+    def child(self, name, ns=None):
+        for c in self.el:
+            tag_ns, _, tag = c.tag[1:].partition("}") if c.tag.startswith("{") else ("", "", c.tag)
+            if tag == name and (ns is None or tag_ns == ns):
+                return c
+        return None
+
+    @property
+    def body(self):
+        b = self.child("body")
+        return b.text if b is not None else None
+
+    def error(self):
+        """(type, condition, text) of a stanza error, or None."""
+        e = self.child("error")
+        if e is None:
+            return None
+        condition, text = None, None
+        for c in e:
+            tag = c.tag.split("}")[-1]
+            if tag == "text":
+                text = c.text
+            elif condition is None:
+                condition = tag
+        return e.get("type"), condition, text
+
+    def __repr__(self):
+        return ET.tostring(self.el, encoding="unicode")
+
+
+class XmppClient:
+    """A minimal XMPP client over plain TCP: SASL PLAIN, bind, send, receive."""
+
+    def __init__(self, port, bare_jid, resource):
+        self.port = port
+        self.bare = bare_jid
+        self.jid = f"{bare_jid}/{resource}"
+        self.resource = resource
+        self.sock = None
+        self.inbox = queue.Queue()
+        self.pending = []
+        self.counter = 0
+
+    def _open_stream(self):
+        self.sock.sendall(
+            f"<?xml version='1.0'?><stream:stream to='{DOMAIN}' version='1.0' "
+            "xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>".encode()
+        )
+        self.parser = ET.XMLPullParser(events=("start", "end"))
+        self.depth = 0
+
+    def _read_top(self):
+        """Blocking read of the next depth-1 element (handshake only)."""
+        while True:
+            for event, el in self.parser.read_events():
+                if event == "start":
+                    self.depth += 1
+                else:
+                    self.depth -= 1
+                    if self.depth == 1:
+                        return el
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("stream closed during handshake")
+            self.parser.feed(data)
+
+    def connect(self):
+        self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=WAIT)
+        self._open_stream()
+        self._read_top()  # features
+        user = self.bare.split("@")[0]
+        token = base64.b64encode(f"\0{user}\0{PASSWORD}".encode()).decode()
+        self.sock.sendall(
+            f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>".encode()
+        )
+        result = self._read_top()
+        if not result.tag.endswith("success"):
+            raise ConnectionError(f"authentication failed: {ET.tostring(result)}")
+        self._open_stream()
+        self._read_top()  # features
+        self.sock.sendall(
+            "<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+            f"<resource>{self.resource}</resource></bind></iq>".encode()
+        )
+        bound = self._read_top()
+        jid = bound.find(".//{urn:ietf:params:xml:ns:xmpp-bind}jid")
+        self.jid = jid.text
+        self.sock.settimeout(None)
+        self.reader = threading.Thread(target=self._read_loop, daemon=True)
+        self.reader.start()
+        return self
+
+    def _read_loop(self):
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    break
+                self.parser.feed(data)
+                for event, el in self.parser.read_events():
+                    if event == "start":
+                        self.depth += 1
+                    else:
+                        self.depth -= 1
+                        if self.depth == 1:
+                            self.inbox.put(Stanza(el))
+        except (OSError, ET.ParseError):
+            pass
+        self.inbox.put(None)
+
+    def next_id(self):
+        self.counter += 1
+        return f"{self.resource}-{self.counter}"
+
+    def send(self, xml):
+        self.sock.sendall(xml.encode() if isinstance(xml, str) else xml)
+
+    def message(self, to, body, type_="chat", id_=None, extra=""):
+        id_ = id_ or self.next_id()
+        body_xml = f"<body>{escape(body)}</body>" if body is not None else ""
+        self.send(f"<message to='{to}' type='{type_}' id='{id_}'>{body_xml}{extra}</message>")
+        return id_
+
+    def iq(self, to, type_, payload, id_=None):
+        id_ = id_ or self.next_id()
+        self.send(f"<iq to='{to}' type='{type_}' id='{id_}'>{payload}</iq>")
+        return id_
+
+    def expect(self, predicate=lambda s: True, timeout=WAIT):
+        """The next stanza matching `predicate`; others stay for later."""
+        for i, stanza in enumerate(self.pending):
+            if predicate(stanza):
+                return self.pending.pop(i)
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no matching stanza for {self.jid}; unmatched: {self.pending}")
+            try:
+                stanza = self.inbox.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if stanza is None:
+                raise AssertionError("the stream closed")
+            if predicate(stanza):
+                return stanza
+            self.pending.append(stanza)
+
+    def expect_id(self, id_, timeout=WAIT):
+        return self.expect(lambda s: s.attr.get("id") == id_, timeout)
+
+    def received(self, predicate=lambda s: True):
+        """Everything received so far that matches, without waiting."""
+        while True:
+            try:
+                stanza = self.inbox.get_nowait()
+            except queue.Empty:
+                break
+            if stanza is not None:
+                self.pending.append(stanza)
+        return [s for s in self.pending if predicate(s)]
+
+    def ping_server(self):
+        """Round trip through Prosody's own mod_ping: proves the loop is free."""
+        id_ = self.iq(DOMAIN, "get", "<ping xmlns='urn:xmpp:ping'/>")
+        return self.expect_id(id_)
+
+    def close(self):
+        try:
+            self.send("</stream:stream>")
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def escape(text):
+    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace("'", "&apos;").replace('"', "&quot;"))

@@ -1,0 +1,332 @@
+//! POSTing stanzas off Prosody's thread. Each request runs on a shared tokio
+//! runtime; its outcome is queued and signalled on an eventfd that Prosody's
+//! event loop watches, then drained on Prosody's thread. Nothing here touches
+//! Lua.
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use once_cell::sync::Lazy;
+use reqwest::header::CONTENT_TYPE;
+use tokio::runtime::{Handle, Runtime};
+use tokio::task::AbortHandle;
+
+use crate::config::Config;
+use crate::conversion::{self, Envelope, HttpAnswer, Outcome, Request};
+use crate::errors::DeliveryError;
+
+/// The largest answer read from the web service.
+pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+const WORKER_THREADS: usize = 2;
+
+/// The process-wide runtime, with the pid it was started in. Started on first
+/// use, not at load: `prosody -D` forks after loading modules, and threads do
+/// not survive a fork.
+static RUNTIME: Lazy<Mutex<Option<(u32, Runtime)>>> = Lazy::new(|| Mutex::new(None));
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not turn every later call into another panic.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn runtime() -> Result<Handle, DeliveryError> {
+    let pid = std::process::id();
+    let mut slot = lock(&RUNTIME);
+    if let Some((started_in, runtime)) = slot.as_ref() {
+        if *started_in == pid {
+            return Ok(runtime.handle().clone());
+        }
+    }
+    if let Some((_, stale)) = slot.take() {
+        // Its threads are in the parent process; dropping it would wait for
+        // them forever.
+        std::mem::forget(stale);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKER_THREADS)
+        .thread_name("component-http")
+        .enable_all()
+        .build()
+        .map_err(|e| DeliveryError::Internal(format!("cannot start the HTTP runtime: {e}")))?;
+    let handle = runtime.handle().clone();
+    *slot = Some((pid, runtime));
+    Ok(handle)
+}
+
+/// A non-blocking eventfd: written by workers, watched by Prosody.
+struct Signal(OwnedFd);
+
+impl Signal {
+    fn new() -> std::io::Result<Signal> {
+        // SAFETY: eventfd has no memory-safety preconditions; the result is
+        // checked before it is owned.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        Ok(Signal(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn raise(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our own descriptor. A full
+        // counter (EAGAIN) still leaves the fd readable, which is all we need.
+        unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    fn clear(&self) {
+        let mut count: u64 = 0;
+        // SAFETY: reads 8 bytes into a live u64; EAGAIN (nothing pending) is fine.
+        unsafe { libc::read(self.0.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
+    }
+}
+
+struct InFlight {
+    envelope: Envelope,
+    abort: Option<AbortHandle>,
+}
+
+struct Shared {
+    config: Config,
+    signal: Signal,
+    done: Mutex<Vec<Outcome>>,
+    in_flight: Mutex<HashMap<u64, InFlight>>,
+    /// The HTTP client (one keep-alive pool per component host), with the pid
+    /// it was built in, for the same reason as the runtime.
+    client: Mutex<Option<(u32, reqwest::Client)>>,
+}
+
+impl Shared {
+    /// Ends delivery `id` with the outcome `make` builds, unless it has
+    /// already ended (cancelled). Exactly one outcome per stanza.
+    fn finish(&self, id: u64, make: impl FnOnce(&Envelope) -> Outcome) {
+        let Some(entry) = lock(&self.in_flight).remove(&id) else {
+            return;
+        };
+        let outcome = make(&entry.envelope);
+        let mut done = lock(&self.done);
+        let was_empty = done.is_empty();
+        done.push(outcome);
+        drop(done);
+        if was_empty {
+            self.signal.raise();
+        }
+    }
+
+    fn client(&self) -> Result<reqwest::Client, DeliveryError> {
+        let pid = std::process::id();
+        let mut slot = lock(&self.client);
+        if let Some((built_in, client)) = slot.as_ref() {
+            if *built_in == pid {
+                return Ok(client.clone());
+            }
+        }
+        let client = reqwest::Client::builder()
+            .timeout(self.config.timeout)
+            // The URL is the admin's: a redirect is answered like any other
+            // unmapped status, never followed.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("mod_component_http/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| DeliveryError::Internal(format!("cannot build the HTTP client: {e}")))?;
+        *slot = Some((pid, client.clone()));
+        Ok(client)
+    }
+}
+
+/// Ends a delivery that did not finish normally: a panic in its task. An
+/// aborted (cancelled) task finds its entry already gone and does nothing.
+struct FinishGuard {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for FinishGuard {
+    fn drop(&mut self) {
+        let host = self.shared.config.host.clone();
+        self.shared.finish(self.id, |envelope| {
+            let error = DeliveryError::Internal("the delivery task stopped unexpectedly".into());
+            conversion::outcome(envelope, &host, Err(error))
+        });
+    }
+}
+
+/// The deliveries of one component host.
+pub struct Delivery {
+    shared: Arc<Shared>,
+    next_id: AtomicU64,
+}
+
+impl Delivery {
+    pub fn new(config: Config) -> Result<Delivery, DeliveryError> {
+        let signal = Signal::new()
+            .map_err(|e| DeliveryError::Internal(format!("cannot create an eventfd: {e}")))?;
+        Ok(Delivery {
+            shared: Arc::new(Shared {
+                config,
+                signal,
+                done: Mutex::new(Vec::new()),
+                in_flight: Mutex::new(HashMap::new()),
+                client: Mutex::new(None),
+            }),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// The descriptor that becomes readable when outcomes are waiting.
+    pub fn fd(&self) -> RawFd {
+        self.shared.signal.0.as_raw_fd()
+    }
+
+    pub fn in_flight(&self) -> usize {
+        lock(&self.shared.in_flight).len()
+    }
+
+    /// Starts the POST for `request`; returns at once. Its outcome arrives
+    /// through [`Delivery::drain`], whatever happens to it.
+    pub fn submit(&self, request: Request) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let Request { envelope, json } = request;
+        let started = runtime().and_then(|rt| Ok((rt, self.shared.client()?)));
+        let mut in_flight = lock(&self.shared.in_flight);
+        in_flight.insert(
+            id,
+            InFlight {
+                envelope,
+                abort: None,
+            },
+        );
+        let (rt, client) = match started {
+            Ok(started) => started,
+            Err(error) => {
+                drop(in_flight);
+                let host = self.shared.config.host.clone();
+                self.shared.finish(id, |envelope| {
+                    conversion::outcome(envelope, &host, Err(error))
+                });
+                return;
+            }
+        };
+        let guard = FinishGuard {
+            shared: Arc::clone(&self.shared),
+            id,
+        };
+        // Spawned while holding the in-flight lock, so the task cannot finish
+        // before its abort handle is recorded.
+        let task = rt.spawn(async move {
+            let shared = &guard.shared;
+            let result = post(&client, &shared.config, json).await;
+            let host = &shared.config.host;
+            shared.finish(guard.id, |envelope| {
+                conversion::outcome(envelope, host, result)
+            });
+        });
+        if let Some(entry) = in_flight.get_mut(&id) {
+            entry.abort = Some(task.abort_handle());
+        }
+    }
+
+    /// The outcomes that arrived since the last drain.
+    pub fn drain(&self) -> Vec<Outcome> {
+        self.shared.signal.clear();
+        std::mem::take(&mut *lock(&self.shared.done))
+    }
+
+    /// Cancels every delivery still in flight; each one's sender gets an
+    /// error. Returns those errors along with outcomes not yet drained.
+    pub fn cancel_all(&self, why: &'static str) -> Vec<Outcome> {
+        let cancelled: Vec<InFlight> = lock(&self.shared.in_flight)
+            .drain()
+            .map(|(_, entry)| entry)
+            .collect();
+        let mut outcomes = self.drain();
+        let host = &self.shared.config.host;
+        for entry in cancelled {
+            if let Some(abort) = entry.abort {
+                abort.abort();
+            }
+            let error = DeliveryError::Cancelled(why);
+            outcomes.push(conversion::outcome(&entry.envelope, host, Err(error)));
+        }
+        outcomes
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        // Nobody is left to drain: stop the requests rather than let them
+        // run for nothing.
+        for (_, entry) in lock(&self.shared.in_flight).drain() {
+            if let Some(abort) = entry.abort {
+                abort.abort();
+            }
+        }
+    }
+}
+
+async fn post(
+    client: &reqwest::Client,
+    config: &Config,
+    json: String,
+) -> Result<HttpAnswer, DeliveryError> {
+    let response = client
+        .post(config.url.clone())
+        .header(CONTENT_TYPE, "application/json")
+        .body(json)
+        .send()
+        .await
+        .map_err(transport_error)?;
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = read_body(response).await?;
+    Ok(HttpAnswer {
+        status,
+        content_type,
+        body,
+    })
+}
+
+async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, DeliveryError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(DeliveryError::TooLarge(MAX_RESPONSE_BYTES));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// What failed, in words for the sender: the innermost cause, without the URL
+/// (it may hold credentials).
+fn transport_error(error: reqwest::Error) -> DeliveryError {
+    if error.is_timeout() {
+        return DeliveryError::Timeout;
+    }
+    let mut cause: &dyn std::error::Error = &error;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    let what = if error.is_connect() {
+        "connection failed"
+    } else if error.is_body() || error.is_decode() {
+        "reading the response failed"
+    } else {
+        "request failed"
+    };
+    DeliveryError::Connection(format!("{what}: {cause}"))
+}

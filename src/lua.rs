@@ -1,0 +1,202 @@
+//! The Lua face of the core: `util.stanza` tables in and out, the delivery
+//! client as userdata, errors turned into Lua errors. Everything Lua-specific
+//! lives here; the rest of the crate knows nothing of mlua.
+
+use std::sync::Once;
+
+use mlua::{Lua, Table, UserData, UserDataMethods, Value};
+
+use crate::config::Config;
+use crate::conversion::{self, Kind, Outcome};
+use crate::delivery::Delivery;
+use crate::local;
+use crate::xml::{Element, Node, MAX_DEPTH};
+
+const STANZA_MT_KEY: &str = "mod_component_http.stanza_mt";
+
+/// Builds the table `require`/`package.loadlib` returns.
+pub fn exports(lua: &Lua) -> mlua::Result<Table> {
+    quiet_panics();
+    let exports = lua.create_table()?;
+    exports.set("version", env!("CARGO_PKG_VERSION"))?;
+    exports.set("new_client", lua.create_function(new_client)?)?;
+    exports.set(
+        "request_json",
+        lua.create_function(|_, stanza: Table| {
+            let request = conversion::request(&element_from_lua(&stanza, 0)?)
+                .map_err(mlua::Error::external)?;
+            Ok(request.json)
+        })?,
+    )?;
+    exports.set(
+        "local_presence",
+        lua.create_function(|lua, stanza: Table| {
+            let answers = local::presence(&element_from_lua(&stanza, 0)?);
+            stanzas_to_lua(lua, answers.iter())
+        })?,
+    )?;
+    exports.set(
+        "local_iq",
+        lua.create_function(|lua, (stanza, host): (Table, String)| {
+            match local::iq(&element_from_lua(&stanza, 0)?, &host) {
+                Some(answer) => Ok(Value::Table(element_to_lua(lua, &answer)?)),
+                None => Ok(Value::Nil),
+            }
+        })?,
+    )?;
+    Ok(exports)
+}
+
+/// One line per panic, and no backtrace: with RUST_BACKTRACE set, unwinding
+/// with a backtrace costs Prosody's thread tens of milliseconds.
+fn quiet_panics() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            eprintln!("mod_component_http: Rust panic: {info}");
+        }));
+    });
+}
+
+/// `new_client{ host=, url=, timeout=, stanzas={...} }` → client, or nil and
+/// the reason (a bad option), Lua style, so the shim can log it as one line.
+fn new_client(_: &Lua, options: Table) -> mlua::Result<(Option<Client>, Option<String>)> {
+    let host: String = options.get("host")?;
+    let url: Option<String> = options.get("url")?;
+    let timeout: Option<f64> = options.get("timeout")?;
+    let kinds: Vec<String> = options
+        .get::<Option<Vec<String>>>("stanzas")?
+        .unwrap_or_default();
+    let client = Config::new(&host, url.as_deref(), timeout, &kinds)
+        .map_err(|e| e.to_string())
+        .and_then(|config| Delivery::new(config).map_err(|e| e.to_string()));
+    Ok(match client {
+        Ok(delivery) => (Some(Client(delivery)), None),
+        Err(reason) => (None, Some(reason)),
+    })
+}
+
+struct Client(Delivery);
+
+impl UserData for Client {
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        methods.add_method("fd", |_, this, ()| Ok(this.0.fd()));
+        methods.add_method("in_flight", |_, this, ()| Ok(this.0.in_flight()));
+        methods.add_method("forwards", |_, this, kind: String| {
+            Ok(Kind::parse(&kind).is_some_and(|k| this.0.config().forwards(k)))
+        });
+        methods.add_method("post", |_, this, stanza: Table| {
+            let request = conversion::request(&element_from_lua(&stanza, 0)?)
+                .map_err(mlua::Error::external)?;
+            this.0.submit(request);
+            Ok(())
+        });
+        methods.add_method("drain", |lua, this, ()| {
+            outcomes_to_lua(lua, this.0.drain())
+        });
+        methods.add_method("cancel_all", |lua, this, ()| {
+            outcomes_to_lua(lua, this.0.cancel_all("the module was unloaded"))
+        });
+    }
+}
+
+/// Outcomes as two flat arrays, cheap to walk in Lua: the stanzas to send,
+/// and the log lines as level, message, level, message, ...
+fn outcomes_to_lua(lua: &Lua, outcomes: Vec<Outcome>) -> mlua::Result<(Table, Table)> {
+    let stanzas = stanzas_to_lua(lua, outcomes.iter().flat_map(|o| o.stanzas.iter()))?;
+    let logs = lua.create_table()?;
+    for (level, line) in outcomes.iter().filter_map(|o| o.log.as_ref()) {
+        logs.raw_push(level.as_str())?;
+        logs.raw_push(line.as_str())?;
+    }
+    Ok((stanzas, logs))
+}
+
+fn stanzas_to_lua<'a>(
+    lua: &Lua,
+    stanzas: impl Iterator<Item = &'a Element>,
+) -> mlua::Result<Table> {
+    let list = lua.create_table()?;
+    for stanza in stanzas {
+        list.raw_push(element_to_lua(lua, stanza)?)?;
+    }
+    Ok(list)
+}
+
+/// Reads a `util.stanza` table: name, attr, and numbered children (strings
+/// are text nodes).
+fn element_from_lua(table: &Table, depth: usize) -> mlua::Result<Element> {
+    if depth > MAX_DEPTH {
+        return Err(mlua::Error::runtime("stanza nested too deeply"));
+    }
+    let name: mlua::LuaString = table
+        .raw_get("name")
+        .map_err(|_| mlua::Error::runtime("not a stanza: it has no name"))?;
+    let mut element = Element::new(name.to_str()?.to_owned());
+    if let Some(attr) = table.raw_get::<Option<Table>>("attr")? {
+        attr.for_each(|key: mlua::LuaString, value: Value| {
+            let value = match value {
+                Value::String(s) => s.to_str()?.to_owned(),
+                Value::Integer(i) => i.to_string(),
+                Value::Number(n) => n.to_string(),
+                _ => return Ok(()),
+            };
+            element.attrs.push((key.to_str()?.to_owned(), value));
+            Ok(())
+        })?;
+    }
+    let len = table.raw_len();
+    element.children.reserve(len);
+    for i in 1..=len {
+        match table.raw_get::<Value>(i)? {
+            Value::String(text) => element.children.push(Node::Text(text.to_str()?.to_owned())),
+            Value::Table(child) => element
+                .children
+                .push(Node::Element(element_from_lua(&child, depth + 1)?)),
+            _ => {}
+        }
+    }
+    Ok(element)
+}
+
+/// Builds a real `util.stanza` object (with its metatable and `tags`), so
+/// Prosody routes it like any stanza of its own.
+fn element_to_lua(lua: &Lua, element: &Element) -> mlua::Result<Table> {
+    let stanza_mt = stanza_metatable(lua)?;
+    build_stanza(lua, element, &stanza_mt)
+}
+
+fn build_stanza(lua: &Lua, element: &Element, stanza_mt: &Table) -> mlua::Result<Table> {
+    let table = lua.create_table_with_capacity(element.children.len(), 3)?;
+    table.raw_set("name", element.name.as_str())?;
+    let attr = lua.create_table_with_capacity(0, element.attrs.len())?;
+    for (key, value) in &element.attrs {
+        attr.raw_set(key.as_str(), value.as_str())?;
+    }
+    table.raw_set("attr", attr)?;
+    let tags = lua.create_table()?;
+    for child in &element.children {
+        match child {
+            Node::Text(text) => table.raw_push(text.as_str())?,
+            Node::Element(child) => {
+                let child = build_stanza(lua, child, stanza_mt)?;
+                table.raw_push(&child)?;
+                tags.raw_push(child)?;
+            }
+        }
+    }
+    table.raw_set("tags", tags)?;
+    table.set_metatable(Some(stanza_mt.clone()))?;
+    Ok(table)
+}
+
+fn stanza_metatable(lua: &Lua) -> mlua::Result<Table> {
+    if let Ok(mt) = lua.named_registry_value::<Table>(STANZA_MT_KEY) {
+        return Ok(mt);
+    }
+    let require: mlua::Function = lua.globals().get("require")?;
+    let util_stanza: Table = require.call("util.stanza")?;
+    let mt: Table = util_stanza.get("stanza_mt")?;
+    lua.set_named_registry_value(STANZA_MT_KEY, &mt)?;
+    Ok(mt)
+}

@@ -104,11 +104,11 @@ class Prosody:
         self.prosodyctl("register", user, DOMAIN, PASSWORD)
 
     def start(self):
-        self.proc = subprocess.Popen(
-            ["prosody", "--config", self.config, "-F"],
-            stdout=open(os.path.join(self.dir, "stdout.log"), "w"),
-            stderr=subprocess.STDOUT,
-        )
+        with open(os.path.join(self.dir, "stdout.log"), "w") as out:
+            self.proc = subprocess.Popen(
+                ["prosody", "--config", self.config, "-F"],
+                stdout=out, stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + WAIT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -186,12 +186,15 @@ class WebService:
                 status, headers, body = answer
                 if isinstance(body, str):
                     body = body.encode()
-                self.send_response(status)
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.send_response(status)
+                    for key, value in headers.items():
+                        self.send_header(key, value)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the module gave up waiting (timeout, unload)
 
             def log_message(self, *args):
                 pass

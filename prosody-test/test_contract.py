@@ -1,0 +1,470 @@
+"""End-to-end: every rule of SPEC.md against a real Prosody, a real web
+service and a real XMPP client. The network backend comes from
+NETWORK_BACKEND (epoll, select, event)."""
+
+import json
+import os
+import threading
+import time
+import unittest
+
+from harness import (DOMAIN, NS_STANZAS, Prosody, WebService, echo_handler, free_port,
+                     json_reply)
+
+BACKEND = os.environ.get("NETWORK_BACKEND", "epoll")
+USERS = ["alice", "bob", "carol"] + [f"user{i}" for i in range(10)]
+
+
+def answering(handler):
+    """`handler`, except that the barrier message is always echoed."""
+    def wrapped(request):
+        if (request["json"] or {}).get("body") == "barrier":
+            return echo_handler(request)
+        return handler(request)
+    return wrapped
+
+
+class ContractTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.ws = WebService()
+        url = cls.ws.url
+        cls.components = {
+            "bot.localhost": {"component_post_url": url + "/bot"},
+            "all.localhost": {"component_post_url": url + "/all",
+                              "component_post_stanzas": ["message", "presence", "iq"]},
+            "legacy.localhost": {"component_post_url": url + "/legacy",
+                                 "post_stanza_types": ["message", "iq"]},
+            "quick.localhost": {"component_post_url": url + "/quick",
+                                "component_post_timeout": 1,
+                                "component_post_stanzas": ["message", "iq"]},
+            "refused.localhost": {"component_post_url": f"http://127.0.0.1:{free_port()}/",
+                                  "component_post_stanzas": ["message", "iq"]},
+            "iqonly.localhost": {"component_post_url": url + "/iqonly",
+                                 "component_post_stanzas": ["iq"]},
+            "badurl.localhost": {"component_post_url": "ftp://example.com/x"},
+            "nourl.localhost": {},
+            "badtimeout.localhost": {"component_post_url": url, "component_post_timeout": "soon"},
+            "badkind.localhost": {"component_post_url": url, "component_post_stanzas": ["mesage"]},
+        }
+        cls.prosody = Prosody(cls.components, backend=BACKEND, users=USERS).start()
+        name = "libevent" if BACKEND == "event" else BACKEND
+        assert f"using the {name} " in cls.prosody.log(), f"Prosody is not on the {BACKEND} backend"
+        cls.alice = cls.prosody.client("alice")
+        cls.bob = cls.prosody.client("bob")
+
+    @classmethod
+    def tearDownClass(cls):
+        for c in (cls.alice, cls.bob):
+            c.close()
+        alive = cls.prosody.alive()
+        cls.prosody.cleanup()
+        cls.ws.stop()
+        assert alive, "Prosody died during the tests"
+
+    def setUp(self):
+        self.ws.handler = echo_handler
+
+    def script(self, handler):
+        self.ws.handler = answering(handler)
+
+    def barrier(self, client, to="barrier@bot.localhost"):
+        """A round trip through the same path: whatever the component was
+        going to send for earlier stanzas has arrived by the time it returns."""
+        client.message(to, "barrier")
+        client.expect(lambda s: s.body == "Did you say barrier?" and s.attr["from"] == to)
+
+    def assert_nothing_from(self, client, jid):
+        got = client.received(lambda s: s.attr.get("from") == jid)
+        self.assertEqual(got, [], f"expected nothing from {jid}")
+
+    def reply_to(self, client, to, body="hi", **kw):
+        client.message(to, body, **kw)
+        return client.expect(lambda s: s.attr.get("from") == to and s.name == "message")
+
+    def error_to(self, client, to, body="hi"):
+        id_ = client.message(to, body)
+        stanza = client.expect_id(id_)
+        self.assertEqual(stanza.attr.get("type"), "error", stanza)
+        return stanza.error()
+
+    # §1 Loading, §3 request --------------------------------------------------
+
+    def test_domain_bare_and_full_jids_are_handled(self):
+        for to in ["bot.localhost", "echo@bot.localhost", "echo@bot.localhost/res"]:
+            reply = self.reply_to(self.alice, to, "x " + to)
+            self.assertEqual(reply.body, f"Did you say x {to}?")
+            self.assertEqual(reply.attr["to"], self.alice.jid)
+            self.assertEqual(reply.attr["type"], "chat")
+
+    def test_request_is_json_with_every_key(self):
+        id_ = self.alice.message("keys@bot.localhost", "payload")
+        self.alice.expect(lambda s: s.attr.get("from") == "keys@bot.localhost")
+        request = self.ws.wait_for(lambda r: (r["json"] or {}).get("id") == id_)
+        headers = {k.lower(): v for k, v in request["headers"].items()}
+        self.assertEqual(headers["content-type"], "application/json")
+        self.assertEqual(request["path"], "/bot")
+        body = request["json"]
+        self.assertEqual(body["to"], "keys@bot.localhost")
+        self.assertEqual(body["from"], self.alice.jid)
+        self.assertEqual(body["kind"], "message")
+        self.assertEqual(body["type"], "chat")
+        self.assertEqual(body["body"], "payload")
+        self.assertTrue(body["stanza"].startswith("<message"), body["stanza"])
+        self.assertIn("<body>payload</body>", body["stanza"])
+        self.assertIn(f"id='{id_}'", body["stanza"])
+
+    def test_special_characters_are_escaped_like_prosody(self):
+        text = "a<b & 'c' \"d\" > é ☺"
+        id_ = self.alice.message("esc@bot.localhost", text)
+        reply = self.alice.expect(lambda s: s.attr.get("from") == "esc@bot.localhost")
+        self.assertEqual(reply.body, f"Did you say {text}?")
+        body = self.ws.wait_for(lambda r: (r["json"] or {}).get("id") == id_)["json"]
+        self.assertEqual(body["body"], text)
+        self.assertIn("<body>a&lt;b &amp; &apos;c&apos; &quot;d&quot; &gt; é ☺</body>", body["stanza"])
+
+    def test_body_less_message_has_no_body_key(self):
+        id_ = self.alice.message("nobody@bot.localhost", None)
+        self.barrier(self.alice)
+        body = self.ws.wait_for(lambda r: (r["json"] or {}).get("id") == id_)["json"]
+        self.assertNotIn("body", body)
+
+    # §4 response -------------------------------------------------------------
+
+    def test_explicit_fields_and_defaults(self):
+        self.script(lambda r: json_reply({"to": self.bob.jid, "from": "alias@bot.localhost",
+                                          "body": "for bob", "type": "normal"}))
+        self.alice.message("fields@bot.localhost", "x")
+        got = self.bob.expect(lambda s: s.attr.get("from") == "alias@bot.localhost")
+        self.assertEqual(got.body, "for bob")
+        self.assertEqual(got.attr["type"], "normal")
+
+    def test_number_and_boolean_bodies_become_text(self):
+        for value, text in [(42, "42"), (1.5, "1.5"), (True, "true")]:
+            self.script(lambda r, v=value: json_reply({"body": v}))
+            self.assertEqual(self.reply_to(self.alice, "num@bot.localhost").body, text)
+
+    def test_stanza_is_sent_as_is(self):
+        xml = ("<message type='headline'><body>raw</body>"
+               "<x xmlns='urn:test:extra'>payload</x></message>")
+        self.script(lambda r: json_reply({"stanza": xml, "body": "ignored"}))
+        reply = self.reply_to(self.alice, "raw@bot.localhost")
+        self.assertEqual(reply.attr["type"], "headline")
+        self.assertEqual(reply.body, "raw")
+        self.assertEqual(reply.child("x", "urn:test:extra").text, "payload")
+        self.assertEqual(reply.attr["to"], self.alice.jid)
+
+    def test_json_content_type_with_parameters(self):
+        self.script(lambda r: json_reply({"body": "charset ok"},
+                                         content_type="application/json; charset=utf-8"))
+        self.assertEqual(self.reply_to(self.alice, "cs@bot.localhost").body, "charset ok")
+
+    def test_answers_that_send_nothing(self):
+        cases = [
+            (200, {"Content-Type": "text/plain"}, '{"body": "no"}'),
+            (200, {"Content-Type": "application/json"}, ""),
+            (200, {"Content-Type": "application/json"}, "{}"),
+            (200, {"Content-Type": "application/json"}, "null"),
+            (201, {"Content-Type": "application/json"}, '{"body": "no"}'),
+            (202, {"Content-Type": "application/json"}, '{"body": "no"}'),
+            (204, {}, ""),
+        ]
+        for answer in cases:
+            with self.subTest(answer=answer):
+                self.script(lambda r, a=answer: a)
+                self.alice.message("quiet@bot.localhost", "x")
+                self.ws.wait_for(lambda r: r["path"] == "/bot")
+                self.barrier(self.alice)
+                self.assert_nothing_from(self.alice, "quiet@bot.localhost")
+
+    def test_invalid_replies_give_an_error_and_a_log_line(self):
+        cases = [
+            ("not valid JSON", (200, {"Content-Type": "application/json"}, "{oops")),
+            ("expected a JSON object", json_reply([1, 2])),
+            ("'stanza' is not well-formed", json_reply({"stanza": "<message><body></message>"})),
+        ]
+        for reason, answer in cases:
+            with self.subTest(reason=reason):
+                self.script(lambda r, a=answer: a)
+                error = self.error_to(self.alice, "invalid@bot.localhost")
+                self.assertEqual(error[:2], ("cancel", "internal-server-error"))
+                self.assertIn(reason, error[2])
+                self.assertIn(reason, self.prosody.log())
+        self.assertNotIn("stack traceback", self.prosody.log())
+
+    def test_reply_from_outside_the_domain_is_refused(self):
+        self.script(lambda r: json_reply({"from": f"admin@{DOMAIN}", "to": f"bob@{DOMAIN}",
+                                          "body": "spoofed"}))
+        error = self.error_to(self.alice, "spoof@bot.localhost")
+        self.assertEqual(error[1], "internal-server-error")
+        self.assertIn(f"admin@{DOMAIN}", error[2])
+        self.barrier(self.bob)
+        self.assertEqual(self.bob.received(lambda s: s.body == "spoofed"), [])
+        self.assertIn("reply refused", self.prosody.log())
+
+    # §5 errors ---------------------------------------------------------------
+
+    def test_http_statuses_map_to_stanza_errors(self):
+        table = {
+            400: ("modify", "bad-request", None),
+            401: ("auth", "not-authorized", None),
+            402: ("auth", "forbidden", "Payment required"),
+            403: ("auth", "forbidden", None),
+            404: ("cancel", "item-not-found", None),
+            405: ("cancel", "not-allowed", None),
+            408: ("wait", "remote-server-timeout", None),
+            409: ("cancel", "conflict", None),
+            410: ("cancel", "gone", None),
+            413: ("modify", "resource-constraint", None),
+            429: ("wait", "resource-constraint", None),
+            500: ("cancel", "internal-server-error", None),
+            501: ("cancel", "feature-not-implemented", None),
+            502: ("cancel", "remote-server-timeout", "Bad gateway"),
+            503: ("wait", "remote-server-timeout", None),
+            504: ("wait", "remote-server-timeout", None),
+            302: ("cancel", "service-unavailable", None),
+            418: ("cancel", "service-unavailable", None),
+        }
+        for status, expected in table.items():
+            with self.subTest(status=status):
+                self.script(lambda r, s=status: (s, {"Location": "http://127.0.0.1:1/"}, b""))
+                self.assertEqual(self.error_to(self.alice, "status@bot.localhost"), expected)
+
+    def test_error_text_comes_from_the_body(self):
+        self.script(lambda r: json_reply({"error": "down for maintenance"}, status=503))
+        self.assertEqual(self.error_to(self.alice, "text@bot.localhost")[2], "down for maintenance")
+        self.script(lambda r: (400, {"Content-Type": "text/plain"}, "say please"))
+        self.assertEqual(self.error_to(self.alice, "text@bot.localhost"),
+                         ("modify", "bad-request", "say please"))
+
+    def test_connection_refused(self):
+        kind, condition, text = self.error_to(self.alice, "x@refused.localhost")
+        self.assertEqual((kind, condition), ("cancel", "remote-server-timeout"))
+        self.assertIn("connection", text.lower())
+
+    def test_timeout(self):
+        release = threading.Event()
+
+        def slow(request):
+            release.wait(10)
+            return echo_handler(request)
+        self.script(slow)
+        try:
+            self.assertEqual(self.error_to(self.alice, "slow@quick.localhost"),
+                             ("wait", "remote-server-timeout", "timed out"))
+        finally:
+            release.set()
+
+    def test_errors_are_posted_but_never_answered(self):
+        self.script(lambda r: json_reply({"body": "answer to an error"}))
+        id_ = self.alice.message("loop@bot.localhost", "bounce", type_="error",
+                                 extra="<error type='cancel'><gone xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>")
+        self.ws.wait_for(lambda r: (r["json"] or {}).get("id") == id_)
+        self.script(lambda r: (500, {}, b""))
+        id2 = self.alice.message("loop@bot.localhost", "bounce", type_="error")
+        self.ws.wait_for(lambda r: (r["json"] or {}).get("id") == id2)
+        self.barrier(self.alice)
+        self.assert_nothing_from(self.alice, "loop@bot.localhost")
+
+    # §6 IQ -------------------------------------------------------------------
+
+    def iq(self, to, payload="<query xmlns='urn:test:q'/>", type_="get", client=None):
+        client = client or self.alice
+        id_ = client.iq(to, type_, payload)
+        return id_, client.expect_id(id_)
+
+    def test_iq_reply_of_kind_iq_gets_the_request_id(self):
+        self.script(lambda r: json_reply({"kind": "iq", "id": "bot-chose-this"}))
+        id_, answer = self.iq("q@all.localhost")
+        self.assertEqual(answer.attr["type"], "result")
+        self.assertEqual(answer.attr["from"], "q@all.localhost")
+
+    def test_iq_stanza_reply_keeps_its_payload(self):
+        self.script(lambda r: json_reply(
+            {"stanza": "<iq><query xmlns='urn:test:q'><item>1</item></query></iq>"}))
+        id_, answer = self.iq("q@all.localhost")
+        self.assertEqual(answer.attr["type"], "result")
+        self.assertEqual(answer.child("query", "urn:test:q")[0].text, "1")
+
+    def test_iq_without_usable_reply_gets_an_empty_result(self):
+        for answer in [(204, {}, b""), json_reply({}), (202, {}, b"accepted")]:
+            self.script(lambda r, a=answer: a)
+            id_, got = self.iq("q@all.localhost", type_="set")
+            self.assertEqual(got.attr["type"], "result")
+            self.assertEqual(len(list(got.el)), 0)
+        request = self.ws.wait_for(lambda r: (r["json"] or {}).get("id") == id_)
+        self.assertEqual(request["json"]["kind"], "iq")
+        self.assertEqual(request["json"]["type"], "set")
+
+    def test_iq_http_error_gets_the_mapped_error(self):
+        self.script(lambda r: (404, {}, b""))
+        _, answer = self.iq("q@all.localhost")
+        self.assertEqual(answer.attr["type"], "error")
+        self.assertEqual(answer.error()[:2], ("cancel", "item-not-found"))
+        _, answer = self.iq("q@refused.localhost")
+        self.assertEqual(answer.error()[:2], ("cancel", "remote-server-timeout"))
+
+    def test_iq_results_are_posted_never_answered(self):
+        self.script(lambda r: json_reply({"kind": "iq"}))
+        id_ = self.alice.iq("q@all.localhost", "result", "")
+        self.ws.wait_for(lambda r: (r["json"] or {}).get("id") == id_)
+        self.barrier(self.alice, "barrier@all.localhost")
+        self.assertEqual(self.alice.received(lambda s: s.attr.get("id") == id_), [])
+
+    def test_iq_answered_locally_when_not_forwarded(self):
+        before = len(self.ws.requests)
+        _, pong = self.iq("bot.localhost", "<ping xmlns='urn:xmpp:ping'/>")
+        self.assertEqual(pong.attr["type"], "result")
+        _, pong = self.iq("someone@bot.localhost/r", "<ping xmlns='urn:xmpp:ping'/>")
+        self.assertEqual(pong.attr["type"], "result")
+        _, info = self.iq("bot.localhost", "<query xmlns='http://jabber.org/protocol/disco#info'/>")
+        query = info.child("query", "http://jabber.org/protocol/disco#info")
+        identity = query.find("{http://jabber.org/protocol/disco#info}identity")
+        self.assertEqual(identity.get("category"), "component")
+        features = {f.get("var") for f in query.findall("{http://jabber.org/protocol/disco#info}feature")}
+        self.assertEqual(features, {"http://jabber.org/protocol/disco#info", "urn:xmpp:ping"})
+        _, other = self.iq("x@bot.localhost", "<vCard xmlns='vcard-temp'/>")
+        self.assertEqual(other.error()[:2], ("cancel", "service-unavailable"))
+        self.assertEqual(len(self.ws.requests), before, "IQs must not be POSTed")
+
+    def test_legacy_option_name_still_works(self):
+        self.assertIn("post_stanza_types is deprecated", self.prosody.log())
+        self.script(lambda r: json_reply({"kind": "iq"}))
+        id_, answer = self.iq("q@legacy.localhost")
+        self.assertEqual(answer.attr["type"], "result")
+        self.ws.wait_for(lambda r: r["path"] == "/legacy" and r["json"]["id"] == id_)
+
+    # §7 presence -------------------------------------------------------------
+
+    def presence(self, to, type_=None, client=None):
+        client = client or self.alice
+        type_attr = f" type='{type_}'" if type_ else ""
+        client.send(f"<presence to='{to}'{type_attr}/>")
+
+    def test_presence_probe_and_subscriptions_are_answered_locally(self):
+        # Subscription answers reach, through Prosody's roster logic, only
+        # resources that are online and have fetched the roster: carol.
+        carol = self.prosody.client("carol")
+        carol.send("<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>")
+        carol.expect_id("roster")
+        carol.send("<presence/>")
+        before = len(self.ws.requests)
+        is_presence = lambda s, frm, t=None: (s.name == "presence" and s.attr.get("from") == frm
+                                              and s.attr.get("type") == t)
+        try:
+            for to, contact in [("bot.localhost", "bot.localhost"),
+                                ("p@bot.localhost", "p@bot.localhost"),
+                                ("p@bot.localhost/x", "p@bot.localhost")]:
+                with self.subTest(to=to):
+                    self.presence(to, "probe", client=carol)
+                    carol.expect(lambda s: is_presence(s, contact + "/default"))
+
+                    self.presence(to, "subscribe", client=carol)
+                    carol.expect(lambda s: is_presence(s, contact, "subscribed"))
+                    carol.expect(lambda s: is_presence(s, contact + "/default"))
+
+                    self.presence(to, "unsubscribe", client=carol)
+                    carol.expect(lambda s: is_presence(s, contact + "/default", "unavailable"))
+                    # carol's own unsubscribe already updated her roster, so
+                    # Prosody takes the component's unsubscribed silently.
+                    self.assertIn(f"inbound presence unsubscribed from {contact} for carol@{DOMAIN}",
+                                  self.prosody.log())
+        finally:
+            carol.close()
+        self.assertEqual(len(self.ws.requests), before, "presence must not be POSTed")
+
+    def test_other_presence_gets_nothing(self):
+        for type_ in [None, "unavailable", "subscribed", "unsubscribed"]:
+            self.presence("quiet@bot.localhost/r", type_)
+        self.presence("quiet@bot.localhost/r", "probe")  # a barrier: answered in order
+        self.alice.expect(lambda s: s.name == "presence" and s.attr["from"] == "quiet@bot.localhost/default")
+        self.assertEqual(self.alice.received(lambda s: s.attr.get("from", "").startswith("quiet@")), [])
+
+    def test_presence_is_posted_when_forwarded(self):
+        self.script(lambda r: json_reply({"kind": "presence"}) if r["json"]["kind"] == "presence"
+                    else echo_handler(r))
+        self.presence("p@all.localhost", "probe")
+        request = self.ws.wait_for(lambda r: r["path"] == "/all" and r["json"]["kind"] == "presence")
+        self.assertEqual(request["json"]["type"], "probe")
+        got = self.alice.expect(lambda s: s.name == "presence" and s.attr["from"] == "p@all.localhost")
+        self.assertNotIn("type", got.attr)
+
+    # Options and load errors ---------------------------------------------------
+
+    def test_bad_config_fails_to_load_with_one_line(self):
+        log = self.prosody.log().splitlines()
+        for host, needles in [("badurl.localhost", ["component_post_url", "ftp://example.com/x"]),
+                              ("nourl.localhost", ["component_post_url is not set"]),
+                              ("badtimeout.localhost", ["component_post_timeout", "soon"]),
+                              ("badkind.localhost", ["component_post_stanzas", "mesage"])]:
+            with self.subTest(host=host):
+                lines = [l for l in log if f"on '{host}'" in l and "Error initializing" in l]
+                self.assertEqual(len(lines), 1, lines)
+                for needle in needles:
+                    self.assertIn(needle, lines[0])
+                self.assertNotIn("traceback", lines[0])
+                # The host has no handler: Prosody answers on its own.
+                self.assertEqual(self.error_to(self.alice, f"x@{host}")[:2],
+                                 ("cancel", "service-unavailable"))
+        self.assertTrue(self.prosody.alive())
+
+    def test_only_configured_kinds_are_forwarded(self):
+        before = len(self.ws.requests)
+        self.assertEqual(self.error_to(self.alice, "m@iqonly.localhost")[:2],
+                         ("cancel", "service-unavailable"))
+        self.assertEqual(len(self.ws.requests), before, "the message must not be POSTed")
+        self.script(lambda r: json_reply({"kind": "iq"}))
+        _, answer = self.iq("q@iqonly.localhost")
+        self.assertEqual(answer.attr["type"], "result")
+        self.ws.wait_for(lambda r: r["path"] == "/iqonly")
+
+    # Concurrency ---------------------------------------------------------------
+
+    def test_two_component_hosts_side_by_side(self):
+        for to in ["two@bot.localhost", "two@all.localhost"] * 3:
+            self.alice.message(to, "side")
+        for to in ["two@bot.localhost", "two@all.localhost"]:
+            for _ in range(3):
+                self.alice.expect(lambda s: s.attr.get("from") == to and s.body == "Did you say side?")
+        paths = {r["path"] for r in self.ws.requests if (r["json"] or {}).get("body") == "side"}
+        self.assertEqual(paths, {"/bot", "/all"})
+
+    def test_slow_service_does_not_hold_up_others(self):
+        release = threading.Event()
+
+        def handler(request):
+            if request["json"].get("body") == "slow":
+                release.wait(3)
+            return echo_handler(request)
+        self.script(handler)
+        self.alice.message("slow@bot.localhost", "slow")
+        self.ws.wait_for(lambda r: (r["json"] or {}).get("body") == "slow")
+        # While the slow request is pending, Prosody answers bob at once:
+        # his server ping and his own conversation with the bot.
+        self.assertEqual(self.bob.ping_server().attr["type"], "result")
+        self.assertEqual(self.reply_to(self.bob, "fast@bot.localhost", "fast").body, "Did you say fast?")
+        self.assertEqual(self.alice.received(lambda s: s.attr.get("from") == "slow@bot.localhost"), [])
+        release.set()
+        self.alice.expect(lambda s: s.attr.get("from") == "slow@bot.localhost")
+
+    def test_fifty_concurrent_conversations(self):
+        def handler(request):
+            time.sleep(0.2)  # so the conversations overlap
+            return echo_handler(request)
+        self.script(handler)
+        clients = [self.prosody.client(f"user{i}") for i in range(10)]
+        try:
+            for c in clients:
+                for j in range(5):
+                    c.message(f"conv{j}@bot.localhost", f"{c.bare} #{j}")
+            for c in clients:
+                for j in range(5):
+                    got = c.expect(lambda s: s.attr.get("from") == f"conv{j}@bot.localhost")
+                    self.assertEqual(got.body, f"Did you say {c.bare} #{j}?")
+        finally:
+            for c in clients:
+                c.close()
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,143 @@
+"""End-to-end: the module across reloads, unloads and a daemonized Prosody."""
+
+import os
+import signal
+import subprocess
+import threading
+import time
+import unittest
+
+from harness import WAIT, Prosody, WebService, echo_handler
+
+BACKEND = os.environ.get("NETWORK_BACKEND", "epoll")
+
+
+class ReloadTest(unittest.TestCase):
+    def setUp(self):
+        self.ws = WebService()
+        self.prosody = Prosody({"bot.localhost": {"component_post_url": self.ws.url + "/"}},
+                               backend=BACKEND).start()
+        self.alice = self.prosody.client("alice")
+
+    def tearDown(self):
+        self.alice.close()
+        alive = self.prosody.alive()
+        self.prosody.cleanup()
+        self.ws.stop()
+        self.assertTrue(alive, "Prosody died")
+
+    def reload(self):
+        result = self.prosody.shell("module:reload('component_http', 'bot.localhost')")
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+
+    def test_unload_cancels_in_flight_requests_with_an_error(self):
+        release = threading.Event()
+
+        def stuck(request):
+            release.wait(WAIT)
+            return echo_handler(request)
+        self.ws.handler = stuck
+        try:
+            id_ = self.alice.message("stuck@bot.localhost", "waiting")
+            self.ws.wait_for(lambda r: True)
+            self.reload()
+            error = self.alice.expect_id(id_)
+            self.assertEqual(error.attr["type"], "error")
+            self.assertEqual(error.error()[:2], ("cancel", "service-unavailable"))
+        finally:
+            release.set()
+        self.ws.handler = echo_handler
+        self.alice.message("after@bot.localhost", "again")
+        got = self.alice.expect(lambda s: s.attr.get("from") == "after@bot.localhost")
+        self.assertEqual(got.body, "Did you say again?")
+        # The cancelled request's late answer is not sent as well.
+        self.alice.message("after@bot.localhost", "barrier")
+        self.alice.expect(lambda s: s.body == "Did you say barrier?")
+        self.assertEqual(self.alice.received(lambda s: s.attr.get("from") == "stuck@bot.localhost"), [])
+
+    def test_reload_under_traffic_answers_every_stanza(self):
+        def handler(request):
+            time.sleep(0.05)
+            return echo_handler(request)
+        self.ws.handler = handler
+        sent = []
+        stop = threading.Event()
+
+        def traffic():
+            n = 0
+            while not stop.is_set() and n < 400:
+                sent.append(self.alice.message(f"load{n % 7}@bot.localhost", f"n{n}"))
+                n += 1
+                time.sleep(0.01)
+        sender = threading.Thread(target=traffic)
+        sender.start()
+        try:
+            for _ in range(3):
+                time.sleep(0.3)
+                self.reload()
+        finally:
+            stop.set()
+            sender.join()
+        # Every message gets either its echo or an error (cancelled by the
+        # reload): none is lost. Echo replies carry no id, so match by body.
+        answered, errors = 0, 0
+        bodies = {f"Did you say n{i}?" for i in range(len(sent))}
+        ids = set(sent)
+        deadline = time.monotonic() + WAIT
+        while bodies and ids and time.monotonic() < deadline:
+            stanza = self.alice.expect(lambda s: s.name == "message")
+            if stanza.attr.get("type") == "error":
+                ids.discard(stanza.attr.get("id"))
+                errors += 1
+            elif stanza.body in bodies:
+                bodies.discard(stanza.body)
+                answered += 1
+            if answered + errors == len(sent):
+                break
+        self.assertEqual(answered + errors, len(sent))
+        self.assertGreater(answered, 0)
+        self.assertEqual(self.prosody.log().count("Error initializing"), 0)
+
+
+class DaemonizedTest(unittest.TestCase):
+    """`prosody -D` forks after loading modules: the runtime must start
+    lazily, in the child."""
+
+    def test_works_after_fork(self):
+        ws = WebService()
+        prosody = Prosody({"bot.localhost": {"component_post_url": ws.url + "/"}}, backend=BACKEND)
+        pidfile = os.path.join(prosody.dir, "prosody.pid")
+        pid = None
+        try:
+            subprocess.run(["prosody", "--config", prosody.config, "-D"], check=True, timeout=WAIT)
+            deadline = time.monotonic() + WAIT
+            while not os.path.exists(pidfile) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            with open(pidfile) as f:
+                pid = int(f.read().strip())
+            client = None
+            while client is None and time.monotonic() < deadline:
+                try:
+                    client = prosody.client("alice")
+                except OSError:
+                    time.sleep(0.05)
+            client.message("fork@bot.localhost", "forked")
+            got = client.expect(lambda s: s.attr.get("from") == "fork@bot.localhost")
+            self.assertEqual(got.body, "Did you say forked?")
+            client.close()
+        finally:
+            if pid:
+                os.kill(pid, signal.SIGTERM)
+                deadline = time.monotonic() + WAIT
+                while time.monotonic() < deadline:
+                    try:
+                        os.kill(pid, 0)
+                        time.sleep(0.05)
+                    except ProcessLookupError:
+                        break
+            prosody.cleanup()
+            ws.stop()
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -5,6 +5,9 @@ LUA ?= 5.4
 PLUGIN := build/mod_component_http
 PYTHON ?= python3
 
+# rustup installs cargo here; make it findable from a plain root shell too.
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
 lua_feature_5.1 := lua51
 lua_feature_5.3 := lua53
 lua_feature_5.4 := lua54
@@ -54,10 +57,10 @@ test-rust:
 	cargo test --no-default-features --features "lua54 vendored"
 
 test-lua: build
-	busted --lua=lua5.4 spec
+	busted --lua=lua5.4 lua/spec
 
 test-e2e: build
-	$(PYTHON) prosody-test/run_e2e.py
+	cd prosody-test && $(PYTHON) -m unittest -v test_contract test_lifecycle
 
 clean:
 	cargo clean

@@ -20,6 +20,7 @@ import xml.etree.ElementTree as ET
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PLUGIN_DIR = os.environ.get("PLUGIN_DIR", os.path.join(ROOT, "build"))
+TEST_PLUGINS = os.path.join(ROOT, "prosody-test", "plugins")
 DOMAIN = "localhost"
 PASSWORD = "secret-pw"
 WAIT = 15  # seconds: upper bound of every wait, never a timing assertion
@@ -51,10 +52,10 @@ def lua_value(value):
 class Prosody:
     """A Prosody started from a temp config, stopped by PID."""
 
-    def __init__(self, components, backend="epoll", users=("alice", "bob", "carol")):
+    def __init__(self, components, backend="epoll", users=("alice", "bob", "carol"), c2s_port=None):
         self.backend = backend
         self.dir = tempfile.mkdtemp(prefix="prosody-test-")
-        self.c2s_port = free_port()
+        self.c2s_port = c2s_port or free_port()
         self.config = os.path.join(self.dir, "prosody.cfg.lua")
         self.log_file = os.path.join(self.dir, "prosody.log")
         self.proc = None
@@ -69,7 +70,7 @@ class Prosody:
             "run_as_root = true",
             f"pidfile = {lua_string(d + '/prosody.pid')}",
             f"data_path = {lua_string(d + '/data')}",
-            f"plugin_paths = {{ {lua_string(PLUGIN_DIR)} }}",
+            f"plugin_paths = {{ {lua_string(PLUGIN_DIR)}, {lua_string(TEST_PLUGINS)} }}",
             f"log = {{ {{ levels = {{ min = \"debug\" }}, to = \"file\", filename = {lua_string(self.log_file)} }} }}",
             f"network_backend = {lua_string(self.backend)}",
             'interfaces = { "127.0.0.1" }',
@@ -80,7 +81,8 @@ class Prosody:
             "http_ports = { }",
             "https_ports = { }",
             f"admin_socket = {lua_string(d + '/admin.sock')}",
-            'modules_enabled = { "roster", "saslauth", "disco", "ping", "admin_shell" }',
+            'modules_enabled = { "roster", "saslauth", "disco", "ping", "admin_shell", "test_reload" }',
+            f"test_reload_trigger = {lua_string(d + '/reload-request')}",
             'modules_disabled = { "s2s", "tls" }',
             "c2s_require_encryption = false",
             "allow_unencrypted_plain_auth = true",
@@ -137,8 +139,24 @@ class Prosody:
         if not os.environ.get("KEEP_TEST_DIRS"):
             shutil.rmtree(self.dir, ignore_errors=True)
 
-    def shell(self, command):
-        return self.prosodyctl("shell", command, check=False)
+    def reload_module(self, host, name="component_http"):
+        """module:reload through Prosody's modulemanager (see mod_test_reload)."""
+        self.reloads = getattr(self, "reloads", 0) + 1
+        seq = self.reloads
+        tmp = os.path.join(self.dir, "reload-request.tmp")
+        with open(tmp, "w") as f:
+            f.write(f"{seq} {host} {name}\n")
+        os.rename(tmp, os.path.join(self.dir, "reload-request"))
+        needle = f"test reload #{seq} of {name} on {host}: "
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            for line in self.log().splitlines():
+                if needle in line:
+                    if not line.endswith(needle + "ok"):
+                        raise AssertionError(line)
+                    return
+            time.sleep(0.02)
+        raise AssertionError(f"reload #{seq} of {name} on {host} did not happen")
 
     def log(self):
         try:

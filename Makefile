@@ -18,7 +18,7 @@ $(error LUA must be one of 5.1, 5.3, 5.4, luajit)
 endif
 
 # Debian packages the tests and `make run` need.
-DEB_PACKAGES := prosody lua5.4 lua-busted lua-event python3 ca-certificates
+DEB_PACKAGES := prosody lua5.4 lua-busted lua-event python3 ca-certificates openssl
 
 .PHONY: all build deps run test test-rust test-lua test-e2e clean
 

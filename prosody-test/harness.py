@@ -12,6 +12,7 @@ import queue
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -52,8 +53,10 @@ def lua_value(value):
 class Prosody:
     """A Prosody started from a temp config, stopped by PID."""
 
-    def __init__(self, components, backend="epoll", users=("alice", "bob", "carol"), c2s_port=None):
+    def __init__(self, components, backend="epoll", users=("alice", "bob", "carol"), c2s_port=None,
+                 env=None):
         self.backend = backend
+        self.env = dict(os.environ, **(env or {}))
         self.dir = tempfile.mkdtemp(prefix="prosody-test-")
         self.c2s_port = c2s_port or free_port()
         self.config = os.path.join(self.dir, "prosody.cfg.lua")
@@ -109,7 +112,7 @@ class Prosody:
         with open(os.path.join(self.dir, "stdout.log"), "w") as out:
             self.proc = subprocess.Popen(
                 ["prosody", "--config", self.config, "-F"],
-                stdout=out, stderr=subprocess.STDOUT,
+                stdout=out, stderr=subprocess.STDOUT, env=self.env,
             )
         deadline = time.monotonic() + WAIT
         while time.monotonic() < deadline:
@@ -176,7 +179,8 @@ class WebService:
     (status, headers, body) or None to drop the connection without answering.
     """
 
-    def __init__(self, handler=None):
+    def __init__(self, handler=None, certificate=None):
+        """`certificate`: (cert file, key file) to serve HTTPS."""
         self.handler = handler or echo_handler
         self.requests = []
         self.lock = threading.Lock()
@@ -220,7 +224,13 @@ class WebService:
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        scheme = "http"
+        if certificate:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*certificate)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -240,6 +250,39 @@ class WebService:
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+class Certificates:
+    """A private CA with a server certificate for 127.0.0.1, and a
+    self-signed certificate that nothing trusts. Made with openssl."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="certs-")
+        self.ca = self.path("ca.pem")
+        self.trusted = (self.path("server.pem"), self.path("server.key"))
+        self.untrusted = (self.path("self.pem"), self.path("self.key"))
+        san = self.path("san.ext")
+        with open(san, "w") as f:
+            f.write("subjectAltName=IP:127.0.0.1\n")
+        for command in [
+            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", self.path("ca.key"),
+             "-out", self.ca, "-days", "2", "-subj", "/CN=Test CA"],
+            ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", self.trusted[1],
+             "-out", self.path("server.csr"), "-subj", "/CN=127.0.0.1"],
+            ["x509", "-req", "-in", self.path("server.csr"), "-CA", self.ca,
+             "-CAkey", self.path("ca.key"), "-CAcreateserial", "-out", self.trusted[0],
+             "-days", "2", "-extfile", san],
+            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", self.untrusted[1],
+             "-out", self.untrusted[0], "-days", "2", "-subj", "/CN=127.0.0.1",
+             "-addext", "subjectAltName=IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE"],
+        ]:
+            subprocess.run(["openssl", *command], check=True, capture_output=True, timeout=60)
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def cleanup(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def json_reply(value, status=200, content_type="application/json"):

@@ -8,7 +8,7 @@ import threading
 import time
 import unittest
 
-from harness import (DOMAIN, NS_STANZAS, Prosody, WebService, echo_handler, free_port,
+from harness import (DOMAIN, Certificates, NS_STANZAS, Prosody, WebService, echo_handler, free_port,
                      json_reply)
 
 BACKEND = os.environ.get("NETWORK_BACKEND", "epoll")
@@ -28,6 +28,9 @@ class ContractTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.ws = WebService()
+        cls.certs = Certificates()
+        cls.https = WebService(certificate=cls.certs.trusted)
+        cls.untrusted = WebService(certificate=cls.certs.untrusted)
         url = cls.ws.url
         cls.components = {
             "bot.localhost": {"component_post_url": url + "/bot"},
@@ -42,12 +45,17 @@ class ContractTest(unittest.TestCase):
                                   "component_post_stanzas": ["message", "iq"]},
             "iqonly.localhost": {"component_post_url": url + "/iqonly",
                                  "component_post_stanzas": ["iq"]},
+            "tls.localhost": {"component_post_url": cls.https.url + "/tls"},
+            "untrusted.localhost": {"component_post_url": cls.untrusted.url + "/untrusted"},
             "badurl.localhost": {"component_post_url": "ftp://example.com/x"},
             "nourl.localhost": {},
             "badtimeout.localhost": {"component_post_url": url, "component_post_timeout": "soon"},
             "badkind.localhost": {"component_post_url": url, "component_post_stanzas": ["mesage"]},
         }
-        cls.prosody = Prosody(cls.components, backend=BACKEND, users=USERS).start()
+        # rustls reads extra trusted roots from SSL_CERT_FILE: the private CA
+        # stands in for the system's CAs.
+        cls.prosody = Prosody(cls.components, backend=BACKEND, users=USERS,
+                              env={"SSL_CERT_FILE": cls.certs.ca}).start()
         name = "libevent" if BACKEND == "event" else BACKEND
         assert f"using the {name} " in cls.prosody.log(), f"Prosody is not on the {BACKEND} backend"
         cls.alice = cls.prosody.client("alice")
@@ -59,7 +67,9 @@ class ContractTest(unittest.TestCase):
             c.close()
         alive = cls.prosody.alive()
         cls.prosody.cleanup()
-        cls.ws.stop()
+        for ws in (cls.ws, cls.https, cls.untrusted):
+            ws.stop()
+        cls.certs.cleanup()
         assert alive, "Prosody died during the tests"
 
     def setUp(self):
@@ -241,6 +251,14 @@ class ContractTest(unittest.TestCase):
         kind, condition, text = self.error_to(self.alice, "x@refused.localhost")
         self.assertEqual((kind, condition), ("cancel", "remote-server-timeout"))
         self.assertIn("connection", text.lower())
+
+    def test_https_with_certificate_checks(self):
+        self.assertEqual(self.reply_to(self.alice, "s@tls.localhost", "secure").body,
+                         "Did you say secure?")
+        kind, condition, text = self.error_to(self.alice, "s@untrusted.localhost")
+        self.assertEqual((kind, condition), ("cancel", "remote-server-timeout"))
+        self.assertIn("certificate", text.lower())
+        self.assertEqual(self.untrusted.requests, [])
 
     def test_timeout(self):
         release = threading.Event()

@@ -330,3 +330,131 @@ fn transport_error(error: reqwest::Error) -> DeliveryError {
     };
     DeliveryError::Connection(format!("{what}: {cause}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conversion;
+    use crate::xml::Element;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    /// A one-connection HTTP server on loopback answering `answer`, or
+    /// holding the connection open without answering when it is `None`.
+    fn serve_once(answer: Option<&'static str>) -> (String, std::thread::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            match answer {
+                Some(answer) => stream.write_all(answer.as_bytes()).unwrap(),
+                None => std::thread::sleep(Duration::from_secs(2)),
+            }
+        });
+        (url, server)
+    }
+
+    fn delivery(url: &str) -> Delivery {
+        let config =
+            Config::new("bot.localhost", Some(url), Some(5.0), &["message".into()]).unwrap();
+        Delivery::new(config).unwrap()
+    }
+
+    fn request() -> Request {
+        let stanza = Element::new("message")
+            .with_attr("to", "echo@bot.localhost")
+            .with_attr("from", "u@localhost/r")
+            .with_attr("id", "m1")
+            .with_child(Element::new("body").with_text("hi"));
+        conversion::request(&stanza).unwrap()
+    }
+
+    /// Waits (bounded) for the fd to become readable, as Prosody would.
+    fn wait_readable(delivery: &Delivery) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: delivery.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, for the duration of the call.
+        unsafe { libc::poll(&mut pfd, 1, 10_000) == 1 }
+    }
+
+    fn xml(outcomes: &[Outcome]) -> Vec<String> {
+        outcomes
+            .iter()
+            .flat_map(|o| o.stanzas.iter().map(Element::to_xml))
+            .collect()
+    }
+
+    #[test]
+    fn answer_arrives_through_the_fd() {
+        let (url, server) = serve_once(Some(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 16\r\n\r\n{\"body\": \"yes\"}\n",
+        ));
+        let d = delivery(&url);
+        d.submit(request());
+        assert!(wait_readable(&d));
+        assert_eq!(
+            xml(&d.drain()),
+            ["<message to='u@localhost/r' from='echo@bot.localhost' type='chat'><body>yes</body></message>"]
+        );
+        assert_eq!(d.in_flight(), 0);
+        // Drained: the fd is quiet again.
+        let mut pfd = libc::pollfd {
+            fd: d.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::poll(&mut pfd, 1, 0) }, 0);
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn refused_connection_is_an_error_reply() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let d = delivery(&format!("http://127.0.0.1:{port}/"));
+        d.submit(request());
+        assert!(wait_readable(&d));
+        let outcomes = d.drain();
+        let replies = xml(&outcomes);
+        assert_eq!(replies.len(), 1);
+        assert!(
+            replies[0].contains("type='error'") && replies[0].contains("remote-server-timeout")
+        );
+        assert!(outcomes[0]
+            .log
+            .as_ref()
+            .unwrap()
+            .1
+            .contains("connection failed"));
+    }
+
+    #[test]
+    fn cancel_all_answers_in_flight_stanzas_once() {
+        let (url, server) = serve_once(None);
+        let d = delivery(&url);
+        d.submit(request());
+        assert_eq!(d.in_flight(), 1);
+        let cancelled = d.cancel_all("test");
+        let replies = xml(&cancelled);
+        assert_eq!(replies.len(), 1);
+        assert!(replies[0].contains("service-unavailable"), "{replies:?}");
+        assert_eq!(d.in_flight(), 0);
+        server.join().unwrap();
+        // The aborted request never produces a second answer.
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(d.drain().is_empty());
+    }
+}

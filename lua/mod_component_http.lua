@@ -158,18 +158,17 @@ local function answer_iq(event)
 	return true;
 end
 
-local handlers = {
-	message = forward;
-	presence = client:forwards("presence") and forward or answer_presence;
-	iq = client:forwards("iq") and forward or answer_iq;
-};
+-- What answers a kind of stanza that is not forwarded: Prosody itself for
+-- messages (service-unavailable), this module for presence and IQs.
+local local_handlers = { presence = answer_presence, iq = answer_iq };
 
 -- Above mod_iq, which a component inherits and which would otherwise answer
 -- IQs to the bare domain first.
 local PRIORITY = 10;
 
-for kind, handler in pairs(handlers) do
-	if kind ~= "message" or client:forwards("message") then
+for _, kind in ipairs({ "message", "presence", "iq" }) do
+	local handler = client:forwards(kind) and forward or local_handlers[kind];
+	if handler then
 		for _, to in ipairs({ "host", "bare", "full" }) do
 			module:hook(kind.."/"..to, handler, PRIORITY);
 		end

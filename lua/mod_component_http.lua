@@ -52,7 +52,15 @@ end
 
 local native = load_native();
 
-local url = module:get_option_string("component_post_url");
+local defaults = native.defaults;
+
+local function number_option(name, default)
+	local value = module:get_option_number(name, default);
+	if value == nil then -- Prosody has logged that it is not a number
+		load_error("%s = %q must be a number", name, tostring(module:get_option(name)));
+	end
+	return value;
+end
 
 local kinds = module:get_option_set("component_post_stanzas");
 if not kinds then
@@ -62,25 +70,44 @@ if not kinds then
 	end
 end
 kinds = kinds or set.new({ "message" });
-
-local timeout = module:get_option_number("component_post_timeout", 30);
-if timeout == nil then
-	load_error("component_post_timeout = %q must be a number of seconds",
-		tostring(module:get_option("component_post_timeout")));
-end
-
 local kind_list = {};
 for kind in kinds do
 	table.insert(kind_list, kind);
 end
 
-local client, config_err = native.new_client({
+local headers = module:get_option("component_post_headers");
+if headers ~= nil and type(headers) ~= "table" then
+	load_error("component_post_headers must be a table of header names and values");
+end
+
+local tls_verify = module:get_option_boolean("component_post_tls_verify", defaults.tls_verify);
+if tls_verify == false then
+	module:log("warn", "component_post_tls_verify = false: the web service's certificate is not checked");
+end
+
+local options = {
 	host = module.host;
-	url = url;
-	timeout = timeout;
+	url = module:get_option_string("component_post_url");
 	stanzas = kind_list;
-});
-if not client then
+	timeout = number_option("component_post_timeout", defaults.timeout);
+	connect_timeout = number_option("component_post_connect_timeout", defaults.connect_timeout);
+	max_inflight = number_option("component_post_max_inflight", defaults.max_inflight);
+	queue_size = number_option("component_post_queue_size", defaults.queue_size);
+	retries = number_option("component_post_retries", defaults.retries);
+	ordering = module:get_option_string("component_post_ordering", defaults.ordering);
+	secrets = module:get_option_array("component_post_secret");
+	headers = headers;
+	ca_file = module:get_option_path("component_post_ca_file", nil, "config");
+	tls_verify = tls_verify;
+	max_response = number_option("component_post_max_response", defaults.max_response);
+};
+
+-- new_client answers nil and a reason for a bad option; a Lua error (say, a
+-- header value that is not a string) is a bad option too.
+local ok, client, config_err = pcall(native.new_client, options);
+if not ok then
+	load_error("invalid option: %s", tostring(client):match("^[^\n]*"));
+elseif not client then
 	load_error("%s", config_err);
 end
 

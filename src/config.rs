@@ -1,26 +1,76 @@
-//! The module's options, validated once at load (SPEC §1–§2).
+//! The module's options, validated once at load (SPEC §1–§2 and the
+//! delivery options). Every error names the option and, unless it is secret,
+//! the bad value, so the admin's one log line says what to fix.
 
 use std::time::Duration;
 
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::Url;
 use thiserror::Error;
 
 use crate::conversion::Kind;
+use crate::signing::{Secret, SecretError};
 
-pub const DEFAULT_TIMEOUT_SECS: f64 = 30.0;
-
-/// A load error names the option and the bad value, so the admin's one log
-/// line says what to fix.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error("component_post_url is not set: it must be the http(s) URL to POST stanzas to")]
     MissingUrl,
     #[error("component_post_url = {value:?} is not a valid http(s) URL: {reason}")]
     BadUrl { value: String, reason: String },
-    #[error("component_post_timeout = {0} must be a positive number of seconds")]
-    BadTimeout(String),
     #[error("component_post_stanzas: unknown stanza kind {0:?} (use message, presence, iq)")]
     BadKind(String),
+    #[error("{option} = {value} must be {expected}")]
+    Invalid {
+        option: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("component_post_headers: {0}")]
+    BadHeader(String),
+    #[error("component_post_ca_file = {path:?}: {reason}")]
+    BadCaFile { path: String, reason: String },
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+}
+
+/// Option defaults, in one place; the Lua shim reads them from here.
+pub mod defaults {
+    pub const TIMEOUT: f64 = 30.0;
+    pub const CONNECT_TIMEOUT: f64 = 5.0;
+    pub const MAX_INFLIGHT: usize = 64;
+    pub const QUEUE_SIZE: usize = 1000;
+    pub const RETRIES: usize = 2;
+    pub const ORDERING: &str = "conversation";
+    pub const TLS_VERIFY: bool = true;
+    pub const MAX_RESPONSE: usize = 1024 * 1024;
+}
+
+/// Whether stanzas of one conversation wait for each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ordering {
+    /// Stanzas between one sender (bare JID) and one component JID are
+    /// POSTed one at a time, in arrival order.
+    Conversation,
+    None,
+}
+
+/// The options as the admin wrote them (numbers as Lua gives them).
+#[derive(Debug, Default, Clone)]
+pub struct Options {
+    pub host: String,
+    pub url: Option<String>,
+    pub stanzas: Vec<String>,
+    pub timeout: Option<f64>,
+    pub connect_timeout: Option<f64>,
+    pub max_inflight: Option<f64>,
+    pub queue_size: Option<f64>,
+    pub retries: Option<f64>,
+    pub ordering: Option<String>,
+    pub secrets: Vec<String>,
+    pub headers: Vec<(String, String)>,
+    pub ca_file: Option<String>,
+    pub tls_verify: Option<bool>,
+    pub max_response: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -28,18 +78,33 @@ pub struct Config {
     /// The component's domain: replies must come from it.
     pub host: String,
     pub url: Url,
+    /// For one stanza, over all its attempts.
     pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_inflight: usize,
+    pub queue_size: usize,
+    pub retries: u32,
+    pub ordering: Ordering,
+    pub secrets: Vec<Secret>,
+    /// Extra request headers, marked sensitive so they never show in logs.
+    pub headers: HeaderMap,
+    pub ca_certificates: Vec<reqwest::Certificate>,
+    pub tls_verify: bool,
+    pub max_response: usize,
     forwarded: Vec<Kind>,
 }
 
+/// Headers this module sets itself.
+const RESERVED_HEADERS: [&str; 4] = [
+    "content-type",
+    "content-length",
+    "host",
+    "transfer-encoding",
+];
+
 impl Config {
-    pub fn new(
-        host: &str,
-        url: Option<&str>,
-        timeout_secs: Option<f64>,
-        kinds: &[String],
-    ) -> Result<Config, ConfigError> {
-        let value = url.ok_or(ConfigError::MissingUrl)?;
+    pub fn new(options: Options) -> Result<Config, ConfigError> {
+        let value = options.url.as_deref().ok_or(ConfigError::MissingUrl)?;
         let bad_url = |reason: &str| ConfigError::BadUrl {
             value: value.to_owned(),
             reason: reason.to_owned(),
@@ -51,18 +116,67 @@ impl Config {
         if url.host_str().is_none_or(str::is_empty) {
             return Err(bad_url("it has no host"));
         }
-        let secs = timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS);
-        if !(secs.is_finite() && secs > 0.0) {
-            return Err(ConfigError::BadTimeout(secs.to_string()));
-        }
-        let forwarded = kinds
+        let forwarded = options
+            .stanzas
             .iter()
             .map(|k| Kind::parse(k).ok_or_else(|| ConfigError::BadKind(k.clone())))
             .collect::<Result<_, _>>()?;
+        let ordering = match options.ordering.as_deref().unwrap_or(defaults::ORDERING) {
+            "conversation" => Ordering::Conversation,
+            "none" => Ordering::None,
+            other => {
+                return Err(ConfigError::Invalid {
+                    option: "component_post_ordering",
+                    value: format!("{other:?}"),
+                    expected: "\"conversation\" or \"none\"",
+                })
+            }
+        };
         Ok(Config {
-            host: host.to_owned(),
+            host: options.host,
             url,
-            timeout: Duration::from_secs_f64(secs),
+            timeout: seconds("component_post_timeout", options.timeout, defaults::TIMEOUT)?,
+            connect_timeout: seconds(
+                "component_post_connect_timeout",
+                options.connect_timeout,
+                defaults::CONNECT_TIMEOUT,
+            )?,
+            max_inflight: count(
+                "component_post_max_inflight",
+                options.max_inflight,
+                defaults::MAX_INFLIGHT,
+                1,
+            )?,
+            queue_size: count(
+                "component_post_queue_size",
+                options.queue_size,
+                defaults::QUEUE_SIZE,
+                0,
+            )?,
+            retries: count(
+                "component_post_retries",
+                options.retries,
+                defaults::RETRIES,
+                0,
+            )? as u32,
+            ordering,
+            secrets: options
+                .secrets
+                .iter()
+                .map(|s| Secret::parse(s))
+                .collect::<Result<_, _>>()?,
+            headers: headers(&options.headers)?,
+            ca_certificates: match &options.ca_file {
+                Some(path) => ca_certificates(path)?,
+                None => Vec::new(),
+            },
+            tls_verify: options.tls_verify.unwrap_or(defaults::TLS_VERIFY),
+            max_response: count(
+                "component_post_max_response",
+                options.max_response,
+                defaults::MAX_RESPONSE,
+                1,
+            )?,
             forwarded,
         })
     }
@@ -72,34 +186,119 @@ impl Config {
     }
 }
 
+fn seconds(
+    option: &'static str,
+    value: Option<f64>,
+    default: f64,
+) -> Result<Duration, ConfigError> {
+    let secs = value.unwrap_or(default);
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err(ConfigError::Invalid {
+            option,
+            value: secs.to_string(),
+            expected: "a positive number of seconds",
+        });
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// A whole number, at least `min`; at most a billion, which is plenty for
+/// any count here and keeps conversions exact.
+fn count(
+    option: &'static str,
+    value: Option<f64>,
+    default: usize,
+    min: usize,
+) -> Result<usize, ConfigError> {
+    let Some(n) = value else {
+        return Ok(default);
+    };
+    if n.fract() != 0.0 || !(min as f64..=1e9).contains(&n) {
+        return Err(ConfigError::Invalid {
+            option,
+            value: n.to_string(),
+            expected: if min == 0 {
+                "a whole number, 0 or more"
+            } else {
+                "a whole number, 1 or more"
+            },
+        });
+    }
+    Ok(n as usize)
+}
+
+fn headers(pairs: &[(String, String)]) -> Result<HeaderMap, ConfigError> {
+    let mut map = HeaderMap::new();
+    for (name, value) in pairs {
+        let header = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| ConfigError::BadHeader(format!("{name:?} is not a valid header name")))?;
+        if RESERVED_HEADERS.contains(&header.as_str()) || header.as_str().starts_with("webhook-") {
+            return Err(ConfigError::BadHeader(format!(
+                "{name:?} is set by the module itself"
+            )));
+        }
+        // The value is not quoted: it may be a credential.
+        let mut value = HeaderValue::from_str(value).map_err(|_| {
+            ConfigError::BadHeader(format!("the value of {name:?} is not a valid header value"))
+        })?;
+        value.set_sensitive(true);
+        map.append(header, value);
+    }
+    Ok(map)
+}
+
+fn ca_certificates(path: &str) -> Result<Vec<reqwest::Certificate>, ConfigError> {
+    let bad = |reason: String| ConfigError::BadCaFile {
+        path: path.to_owned(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| bad(format!("not PEM certificates: {e}")))?;
+    if certificates.is_empty() {
+        return Err(bad("no certificate in the file".into()));
+    }
+    Ok(certificates)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn config(
-        url: Option<&str>,
-        timeout: Option<f64>,
-        kinds: &[&str],
-    ) -> Result<Config, ConfigError> {
-        let kinds: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
-        Config::new("bot.localhost", url, timeout, &kinds)
+    fn options(url: &str) -> Options {
+        Options {
+            host: "bot.localhost".into(),
+            url: Some(url.into()),
+            stanzas: vec!["message".into()],
+            ..Default::default()
+        }
+    }
+
+    fn error(options: Options) -> String {
+        Config::new(options).unwrap_err().to_string()
     }
 
     #[test]
     fn defaults() {
-        let c = config(Some("https://example.com/api"), None, &["message"]).unwrap();
+        let c = Config::new(options("https://example.com/api")).unwrap();
         assert_eq!(c.timeout, Duration::from_secs(30));
+        assert_eq!(c.connect_timeout, Duration::from_secs(5));
+        assert_eq!((c.max_inflight, c.queue_size, c.retries), (64, 1000, 2));
+        assert_eq!(c.ordering, Ordering::Conversation);
+        assert!(c.secrets.is_empty() && c.headers.is_empty() && c.ca_certificates.is_empty());
+        assert!(c.tls_verify);
+        assert_eq!(c.max_response, 1024 * 1024);
         assert!(c.forwards(Kind::Message));
         assert!(!c.forwards(Kind::Iq));
-        assert_eq!(c.url.as_str(), "https://example.com/api");
     }
 
     #[test]
     fn url_must_be_http_or_https() {
-        assert_eq!(
-            config(None, None, &[]).unwrap_err(),
-            ConfigError::MissingUrl
-        );
+        let missing = Options {
+            url: None,
+            ..options("")
+        };
+        assert_eq!(Config::new(missing).unwrap_err(), ConfigError::MissingUrl);
         for bad in [
             "",
             "example.com/api",
@@ -107,7 +306,7 @@ mod tests {
             "http://",
             "not a url",
         ] {
-            let err = config(Some(bad), None, &[]).unwrap_err();
+            let err = Config::new(options(bad)).unwrap_err();
             assert!(matches!(err, ConfigError::BadUrl { .. }), "{bad}: {err:?}");
             assert!(err.to_string().contains("component_post_url"));
             assert!(err.to_string().contains(&format!("{bad:?}")));
@@ -115,24 +314,92 @@ mod tests {
     }
 
     #[test]
-    fn timeout_must_be_positive() {
-        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
-            assert!(matches!(
-                config(Some("http://x/"), Some(bad), &[]),
-                Err(ConfigError::BadTimeout(_))
-            ));
-        }
-        let c = config(Some("http://x/"), Some(0.5), &[]).unwrap();
+    fn numbers_are_checked() {
+        let with = |f: fn(&mut Options)| {
+            let mut o = options("http://x/");
+            f(&mut o);
+            o
+        };
+        assert!(error(with(|o| o.timeout = Some(0.0))).starts_with("component_post_timeout = 0 "));
+        assert!(error(with(|o| o.timeout = Some(f64::NAN))).contains("component_post_timeout"));
+        assert!(error(with(|o| o.connect_timeout = Some(-1.0)))
+            .contains("component_post_connect_timeout"));
+        assert!(
+            error(with(|o| o.max_inflight = Some(0.0))).contains("component_post_max_inflight = 0")
+        );
+        assert!(
+            error(with(|o| o.queue_size = Some(1.5))).contains("component_post_queue_size = 1.5")
+        );
+        assert!(error(with(|o| o.retries = Some(-1.0))).contains("component_post_retries"));
+        assert!(error(with(|o| o.max_response = Some(0.0))).contains("component_post_max_response"));
+        let c = Config::new(with(|o| {
+            o.timeout = Some(0.5);
+            o.queue_size = Some(0.0);
+            o.retries = Some(0.0);
+        }))
+        .unwrap();
         assert_eq!(c.timeout, Duration::from_millis(500));
+        assert_eq!((c.queue_size, c.retries), (0, 0));
     }
 
     #[test]
-    fn kinds_are_checked() {
-        let c = config(Some("http://x/"), None, &["message", "presence", "iq"]).unwrap();
+    fn kinds_and_ordering_are_checked() {
+        let mut o = options("http://x/");
+        o.stanzas = vec!["message".into(), "presence".into(), "iq".into()];
+        o.ordering = Some("none".into());
+        let c = Config::new(o.clone()).unwrap();
         assert!(c.forwards(Kind::Presence) && c.forwards(Kind::Iq));
+        assert_eq!(c.ordering, Ordering::None);
+        o.ordering = Some("fifo".into());
+        assert!(error(o.clone()).contains("component_post_ordering = \"fifo\""));
+        o.stanzas = vec!["mesage".into()];
         assert_eq!(
-            config(Some("http://x/"), None, &["mesage"]).unwrap_err(),
+            Config::new(o).unwrap_err(),
             ConfigError::BadKind("mesage".into())
         );
+    }
+
+    #[test]
+    fn headers_are_checked_and_their_values_never_shown() {
+        let mut o = options("http://x/");
+        o.headers = vec![("Authorization".into(), "Bearer s3cret".into())];
+        let c = Config::new(o.clone()).unwrap();
+        assert!(c.headers["authorization"].is_sensitive());
+        assert!(!format!("{c:?}").contains("s3cret"));
+        o.headers = vec![("bad name".into(), "v".into())];
+        assert!(error(o.clone()).contains("\"bad name\" is not a valid header name"));
+        o.headers = vec![("X-Token".into(), "line\nbreak s3cret".into())];
+        let e = error(o.clone());
+        assert!(e.contains("X-Token") && !e.contains("s3cret"));
+        o.headers = vec![("Content-Type".into(), "text/plain".into())];
+        assert!(error(o.clone()).contains("set by the module"));
+        o.headers = vec![("Webhook-Id".into(), "x".into())];
+        assert!(error(o).contains("set by the module"));
+    }
+
+    #[test]
+    fn secrets_are_parsed_and_never_shown() {
+        let mut o = options("http://x/");
+        o.secrets = vec!["whsec_c2VjcmV0".into(), "plain-s3cret".into()];
+        let c = Config::new(o.clone()).unwrap();
+        assert_eq!(c.secrets.len(), 2);
+        assert!(!format!("{c:?}").contains("plain-s3cret"));
+        o.secrets = vec!["whsec_***".into()];
+        let e = error(o);
+        assert!(e.contains("component_post_secret") && !e.contains("***"));
+    }
+
+    #[test]
+    fn ca_file_must_hold_certificates() {
+        let mut o = options("https://x/");
+        o.ca_file = Some("/nonexistent/ca.pem".into());
+        assert!(error(o.clone()).contains("component_post_ca_file = \"/nonexistent/ca.pem\""));
+        let dir = std::env::temp_dir().join(format!("ca-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "not a certificate").unwrap();
+        o.ca_file = Some(empty.to_string_lossy().into_owned());
+        assert!(error(o).contains("no certificate"));
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

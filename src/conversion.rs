@@ -169,6 +169,8 @@ pub fn request(stanza: &Element) -> Result<Request, ConversionError> {
 pub struct HttpAnswer {
     pub status: u16,
     pub content_type: Option<String>,
+    /// From a `Retry-After` header, for retries.
+    pub retry_after: Option<std::time::Duration>,
     pub body: Vec<u8>,
 }
 
@@ -426,6 +428,7 @@ mod tests {
             status: 200,
             content_type: Some("application/json".into()),
             body: value.to_string().into_bytes(),
+            ..Default::default()
         }
     }
 
@@ -434,6 +437,7 @@ mod tests {
             status,
             content_type: content_type.map(str::to_owned),
             body: body.as_bytes().to_vec(),
+            ..Default::default()
         }
     }
 

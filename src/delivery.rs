@@ -1,24 +1,29 @@
-//! POSTing stanzas off Prosody's thread. Each request runs on a shared tokio
-//! runtime; its outcome is queued and signalled on an eventfd that Prosody's
-//! event loop watches, then drained on Prosody's thread. Nothing here touches
-//! Lua.
+//! POSTing stanzas off Prosody's thread. Each stanza becomes a task on a
+//! shared tokio runtime; its outcome is queued and signalled on an eventfd
+//! that Prosody's event loop watches, then drained on Prosody's thread.
+//! Nothing here touches Lua.
+//!
+//! Per component host: at most `max_inflight` POSTs at once and
+//! `queue_size` more stanzas waiting (beyond that a stanza is refused at
+//! once); stanzas of one conversation go one at a time, in arrival order;
+//! failed attempts are retried with backoff within the stanza's deadline.
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use once_cell::sync::Lazy;
-use reqwest::header::CONTENT_TYPE;
+use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use tokio::runtime::{Handle, Runtime};
+use tokio::sync::{oneshot, Semaphore};
 use tokio::task::AbortHandle;
 
-use crate::config::Config;
+use crate::config::{Config, Ordering};
 use crate::conversion::{self, Envelope, HttpAnswer, Outcome, Request};
-use crate::errors::DeliveryError;
-
-/// The largest answer read from the web service.
-pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+use crate::errors::{DeliveryError, LogLevel};
+use crate::{jid, retry, signing};
 
 const WORKER_THREADS: usize = 2;
 
@@ -87,6 +92,7 @@ impl Signal {
     }
 }
 
+/// A stanza accepted and still owed an answer.
 struct InFlight {
     envelope: Envelope,
     abort: Option<AbortHandle>,
@@ -96,20 +102,22 @@ struct Shared {
     config: Config,
     signal: Signal,
     done: Mutex<Vec<Outcome>>,
+    /// Every accepted stanza until its outcome is queued: running, waiting
+    /// for a permit, or waiting behind its conversation.
     in_flight: Mutex<HashMap<u64, InFlight>>,
+    /// The last stanza of each conversation, and a receiver that resolves
+    /// when it is done: the next stanza of that conversation waits on it.
+    conversations: Mutex<HashMap<String, (u64, oneshot::Receiver<()>)>>,
+    permits: Semaphore,
+    /// Set while stanzas are being refused, so the admin hears it once.
+    refusing: AtomicBool,
     /// The HTTP client (one keep-alive pool per component host), with the pid
     /// it was built in, for the same reason as the runtime.
     client: Mutex<Option<(u32, reqwest::Client)>>,
 }
 
 impl Shared {
-    /// Ends delivery `id` with the outcome `make` builds, unless it has
-    /// already ended (cancelled). Exactly one outcome per stanza.
-    fn finish(&self, id: u64, make: impl FnOnce(&Envelope) -> Outcome) {
-        let Some(entry) = lock(&self.in_flight).remove(&id) else {
-            return;
-        };
-        let outcome = make(&entry.envelope);
+    fn queue(&self, outcome: Outcome) {
         let mut done = lock(&self.done);
         let was_empty = done.is_empty();
         done.push(outcome);
@@ -117,6 +125,22 @@ impl Shared {
         if was_empty {
             self.signal.raise();
         }
+    }
+
+    /// Ends delivery `id` with the outcome `make` builds, unless it has
+    /// already ended (cancelled). Exactly one outcome per stanza.
+    fn finish(&self, id: u64, make: impl FnOnce(&Envelope) -> Outcome) {
+        let Some(entry) = lock(&self.in_flight).remove(&id) else {
+            return;
+        };
+        self.queue(make(&entry.envelope));
+    }
+
+    fn fail(&self, id: u64, error: DeliveryError) {
+        let host = &self.config.host;
+        self.finish(id, |envelope| {
+            conversion::outcome(envelope, host, Err(error))
+        });
     }
 
     fn client(&self) -> Result<reqwest::Client, DeliveryError> {
@@ -127,12 +151,20 @@ impl Shared {
                 return Ok(client.clone());
             }
         }
-        let client = reqwest::Client::builder()
-            .timeout(self.config.timeout)
+        let config = &self.config;
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
             // The URL is the admin's: a redirect is answered like any other
             // unmapped status, never followed.
             .redirect(reqwest::redirect::Policy::none())
+            .default_headers(config.headers.clone())
+            .pool_max_idle_per_host(config.max_inflight)
             .user_agent(concat!("mod_component_http/", env!("CARGO_PKG_VERSION")))
+            .danger_accept_invalid_certs(!config.tls_verify);
+        for certificate in &config.ca_certificates {
+            builder = builder.add_root_certificate(certificate.clone());
+        }
+        let client = builder
             .build()
             .map_err(|e| DeliveryError::Internal(format!("cannot build the HTTP client: {e}")))?;
         *slot = Some((pid, client.clone()));
@@ -140,20 +172,30 @@ impl Shared {
     }
 }
 
-/// Ends a delivery that did not finish normally: a panic in its task. An
-/// aborted (cancelled) task finds its entry already gone and does nothing.
-struct FinishGuard {
+/// Whatever way a delivery task ends (done, aborted, panicked), its stanza
+/// is answered once and its conversation moves on.
+struct TaskGuard {
     shared: Arc<Shared>,
     id: u64,
+    conversation: Option<String>,
 }
 
-impl Drop for FinishGuard {
+impl Drop for TaskGuard {
     fn drop(&mut self) {
-        let host = self.shared.config.host.clone();
-        self.shared.finish(self.id, |envelope| {
-            let error = DeliveryError::Internal("the delivery task stopped unexpectedly".into());
-            conversion::outcome(envelope, &host, Err(error))
-        });
+        // Still owed an answer here only if the task panicked.
+        self.shared.fail(
+            self.id,
+            DeliveryError::Internal("the delivery task stopped unexpectedly".into()),
+        );
+        if let Some(key) = self.conversation.take() {
+            let mut conversations = lock(&self.shared.conversations);
+            if conversations
+                .get(&key)
+                .is_some_and(|(last, _)| *last == self.id)
+            {
+                conversations.remove(&key);
+            }
+        }
     }
 }
 
@@ -169,10 +211,13 @@ impl Delivery {
             .map_err(|e| DeliveryError::Internal(format!("cannot create an eventfd: {e}")))?;
         Ok(Delivery {
             shared: Arc::new(Shared {
+                permits: Semaphore::new(config.max_inflight),
                 config,
                 signal,
                 done: Mutex::new(Vec::new()),
                 in_flight: Mutex::new(HashMap::new()),
+                conversations: Mutex::new(HashMap::new()),
+                refusing: AtomicBool::new(false),
                 client: Mutex::new(None),
             }),
             next_id: AtomicU64::new(1),
@@ -188,17 +233,46 @@ impl Delivery {
         self.shared.signal.0.as_raw_fd()
     }
 
+    /// Stanzas accepted and not yet answered.
     pub fn in_flight(&self) -> usize {
         lock(&self.shared.in_flight).len()
     }
 
-    /// Starts the POST for `request`; returns at once. Its outcome arrives
+    /// Starts delivering `request`; returns at once. Its outcome arrives
     /// through [`Delivery::drain`], whatever happens to it.
     pub fn submit(&self, request: Request) {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let shared = &self.shared;
+        let config = &shared.config;
+        let id = self.next_id.fetch_add(1, AtomicOrdering::Relaxed);
         let Request { envelope, json } = request;
-        let started = runtime().and_then(|rt| Ok((rt, self.shared.client()?)));
-        let mut in_flight = lock(&self.shared.in_flight);
+        let mut in_flight = lock(&shared.in_flight);
+        if in_flight.len() >= config.max_inflight + config.queue_size {
+            drop(in_flight);
+            if !shared.refusing.swap(true, AtomicOrdering::Relaxed) {
+                shared.queue(Outcome {
+                    stanzas: Vec::new(),
+                    log: Some((
+                        LogLevel::Warn,
+                        format!(
+                            "{} stanzas in flight or waiting: refusing more with resource-constraint",
+                            config.max_inflight + config.queue_size
+                        ),
+                    )),
+                });
+            }
+            let error = DeliveryError::QueueFull;
+            shared.queue(conversion::outcome(&envelope, &config.host, Err(error)));
+            return;
+        }
+        shared.refusing.store(false, AtomicOrdering::Relaxed);
+        let conversation = match config.ordering {
+            Ordering::Conversation => Some(format!(
+                "{}\n{}",
+                jid::bare(&envelope.from),
+                jid::bare(&envelope.to)
+            )),
+            Ordering::None => None,
+        };
         in_flight.insert(
             id,
             InFlight {
@@ -206,29 +280,44 @@ impl Delivery {
                 abort: None,
             },
         );
-        let (rt, client) = match started {
+        let (rt, client) = match runtime().and_then(|rt| Ok((rt, shared.client()?))) {
             Ok(started) => started,
             Err(error) => {
                 drop(in_flight);
-                let host = self.shared.config.host.clone();
-                self.shared.finish(id, |envelope| {
-                    conversion::outcome(envelope, &host, Err(error))
-                });
+                shared.fail(id, error);
                 return;
             }
         };
-        let guard = FinishGuard {
-            shared: Arc::clone(&self.shared),
+        let (done, done_rx) = oneshot::channel::<()>();
+        let previous = conversation.as_ref().and_then(|key| {
+            lock(&shared.conversations)
+                .insert(key.clone(), (id, done_rx))
+                .map(|(_, previous)| previous)
+        });
+        let guard = TaskGuard {
+            shared: Arc::clone(shared),
             id,
+            conversation,
         };
         // Spawned while holding the in-flight lock, so the task cannot finish
         // before its abort handle is recorded.
         let task = rt.spawn(async move {
+            let _done = done; // dropped when this task ends: the next one starts
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
             let shared = &guard.shared;
-            let result = post(&client, &shared.config, json).await;
+            let Ok(_permit) = shared.permits.acquire().await else {
+                return; // the semaphore is never closed
+            };
+            let (result, attempts) = deliver(&client, &shared.config, json).await;
             let host = &shared.config.host;
             shared.finish(guard.id, |envelope| {
-                conversion::outcome(envelope, host, result)
+                let mut outcome = conversion::outcome(envelope, host, result);
+                if let Some((_, line)) = outcome.log.as_mut().filter(|_| attempts > 1) {
+                    line.push_str(&format!(" (after {attempts} attempts)"));
+                }
+                outcome
             });
         });
         if let Some(entry) = in_flight.get_mut(&id) {
@@ -242,8 +331,9 @@ impl Delivery {
         std::mem::take(&mut *lock(&self.shared.done))
     }
 
-    /// Cancels every delivery still in flight; each one's sender gets an
-    /// error. Returns those errors along with outcomes not yet drained.
+    /// Cancels every stanza still in flight or waiting; each one's sender
+    /// gets an error. Returns those errors along with outcomes not yet
+    /// drained.
     pub fn cancel_all(&self, why: &'static str) -> Vec<Outcome> {
         let cancelled: Vec<InFlight> = lock(&self.shared.in_flight)
             .drain()
@@ -274,37 +364,95 @@ impl Drop for Delivery {
     }
 }
 
-async fn post(
+/// POSTs one stanza, retrying what may succeed on another attempt, all
+/// within the stanza's deadline. Returns the last result and the number of
+/// attempts made.
+async fn deliver(
     client: &reqwest::Client,
     config: &Config,
     json: String,
+) -> (Result<HttpAnswer, DeliveryError>, u32) {
+    // One id for every attempt, so the service can deduplicate.
+    let id = signing::delivery_id();
+    let deadline = Instant::now() + config.timeout;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let result = post(client, config, &id, &json, remaining).await;
+        let retry_after = match &result {
+            Ok(answer) if retry::is_retryable_status(answer.status) => answer.retry_after,
+            Err(error) if retry::is_retryable(error) => None,
+            _ => return (result, attempts),
+        };
+        if attempts > config.retries {
+            return (result, attempts);
+        }
+        let wait = retry::delay(attempts, retry_after);
+        if Instant::now() + wait >= deadline {
+            return (result, attempts);
+        }
+        tokio::time::sleep(wait).await;
+    }
+}
+
+async fn post(
+    client: &reqwest::Client,
+    config: &Config,
+    id: &str,
+    json: &str,
+    timeout: Duration,
 ) -> Result<HttpAnswer, DeliveryError> {
-    let response = client
+    if timeout.is_zero() {
+        return Err(DeliveryError::Timeout);
+    }
+    let timestamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let mut request = client
         .post(config.url.clone())
+        .timeout(timeout)
         .header(CONTENT_TYPE, "application/json")
-        .body(json)
+        .header("webhook-id", id)
+        .header("webhook-timestamp", timestamp);
+    if !config.secrets.is_empty() {
+        let signature = signing::signature(&config.secrets, id, timestamp, json.as_bytes());
+        request = request.header("webhook-signature", signature);
+    }
+    let response = request
+        .body(json.to_owned())
         .send()
         .await
         .map_err(transport_error)?;
     let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let body = read_body(response).await?;
+    let header = |name| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let content_type = header(CONTENT_TYPE);
+    let retry_after =
+        header(RETRY_AFTER).and_then(|value| retry::parse_retry_after(&value, SystemTime::now()));
+    let body = read_body(response, config.max_response).await?;
     Ok(HttpAnswer {
         status,
         content_type,
+        retry_after,
         body,
     })
 }
 
-async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, DeliveryError> {
+async fn read_body(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, DeliveryError> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
-        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(DeliveryError::TooLarge(MAX_RESPONSE_BYTES));
+        if body.len() + chunk.len() > limit {
+            return Err(DeliveryError::TooLarge(limit));
         }
         body.extend_from_slice(&chunk);
     }
@@ -334,6 +482,7 @@ fn transport_error(error: reqwest::Error) -> DeliveryError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Options;
     use crate::conversion;
     use crate::xml::Element;
     use std::io::{Read, Write};
@@ -361,8 +510,14 @@ mod tests {
     }
 
     fn delivery(url: &str) -> Delivery {
-        let config =
-            Config::new("bot.localhost", Some(url), Some(5.0), &["message".into()]).unwrap();
+        let config = Config::new(Options {
+            host: "bot.localhost".into(),
+            url: Some(url.into()),
+            stanzas: vec!["message".into()],
+            retries: Some(0.0),
+            ..Default::default()
+        })
+        .unwrap();
         Delivery::new(config).unwrap()
     }
 

@@ -131,6 +131,8 @@ pub enum DeliveryError {
     TooLarge(usize),
     #[error("cancelled: {0}")]
     Cancelled(&'static str),
+    #[error("refused: too many stanzas waiting for the web service")]
+    QueueFull,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -156,6 +158,8 @@ impl DeliveryError {
             DeliveryError::Cancelled(_) => {
                 StanzaError::new(Cancel, "service-unavailable").with_text(self.to_string())
             }
+            DeliveryError::QueueFull => StanzaError::new(Wait, "resource-constraint")
+                .with_text("too many stanzas waiting for the web service"),
             DeliveryError::InvalidReply(_)
             | DeliveryError::ForeignFrom(_)
             | DeliveryError::TooLarge(_)
@@ -172,6 +176,9 @@ impl DeliveryError {
             | DeliveryError::ForeignFrom(_)
             | DeliveryError::Internal(_) => LogLevel::Error,
             DeliveryError::Cancelled(_) => LogLevel::Info,
+            // A flood refuses many stanzas: the admin hears of it once, when
+            // the queue fills up, not once per stanza.
+            DeliveryError::QueueFull => LogLevel::Debug,
             _ => LogLevel::Warn,
         }
     }

@@ -3,8 +3,9 @@
 //!
 //! The core is plain Rust: [`conversion`] (stanza ⇄ JSON), [`errors`]
 //! (HTTP status → stanza error), [`local`] (what the component answers on its
-//! own), [`config`], [`delivery`] (HTTP off Prosody's thread). [`lua`] is the
-//! only module that knows about Lua.
+//! own), [`config`], [`delivery`] (HTTP off Prosody's thread), [`retry`]
+//! and [`signing`] (Standard Webhooks). [`lua`] is the only module that
+//! knows about Lua.
 
 pub mod config;
 pub mod conversion;
@@ -13,6 +14,8 @@ pub mod errors;
 pub mod jid;
 pub mod local;
 pub mod lua;
+pub mod retry;
+pub mod signing;
 pub mod xml;
 
 /// The entry point `package.loadlib(path, "luaopen_component_http")` finds.

@@ -6,7 +6,7 @@ use std::sync::Once;
 
 use mlua::{Lua, Table, UserData, UserDataMethods, Value};
 
-use crate::config::Config;
+use crate::config::{Config, Options};
 use crate::conversion::{self, Kind, Outcome};
 use crate::delivery::Delivery;
 use crate::local;
@@ -19,6 +19,7 @@ pub fn exports(lua: &Lua) -> mlua::Result<Table> {
     quiet_panics();
     let exports = lua.create_table()?;
     exports.set("version", env!("CARGO_PKG_VERSION"))?;
+    exports.set("defaults", defaults_table(lua)?)?;
     exports.set("new_client", lua.create_function(new_client)?)?;
     exports.set(
         "request_json",
@@ -47,6 +48,21 @@ pub fn exports(lua: &Lua) -> mlua::Result<Table> {
     Ok(exports)
 }
 
+/// Option defaults, keyed like `new_client`'s options.
+fn defaults_table(lua: &Lua) -> mlua::Result<Table> {
+    use crate::config::defaults;
+    let table = lua.create_table()?;
+    table.set("timeout", defaults::TIMEOUT)?;
+    table.set("connect_timeout", defaults::CONNECT_TIMEOUT)?;
+    table.set("max_inflight", defaults::MAX_INFLIGHT)?;
+    table.set("queue_size", defaults::QUEUE_SIZE)?;
+    table.set("retries", defaults::RETRIES)?;
+    table.set("ordering", defaults::ORDERING)?;
+    table.set("tls_verify", defaults::TLS_VERIFY)?;
+    table.set("max_response", defaults::MAX_RESPONSE)?;
+    Ok(table)
+}
+
 /// One line per panic, and no backtrace: with RUST_BACKTRACE set, unwinding
 /// with a backtrace costs Prosody's thread tens of milliseconds.
 fn quiet_panics() {
@@ -58,16 +74,37 @@ fn quiet_panics() {
     });
 }
 
-/// `new_client{ host=, url=, timeout=, stanzas={...} }` → client, or nil and
-/// the reason (a bad option), Lua style, so the shim can log it as one line.
-fn new_client(_: &Lua, options: Table) -> mlua::Result<(Option<Client>, Option<String>)> {
-    let host: String = options.get("host")?;
-    let url: Option<String> = options.get("url")?;
-    let timeout: Option<f64> = options.get("timeout")?;
-    let kinds: Vec<String> = options
-        .get::<Option<Vec<String>>>("stanzas")?
-        .unwrap_or_default();
-    let client = Config::new(&host, url.as_deref(), timeout, &kinds)
+/// `new_client{ host=, url=, stanzas={...}, timeout=, ... }` (the option
+/// names without `component_post_`) → client, or nil and the reason (a bad
+/// option), Lua style, so the shim can log it as one line.
+fn new_client(_: &Lua, table: Table) -> mlua::Result<(Option<Client>, Option<String>)> {
+    let headers = match table.get::<Option<Table>>("headers")? {
+        Some(headers) => headers
+            .pairs::<String, String>()
+            .collect::<mlua::Result<_>>()?,
+        None => Vec::new(),
+    };
+    let options = Options {
+        host: table.get("host")?,
+        url: table.get("url")?,
+        stanzas: table
+            .get::<Option<Vec<String>>>("stanzas")?
+            .unwrap_or_default(),
+        timeout: table.get("timeout")?,
+        connect_timeout: table.get("connect_timeout")?,
+        max_inflight: table.get("max_inflight")?,
+        queue_size: table.get("queue_size")?,
+        retries: table.get("retries")?,
+        ordering: table.get("ordering")?,
+        secrets: table
+            .get::<Option<Vec<String>>>("secrets")?
+            .unwrap_or_default(),
+        headers,
+        ca_file: table.get("ca_file")?,
+        tls_verify: table.get("tls_verify")?,
+        max_response: table.get("max_response")?,
+    };
+    let client = Config::new(options)
         .map_err(|e| e.to_string())
         .and_then(|config| Delivery::new(config).map_err(|e| e.to_string()));
     Ok(match client {

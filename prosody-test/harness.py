@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import tempfile
 import threading
@@ -47,16 +48,16 @@ def lua_value(value):
         return repr(value)
     if isinstance(value, (list, tuple)):
         return "{ " + ", ".join(lua_value(v) for v in value) + " }"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"[{lua_string(k)}] = {lua_value(v)}" for k, v in value.items()) + " }"
     return lua_string(value)
 
 
 class Prosody:
     """A Prosody started from a temp config, stopped by PID."""
 
-    def __init__(self, components, backend="epoll", users=("alice", "bob", "carol"), c2s_port=None,
-                 env=None):
+    def __init__(self, components, backend="epoll", users=("alice", "bob", "carol"), c2s_port=None):
         self.backend = backend
-        self.env = dict(os.environ, **(env or {}))
         self.dir = tempfile.mkdtemp(prefix="prosody-test-")
         self.c2s_port = c2s_port or free_port()
         self.config = os.path.join(self.dir, "prosody.cfg.lua")
@@ -112,7 +113,7 @@ class Prosody:
         with open(os.path.join(self.dir, "stdout.log"), "w") as out:
             self.proc = subprocess.Popen(
                 ["prosody", "--config", self.config, "-F"],
-                stdout=out, stderr=subprocess.STDOUT, env=self.env,
+                stdout=out, stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + WAIT
         while time.monotonic() < deadline:
@@ -197,13 +198,22 @@ class WebService:
                     parsed = json.loads(raw)
                 except ValueError:
                     parsed = None
-                request = {"path": self.path, "headers": dict(self.headers), "body": raw, "json": parsed}
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                request = {"path": self.path, "headers": headers, "body": raw, "json": parsed,
+                           "time": time.monotonic()}
                 with service.lock:
+                    request["attempt"] = 1 + sum(
+                        1 for r in service.requests
+                        if r["headers"].get("webhook-id") == headers.get("webhook-id"))
                     service.requests.append(request)
                     service.arrived.notify_all()
                 answer = service.handler(request)
                 if answer is None:
                     self.close_connection = True
+                    return
+                if callable(answer):  # full control of the socket
+                    self.close_connection = True
+                    answer(self)
                     return
                 status, headers, body = answer
                 if isinstance(body, str):
@@ -283,6 +293,15 @@ class Certificates:
 
     def cleanup(self):
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def reset_mid_body(handler):
+    """Promise a body, send part of it, then reset the connection."""
+    handler.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: 1000\r\n\r\n{\"body\": \"par")
+    handler.wfile.flush()
+    handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    handler.connection.close()
 
 
 def json_reply(value, status=200, content_type="application/json"):

@@ -45,17 +45,20 @@ class ContractTest(unittest.TestCase):
                                   "component_post_stanzas": ["message", "iq"]},
             "iqonly.localhost": {"component_post_url": url + "/iqonly",
                                  "component_post_stanzas": ["iq"]},
-            "tls.localhost": {"component_post_url": cls.https.url + "/tls"},
+            "tls.localhost": {"component_post_url": cls.https.url + "/tls",
+                              "component_post_ca_file": cls.certs.ca},
             "untrusted.localhost": {"component_post_url": cls.untrusted.url + "/untrusted"},
             "badurl.localhost": {"component_post_url": "ftp://example.com/x"},
             "nourl.localhost": {},
             "badtimeout.localhost": {"component_post_url": url, "component_post_timeout": "soon"},
             "badkind.localhost": {"component_post_url": url, "component_post_stanzas": ["mesage"]},
+            "badorder.localhost": {"component_post_url": url, "component_post_ordering": "fifo"},
+            "badca.localhost": {"component_post_url": url, "component_post_ca_file": "/nonexistent.pem"},
+            "badheaders.localhost": {"component_post_url": url, "component_post_headers": "X-A: b"},
+            "badsecret.localhost": {"component_post_url": url, "component_post_secret": "whsec_%%%"},
+            "badinflight.localhost": {"component_post_url": url, "component_post_max_inflight": 0},
         }
-        # rustls reads extra trusted roots from SSL_CERT_FILE: the private CA
-        # stands in for the system's CAs.
-        cls.prosody = Prosody(cls.components, backend=BACKEND, users=USERS,
-                              env={"SSL_CERT_FILE": cls.certs.ca}).start()
+        cls.prosody = Prosody(cls.components, backend=BACKEND, users=USERS).start()
         name = "libevent" if BACKEND == "event" else BACKEND
         assert f"using the {name} " in cls.prosody.log(), f"Prosody is not on the {BACKEND} backend"
         cls.alice = cls.prosody.client("alice")
@@ -111,8 +114,7 @@ class ContractTest(unittest.TestCase):
         id_ = self.alice.message("keys@bot.localhost", "payload")
         self.alice.expect(lambda s: s.attr.get("from") == "keys@bot.localhost")
         request = self.ws.wait_for(lambda r: (r["json"] or {}).get("id") == id_)
-        headers = {k.lower(): v for k, v in request["headers"].items()}
-        self.assertEqual(headers["content-type"], "application/json")
+        self.assertEqual(request["headers"]["content-type"], "application/json")
         self.assertEqual(request["path"], "/bot")
         body = request["json"]
         self.assertEqual(body["to"], "keys@bot.localhost")
@@ -414,7 +416,12 @@ class ContractTest(unittest.TestCase):
         for host, needles in [("badurl.localhost", ["component_post_url", "ftp://example.com/x"]),
                               ("nourl.localhost", ["component_post_url is not set"]),
                               ("badtimeout.localhost", ["component_post_timeout", "soon"]),
-                              ("badkind.localhost", ["component_post_stanzas", "mesage"])]:
+                              ("badkind.localhost", ["component_post_stanzas", "mesage"]),
+                              ("badorder.localhost", ["component_post_ordering", "fifo"]),
+                              ("badca.localhost", ["component_post_ca_file", "/nonexistent.pem"]),
+                              ("badheaders.localhost", ["component_post_headers"]),
+                              ("badsecret.localhost", ["component_post_secret"]),
+                              ("badinflight.localhost", ["component_post_max_inflight = 0"])]:
             with self.subTest(host=host):
                 lines = [l for l in log if f"on '{host}'" in l and "Error initializing" in l]
                 self.assertEqual(len(lines), 1, lines)

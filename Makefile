@@ -1,5 +1,5 @@
 # mod_component_http: `make` builds the plugin folder, `make run` tries it,
-# `make test` runs every test. See README.md.
+# `make test` runs every test, `make bench` measures. See README.md.
 
 LUA ?= 5.4
 PLUGIN := build/mod_component_http
@@ -20,7 +20,7 @@ endif
 # Debian packages the tests and `make run` need.
 DEB_PACKAGES := prosody lua5.4 lua-busted lua-event python3 ca-certificates openssl
 
-.PHONY: all build deps run test test-rust test-lua test-e2e clean
+.PHONY: all build deps deps-bench run test bench test-rust test-lua test-e2e clean
 
 all: build
 
@@ -46,6 +46,15 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 	@command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustup (https://rustup.rs)"; exit 1; }
+
+# nginx plays the web service in `make bench`.
+deps-bench: deps
+	@dpkg-query -W -f='$${Status}' nginx-light 2>/dev/null | grep -q "ok installed" || { \
+		echo "Installing Debian package: nginx-light"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; }
+
+bench: deps-bench build
+	cd prosody-test && $(PYTHON) bench.py
 
 run: deps build
 	$(PYTHON) prosody-test/run_local.py

@@ -56,8 +56,12 @@ def lua_value(value):
 class Prosody:
     """A Prosody started from a temp config, stopped by PID."""
 
-    def __init__(self, components, backend="epoll", users=("alice", "bob", "carol"), c2s_port=None):
+    def __init__(self, components, backend="epoll", users=("alice", "bob", "carol"), c2s_port=None,
+                 component_module="component_http", log_level="debug", extra_config=()):
         self.backend = backend
+        self.extra_config = extra_config
+        self.component_module = component_module
+        self.log_level = log_level
         self.dir = tempfile.mkdtemp(prefix="prosody-test-")
         self.c2s_port = c2s_port or free_port()
         self.config = os.path.join(self.dir, "prosody.cfg.lua")
@@ -75,7 +79,8 @@ class Prosody:
             f"pidfile = {lua_string(d + '/prosody.pid')}",
             f"data_path = {lua_string(d + '/data')}",
             f"plugin_paths = {{ {lua_string(PLUGIN_DIR)}, {lua_string(TEST_PLUGINS)} }}",
-            f"log = {{ {{ levels = {{ min = \"debug\" }}, to = \"file\", filename = {lua_string(self.log_file)} }} }}",
+            f"log = {{ {{ levels = {{ min = {lua_string(self.log_level)} }}, to = \"file\", "
+            f"filename = {lua_string(self.log_file)} }} }}",
             f"network_backend = {lua_string(self.backend)}",
             'interfaces = { "127.0.0.1" }',
             'local_interfaces = { "127.0.0.1" }',
@@ -92,10 +97,11 @@ class Prosody:
             "allow_unencrypted_plain_auth = true",
             'authentication = "internal_plain"',
             'storage = "internal"',
+            *self.extra_config,
             f"VirtualHost {lua_string(DOMAIN)}",
         ]
         for host, options in components.items():
-            lines.append(f'Component {lua_string(host)} "component_http"')
+            lines.append(f"Component {lua_string(host)} {lua_string(self.component_module)}")
             for key, value in options.items():
                 lines.append(f"    {key} = {lua_value(value)}")
         return "\n".join(lines) + "\n"
@@ -390,7 +396,9 @@ class XmppClient:
                 raise ConnectionError("stream closed during handshake")
             self.parser.feed(data)
 
-    def connect(self):
+    def connect(self, reader=True):
+        """Logs in and binds; then a reader thread fills `inbox`, unless
+        `reader` is false and the caller reads the socket itself."""
         self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=WAIT)
         self._open_stream()
         self._read_top()  # features
@@ -412,8 +420,8 @@ class XmppClient:
         jid = bound.find(".//{urn:ietf:params:xml:ns:xmpp-bind}jid")
         self.jid = jid.text
         self.sock.settimeout(None)
-        self.reader = threading.Thread(target=self._read_loop, daemon=True)
-        self.reader.start()
+        if reader:
+            threading.Thread(target=self._read_loop, daemon=True).start()
         return self
 
     def _read_loop(self):

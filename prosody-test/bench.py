@@ -1,0 +1,306 @@
+"""`make bench`: how close the module comes to what Prosody itself can do.
+
+Modes, in one run on this machine:
+  ceiling  a trivial in-process Lua echo component (no HTTP): Prosody's own limit
+  http     mod_component_http, nginx answering a fixed JSON reply over HTTP
+  https    the same over HTTPS (a private CA trusted via component_post_ca_file)
+then a scaling run (http) over 1, 100 and 10,000 conversations.
+
+A c2s client keeps K stanzas outstanding and counts replies. Per mode:
+replies/s over a steady window, latency p50/p99, Prosody CPU per 1000
+stanzas (its main thread, where all Lua runs, and the whole process), peak
+RSS, the web service's and load generator's CPU, and each figure as a ratio
+to the ceiling. Ends with one JSON line. About two minutes in all.
+"""
+
+import collections
+import json
+import os
+import re
+import select
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from harness import DOMAIN, Certificates, Prosody, XmppClient, free_port
+
+BOT = "bot.localhost"
+OUTSTANDING = int(os.environ.get("BENCH_OUTSTANDING", "100"))
+WARMUP = float(os.environ.get("BENCH_WARMUP", "2"))
+WINDOW = float(os.environ.get("BENCH_WINDOW", "10"))
+SCALING_WINDOW = float(os.environ.get("BENCH_SCALING_WINDOW", "5"))
+TICK = os.sysconf("SC_CLK_TCK")
+REPLY = re.compile(rb"<message\b[^>]*>")
+FROM = re.compile(rb"from='([^']*)'")
+
+
+def cpu_seconds(stat_path):
+    """utime + stime of a /proc stat file, in seconds."""
+    with open(stat_path) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def children(pid):
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, ValueError):
+                pass
+    return found
+
+
+def peak_rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Nginx:
+    """nginx on loopback answering every POST with a fixed JSON reply."""
+
+    def __init__(self, certs):
+        self.dir = tempfile.mkdtemp(prefix="bench-nginx-")
+        self.http_port, self.https_port = free_port(), free_port()
+        conf = os.path.join(self.dir, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(f"""
+worker_processes 1;
+user root;
+pid {self.dir}/nginx.pid;
+error_log {self.dir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {self.dir}/body;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+    server {{
+        listen 127.0.0.1:{self.http_port};
+        listen 127.0.0.1:{self.https_port} ssl;
+        ssl_certificate {certs.trusted[0]};
+        ssl_certificate_key {certs.trusted[1]};
+        location / {{
+            default_type application/json;
+            return 200 '{{"body": "pong"}}';
+        }}
+    }}
+}}
+""")
+        self.proc = subprocess.Popen(["nginx", "-p", self.dir, "-c", conf, "-g", "daemon off;"])
+        deadline = time.monotonic() + 10
+        while not children(self.proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def cpu(self):
+        pids = [self.proc.pid] + children(self.proc.pid)
+        return sum(cpu_seconds(f"/proc/{p}/stat") for p in pids)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def drive(client, conversations, warmup, window):
+    """Keeps OUTSTANDING messages in flight, round-robin over `conversations`
+    bot JIDs; measures over `window` seconds after `warmup`."""
+    sock = client.sock
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setblocking(False)
+    jids = [f"c{i}@{BOT}".encode() for i in range(conversations)]
+    stanzas = [b"<message type='chat' to='" + j + b"'><body>ping</body></message>" for j in jids]
+    sent_at = collections.defaultdict(collections.deque)
+    latencies, replies, errors = [], 0, 0
+    next_jid = 0
+
+    def send(n):
+        nonlocal next_jid
+        out = []
+        now = time.monotonic()
+        for _ in range(n):
+            i = next_jid % conversations
+            next_jid += 1
+            sent_at[jids[i]].append(now)
+            out.append(stanzas[i])
+        data = b"".join(out)
+        while data:
+            try:
+                sent = sock.send(data)
+                data = data[sent:]
+            except BlockingIOError:
+                select.select([], [sock], [], 1)
+
+    start = time.monotonic()
+    measure_from, measure_to = start + warmup, start + warmup + window
+    send(OUTSTANDING)
+    buffer = b""
+    cpu0 = os.times()
+    while True:
+        now = time.monotonic()
+        if now >= measure_to:
+            break
+        readable, _, _ = select.select([sock], [], [], 0.5)
+        if not readable:
+            continue
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            raise RuntimeError("Prosody closed the stream")
+        buffer += chunk
+        cut = buffer.rfind(b"</message>")
+        if cut < 0:
+            continue
+        complete, buffer = buffer[:cut + 10], buffer[cut + 10:]
+        now = time.monotonic()
+        got = 0
+        for tag in REPLY.findall(complete):
+            got += 1
+            if b"type='error'" in tag:
+                errors += 1
+            match = FROM.search(tag)
+            queue = sent_at.get(match.group(1)) if match else None
+            if queue:
+                sent = queue.popleft()
+                if measure_from <= now:
+                    latencies.append(now - sent)
+            if measure_from <= now:
+                replies += 1
+        if now < measure_to:
+            send(got)
+    cpu1 = os.times()
+    latencies.sort()
+
+    def pct(p):
+        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else 0.0
+    return {
+        "replies": replies, "errors": errors, "rate": replies / window,
+        "p50_ms": pct(0.50), "p99_ms": pct(0.99),
+        "loadgen_cpu_s": (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system),
+    }
+
+
+def measure(prosody, conversations, window, service=None):
+    client = XmppClient(prosody.c2s_port, f"bench@{DOMAIN}", "load").connect(reader=False)
+    pid = prosody.proc.pid
+    proc_stat, main_stat = f"/proc/{pid}/stat", f"/proc/{pid}/task/{pid}/stat"
+    # CPU is sampled around the whole run and scaled to the window: the
+    # warm-up and the window see the same steady load.
+    t0 = time.monotonic()
+    p0, m0 = cpu_seconds(proc_stat), cpu_seconds(main_stat)
+    s0 = service.cpu() if service else 0.0
+    result = drive(client, conversations, WARMUP, window)
+    elapsed = time.monotonic() - t0
+    p1, m1 = cpu_seconds(proc_stat), cpu_seconds(main_stat)
+    s1 = service.cpu() if service else 0.0
+    stanzas = max(1, result["rate"] * elapsed)
+    result.update({
+        "prosody_cpu_per_1000": (p1 - p0) / stanzas * 1000,
+        "main_thread_cpu_per_1000": (m1 - m0) / stanzas * 1000,
+        "prosody_cpu_util": (p1 - p0) / elapsed,
+        "main_thread_util": (m1 - m0) / elapsed,
+        "service_cpu_util": (s1 - s0) / elapsed,
+        "loadgen_cpu_util": result["loadgen_cpu_s"] / elapsed,
+        "peak_rss_mib": peak_rss_mib(pid),
+    })
+    client.sock.close()
+    return result
+
+
+def start_prosody(mode, certs, nginx):
+    if mode == "ceiling":
+        components, module = {BOT: {}}, "bench_echo"
+    else:
+        module = "component_http"
+        url = (f"http://127.0.0.1:{nginx.http_port}/" if mode == "http"
+               else f"https://127.0.0.1:{nginx.https_port}/")
+        options = {"component_post_url": url}
+        if mode == "https":
+            options["component_post_ca_file"] = certs.ca
+        components = {BOT: options}
+    # Nagle off: with it, delayed ACKs stall the single load connection and
+    # Prosody idles instead of showing its limit.
+    return Prosody(components, users=("bench",), component_module=module, log_level="warn",
+                   extra_config=["network_settings = { nagle = false }"]).start()
+
+
+def run(mode, certs, nginx, conversations, window):
+    prosody = start_prosody(mode, certs, nginx)
+    try:
+        return measure(prosody, conversations, window, None if mode == "ceiling" else nginx)
+    finally:
+        prosody.cleanup()
+
+
+def main():
+    certs = Certificates()
+    nginx = Nginx(certs)
+    results = {}
+    try:
+        for mode in ["ceiling", "http", "https"]:
+            print(f"... {mode}", file=sys.stderr, flush=True)
+            results[mode] = run(mode, certs, nginx, OUTSTANDING, WINDOW)
+        scaling = {}
+        for conversations in [1, 100, 10000]:
+            print(f"... http over {conversations} conversations", file=sys.stderr, flush=True)
+            scaling[conversations] = run("http", certs, nginx, conversations, SCALING_WINDOW)
+    finally:
+        nginx.stop()
+        certs.cleanup()
+
+    ceiling = results["ceiling"]
+
+    def ratio(mode, key):
+        return results[mode][key] / ceiling[key] if ceiling[key] else float("nan")
+
+    print(f"\nmake bench: {OUTSTANDING} stanzas outstanding, {WINDOW:.0f} s window, "
+          f"{os.cpu_count()} cores")
+    print(f"{'mode':<8} {'replies/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/1000':>12} "
+          f"{'Lua thread':>11} {'peak RSS':>9} {'service':>8} {'loadgen':>8} {'errors':>7}")
+    for mode, r in results.items():
+        print(f"{mode:<8} {r['rate']:>10.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+              f"{r['prosody_cpu_per_1000'] * 1000:>12.1f} {r['main_thread_cpu_per_1000'] * 1000:>11.1f} "
+              f"{r['peak_rss_mib']:>7.1f}Mi {r['service_cpu_util'] * 100:>7.0f}% "
+              f"{r['loadgen_cpu_util'] * 100:>7.0f}% {r['errors']:>7}")
+    print("\nratio to the ceiling (targets: throughput >= 0.8, CPU/stanza <= 1.5, p99 <= 2, "
+          "RSS <= ceiling + 16 MiB)")
+    for mode in ["http", "https"]:
+        r = results[mode]
+        print(f"{mode:<8} throughput {ratio(mode, 'rate'):.2f}  "
+              f"CPU/stanza {ratio(mode, 'prosody_cpu_per_1000'):.2f} "
+              f"(Lua thread {ratio(mode, 'main_thread_cpu_per_1000'):.2f})  "
+              f"p99 {ratio(mode, 'p99_ms'):.2f}  "
+              f"RSS +{r['peak_rss_mib'] - ceiling['peak_rss_mib']:.1f} MiB")
+    print("\nscaling (http): cost per stanza over distinct conversations")
+    for n, r in scaling.items():
+        print(f"{n:>6} conversations: {r['rate']:>7.0f} replies/s, "
+              f"{r['prosody_cpu_per_1000'] * 1000:.1f} ms CPU per 1000 "
+              f"(Lua thread {r['main_thread_cpu_per_1000'] * 1000:.1f}), p99 {r['p99_ms']:.1f} ms")
+    summary = {
+        "outstanding": OUTSTANDING, "window_s": WINDOW,
+        "modes": {m: {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}
+                  for m, r in results.items()},
+        "ratios": {m: {"throughput": round(ratio(m, "rate"), 3),
+                       "cpu_per_stanza": round(ratio(m, "prosody_cpu_per_1000"), 3),
+                       "lua_thread_cpu_per_stanza": round(ratio(m, "main_thread_cpu_per_1000"), 3),
+                       "p99": round(ratio(m, "p99_ms"), 3),
+                       "rss_delta_mib": round(results[m]["peak_rss_mib"] - ceiling["peak_rss_mib"], 1)}
+                   for m in ["http", "https"]},
+        "scaling": {str(n): {"rate": round(r["rate"], 1),
+                             "cpu_ms_per_1000": round(r["prosody_cpu_per_1000"] * 1000, 2),
+                             "lua_thread_cpu_ms_per_1000": round(r["main_thread_cpu_per_1000"] * 1000, 2)}
+                    for n, r in scaling.items()},
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -10,10 +10,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HERE = os.path.join(ROOT, "prosody-test")
 
 
+# No part may hang the run: CI has 90 minutes for everything.
+PART_TIMEOUT = 20 * 60
+
+
 def run(title, command, cwd=ROOT, env=None):
     print(f"\n=== {title}: {' '.join(command)}", flush=True)
-    proc = subprocess.run(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
+    try:
+        proc = subprocess.run(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, timeout=PART_TIMEOUT)
+    except subprocess.TimeoutExpired as e:
+        output = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        print(output, f"\n{title}: stopped after {PART_TIMEOUT} s", flush=True)
+        return 1, output
     print(proc.stdout, flush=True)
     return proc.returncode, proc.stdout
 

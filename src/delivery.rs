@@ -25,7 +25,13 @@ use crate::conversion::{self, Envelope, HttpAnswer, Outcome, Request};
 use crate::errors::{DeliveryError, LogLevel};
 use crate::{jid, retry, signing};
 
-const WORKER_THREADS: usize = 2;
+/// Worker threads for HTTP: enough to keep up, leaving a core to Prosody's
+/// own (Lua) thread, which is the one that limits a Prosody server. On two
+/// cores one worker measured faster than two (`make bench`).
+fn worker_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    cores.saturating_sub(1).clamp(1, 4)
+}
 
 /// The process-wide runtime, with the pid it was started in. Started on first
 /// use, not at load: `prosody -D` forks after loading modules, and threads do
@@ -53,7 +59,7 @@ fn runtime() -> Result<Handle, DeliveryError> {
         std::mem::forget(stale);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(WORKER_THREADS)
+        .worker_threads(worker_threads())
         .thread_name("component-http")
         .enable_all()
         .build()
@@ -111,9 +117,10 @@ struct Shared {
     permits: Semaphore,
     /// Set while stanzas are being refused, so the admin hears it once.
     refusing: AtomicBool,
-    /// The HTTP client (one keep-alive pool per component host), with the pid
-    /// it was built in, for the same reason as the runtime.
-    client: Mutex<Option<(u32, reqwest::Client)>>,
+    /// The runtime and HTTP client (one keep-alive pool per component host)
+    /// this host uses, with the pid they belong to, for the same reason the
+    /// runtime starts lazily.
+    started: Mutex<Option<(u32, Handle, reqwest::Client)>>,
 }
 
 impl Shared {
@@ -143,14 +150,15 @@ impl Shared {
         });
     }
 
-    fn client(&self) -> Result<reqwest::Client, DeliveryError> {
+    fn started(&self) -> Result<(Handle, reqwest::Client), DeliveryError> {
         let pid = std::process::id();
-        let mut slot = lock(&self.client);
-        if let Some((built_in, client)) = slot.as_ref() {
-            if *built_in == pid {
-                return Ok(client.clone());
+        let mut slot = lock(&self.started);
+        if let Some((started_in, runtime, client)) = slot.as_ref() {
+            if *started_in == pid {
+                return Ok((runtime.clone(), client.clone()));
             }
         }
+        let runtime = runtime()?;
         let config = &self.config;
         let mut builder = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
@@ -159,6 +167,7 @@ impl Shared {
             .redirect(reqwest::redirect::Policy::none())
             .default_headers(config.headers.clone())
             .pool_max_idle_per_host(config.max_inflight)
+            .tcp_nodelay(true)
             .user_agent(concat!("mod_component_http/", env!("CARGO_PKG_VERSION")))
             .danger_accept_invalid_certs(!config.tls_verify);
         for certificate in &config.ca_certificates {
@@ -167,8 +176,8 @@ impl Shared {
         let client = builder
             .build()
             .map_err(|e| DeliveryError::Internal(format!("cannot build the HTTP client: {e}")))?;
-        *slot = Some((pid, client.clone()));
-        Ok(client)
+        *slot = Some((pid, runtime.clone(), client.clone()));
+        Ok((runtime, client))
     }
 }
 
@@ -218,7 +227,7 @@ impl Delivery {
                 in_flight: Mutex::new(HashMap::new()),
                 conversations: Mutex::new(HashMap::new()),
                 refusing: AtomicBool::new(false),
-                client: Mutex::new(None),
+                started: Mutex::new(None),
             }),
             next_id: AtomicU64::new(1),
         })
@@ -280,7 +289,7 @@ impl Delivery {
                 abort: None,
             },
         );
-        let (rt, client) = match runtime().and_then(|rt| Ok((rt, shared.client()?))) {
+        let (rt, client) = match shared.started() {
             Ok(started) => started,
             Err(error) => {
                 drop(in_flight);

@@ -297,6 +297,11 @@ class Certificates:
     def path(self, name):
         return os.path.join(self.dir, name)
 
+    def services(self):
+        """Two HTTPS web services: one with the CA's certificate, one
+        self-signed."""
+        return WebService(certificate=self.trusted), WebService(certificate=self.untrusted)
+
     def cleanup(self):
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -381,16 +386,21 @@ class XmppClient:
         self.parser = ET.XMLPullParser(events=("start", "end"))
         self.depth = 0
 
+    def _elements(self):
+        """The depth-1 elements (stanzas) completed by the data fed so far."""
+        for event, el in self.parser.read_events():
+            if event == "start":
+                self.depth += 1
+            else:
+                self.depth -= 1
+                if self.depth == 1:
+                    yield el
+
     def _read_top(self):
         """Blocking read of the next depth-1 element (handshake only)."""
         while True:
-            for event, el in self.parser.read_events():
-                if event == "start":
-                    self.depth += 1
-                else:
-                    self.depth -= 1
-                    if self.depth == 1:
-                        return el
+            for el in self._elements():
+                return el
             data = self.sock.recv(65536)
             if not data:
                 raise ConnectionError("stream closed during handshake")
@@ -431,13 +441,8 @@ class XmppClient:
                 if not data:
                     break
                 self.parser.feed(data)
-                for event, el in self.parser.read_events():
-                    if event == "start":
-                        self.depth += 1
-                    else:
-                        self.depth -= 1
-                        if self.depth == 1:
-                            self.inbox.put(Stanza(el))
+                for el in self._elements():
+                    self.inbox.put(Stanza(el))
         except (OSError, ET.ParseError):
             pass
         self.inbox.put(None)

@@ -29,8 +29,7 @@ class ContractTest(unittest.TestCase):
     def setUpClass(cls):
         cls.ws = WebService()
         cls.certs = Certificates()
-        cls.https = WebService(certificate=cls.certs.trusted)
-        cls.untrusted = WebService(certificate=cls.certs.untrusted)
+        cls.https, cls.untrusted = cls.certs.services()
         url = cls.ws.url
         cls.components = {
             "bot.localhost": {"component_post_url": url + "/bot"},

@@ -37,8 +37,7 @@ class DeliveryTest(unittest.TestCase):
     def setUpClass(cls):
         cls.ws = WebService()
         cls.certs = Certificates()
-        cls.https = WebService(certificate=cls.certs.trusted)
-        cls.untrusted = WebService(certificate=cls.certs.untrusted)
+        cls.https, cls.untrusted = cls.certs.services()
         url = cls.ws.url
         cls.release = threading.Event()  # lets blocked handlers go at teardown
         cls.prosody = Prosody({

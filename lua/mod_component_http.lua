@@ -7,6 +7,9 @@
 
 local st = require "util.stanza";
 local set = require "util.set";
+local json = require "util.json";
+local jid_prep = require "util.jid".prep;
+local throttle = require "util.throttle";
 local server = require "net.server";
 
 local NATIVE_NAME = "component_http";
@@ -100,6 +103,8 @@ local options = {
 	ca_file = module:get_option_path("component_post_ca_file", nil, "config");
 	tls_verify = tls_verify;
 	max_response = number_option("component_post_max_response", defaults.max_response);
+	push_token = module:get_option_string("component_push_token");
+	push_max_size = number_option("component_push_max_size", defaults.push_max_size);
 };
 
 -- new_client answers nil and a reason for a bad option; a Lua error (say, a
@@ -185,6 +190,103 @@ local function answer_iq(event)
 	return true;
 end
 
+-- The push endpoint ---------------------------------------------------------
+-- The web service POSTs a stanza; the component sends it as its own. Off
+-- unless component_push_token is set.
+
+-- IQs pushed and waiting for their answer: id -> { response, timer }.
+local pushed_iqs = {};
+
+local function json_response(response, status, body)
+	response.status_code = status;
+	response.headers.content_type = "application/json";
+	return json.encode(body);
+end
+
+-- An answer to a pushed IQ goes back to the HTTP request that sent it.
+local function answer_pushed_iq(stanza)
+	local waiting = pushed_iqs[stanza.attr.id];
+	if not waiting then
+		return false;
+	end
+	pushed_iqs[stanza.attr.id] = nil;
+	waiting.timer:stop();
+	local ok, answer = pcall(native.request_json, stanza);
+	waiting.response:send(json_response(waiting.response, ok and 200 or 502,
+		ok and json.decode(answer) or { error = "the answer could not be read" }));
+	return true;
+end
+
+local function handle_push(event, push_throttle, push_timeout)
+	local request, response = event.request, event.response;
+	local headers, body = request.headers, request.body or "";
+	local status, why = client:push_authorize(headers.authorization, headers.webhook_id,
+		headers.webhook_timestamp, headers.webhook_signature, body);
+	if status then
+		if status == 401 then
+			response.headers.www_authenticate = "Bearer";
+		end
+		return json_response(response, status, { error = why });
+	end
+	if not push_throttle:poll(1) then
+		response.headers.retry_after = "1";
+		return json_response(response, 429, { error = "too many pushes, slow down" });
+	end
+	local stanza;
+	stanza, status, why = client:push_stanza(headers.content_type, body);
+	if not stanza then
+		return json_response(response, status, { error = why });
+	end
+	local to = jid_prep(stanza.attr.to);
+	if not to then
+		return json_response(response, 400, { error = "invalid JID in 'to'" });
+	end
+	stanza.attr.to = to;
+	local id = stanza.attr.id;
+	if stanza.name == "iq" and (stanza.attr.type == "get" or stanza.attr.type == "set") then
+		if pushed_iqs[id] then
+			return json_response(response, 409, { error = "an iq with this id is still waiting" });
+		end
+		pushed_iqs[id] = {
+			response = response;
+			timer = module:add_timer(push_timeout, function ()
+				if pushed_iqs[id] and pushed_iqs[id].response == response then
+					pushed_iqs[id] = nil;
+					response:send(json_response(response, 504, { error = "no answer to the iq in time" }));
+				end
+			end);
+		};
+		send(stanza);
+		return true; -- answered when the iq's answer arrives
+	end
+	send(stanza);
+	return json_response(response, 202, { id = id });
+end
+
+if options.push_token then
+	local push_throttle = throttle.create(number_option("component_push_rate", defaults.push_rate), 1);
+	local push_timeout = number_option("component_push_timeout", defaults.push_timeout);
+	module:depends("http");
+	module:provides("http", {
+		route = {
+			["POST"] = function (event)
+				return handle_push(event, push_throttle, push_timeout);
+			end;
+		};
+	});
+end
+
+-- IQ answers to pushed IQs are the push endpoint's; the rest go on.
+local function with_pushed_iqs(handler)
+	return function (event)
+		local stanza_type = event.stanza.attr.type;
+		if (stanza_type == "result" or stanza_type == "error") and answer_pushed_iq(event.stanza) then
+			return true;
+		end
+		return handler(event);
+	end
+end
+
 -- What answers a kind of stanza that is not forwarded: Prosody itself for
 -- messages (service-unavailable), this module for presence and IQs.
 local local_handlers = { presence = answer_presence, iq = answer_iq };
@@ -195,6 +297,9 @@ local PRIORITY = 10;
 
 for _, kind in ipairs({ "message", "presence", "iq" }) do
 	local handler = client:forwards(kind) and forward or local_handlers[kind];
+	if handler and kind == "iq" and options.push_token then
+		handler = with_pushed_iqs(handler);
+	end
 	if handler then
 		for _, to in ipairs({ "host", "bare", "full" }) do
 			module:hook(kind.."/"..to, handler, PRIORITY);
@@ -210,6 +315,12 @@ function module.unload()
 	else -- libevent's handle has no close()
 		watcher:setflags(false, false);
 	end
-	-- Every stanza still in flight gets an error reply now.
+	-- Every stanza still in flight gets an error reply now, and every pushed
+	-- IQ still waiting an HTTP answer.
 	deliver(client:cancel_all());
+	for id, waiting in pairs(pushed_iqs) do
+		pushed_iqs[id] = nil;
+		waiting.timer:stop();
+		waiting.response:send(json_response(waiting.response, 503, { error = "the module was unloaded" }));
+	end
 end

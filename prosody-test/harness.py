@@ -89,6 +89,8 @@ class Prosody:
             "component_ports = { }",
             "http_ports = { }",
             "https_ports = { }",
+            'http_interfaces = { "127.0.0.1" }',
+            'https_interfaces = { "127.0.0.1" }',
             f"admin_socket = {lua_string(d + '/admin.sock')}",
             'modules_enabled = { "roster", "saslauth", "disco", "ping", "admin_shell", "test_reload" }',
             f"test_reload_trigger = {lua_string(d + '/reload-request')}",

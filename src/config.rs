@@ -43,6 +43,9 @@ pub mod defaults {
     pub const ORDERING: &str = "conversation";
     pub const TLS_VERIFY: bool = true;
     pub const MAX_RESPONSE: usize = 1024 * 1024;
+    pub const PUSH_MAX_SIZE: usize = 64 * 1024;
+    pub const PUSH_RATE: f64 = 10.0;
+    pub const PUSH_TIMEOUT: f64 = 30.0;
 }
 
 /// Whether stanzas of one conversation wait for each other.
@@ -71,6 +74,8 @@ pub struct Options {
     pub ca_file: Option<String>,
     pub tls_verify: Option<bool>,
     pub max_response: Option<f64>,
+    pub push_token: Option<String>,
+    pub push_max_size: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -91,7 +96,20 @@ pub struct Config {
     pub ca_certificates: Vec<reqwest::Certificate>,
     pub tls_verify: bool,
     pub max_response: usize,
+    /// The push endpoint's token; without one the endpoint is off.
+    pub push_token: Option<PushToken>,
+    pub push_max_size: usize,
     forwarded: Vec<Kind>,
+}
+
+/// The push token. Its text never appears in `Debug` output or logs.
+#[derive(Clone)]
+pub struct PushToken(pub String);
+
+impl std::fmt::Debug for PushToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PushToken(..)")
+    }
 }
 
 /// Headers this module sets itself.
@@ -175,6 +193,22 @@ impl Config {
                 "component_post_max_response",
                 options.max_response,
                 defaults::MAX_RESPONSE,
+                1,
+            )?,
+            push_token: match options.push_token {
+                Some(token) if token.is_empty() => {
+                    return Err(ConfigError::Invalid {
+                        option: "component_push_token",
+                        value: "\"\"".into(),
+                        expected: "a non-empty secret",
+                    })
+                }
+                token => token.map(PushToken),
+            },
+            push_max_size: count(
+                "component_push_max_size",
+                options.push_max_size,
+                defaults::PUSH_MAX_SIZE,
                 1,
             )?,
             forwarded,

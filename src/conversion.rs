@@ -249,10 +249,7 @@ pub fn reply_for(
             )))
         }
     };
-    let mut reply = match object.get("stanza") {
-        Some(stanza) => reply_from_xml(envelope, stanza)?,
-        None => reply_from_fields(envelope, &object)?,
-    };
+    let mut reply = stanza_from_object(envelope, &object)?;
     let from = reply.attr("from").unwrap_or_default();
     if !jid::host(from).eq_ignore_ascii_case(host) {
         return Err(DeliveryError::ForeignFrom(from.to_owned()));
@@ -267,6 +264,19 @@ pub fn reply_for(
         }
     }
     Ok(Some(reply))
+}
+
+/// The stanza a JSON object of the §4 shape describes, defaults taken from
+/// `envelope` (to ← its from, from ← its to): the XML of `stanza` when
+/// given, else built from the fields.
+pub fn stanza_from_object(
+    envelope: &Envelope,
+    object: &Map<String, Value>,
+) -> Result<Element, DeliveryError> {
+    match object.get("stanza") {
+        Some(stanza) => reply_from_xml(envelope, stanza),
+        None => reply_from_fields(envelope, object),
+    }
 }
 
 fn invalid(field: &str, why: &str) -> DeliveryError {
@@ -350,7 +360,7 @@ fn text_field(object: &Map<String, Value>, name: &str) -> Result<Option<String>,
     }
 }
 
-fn json_type_name(value: &Value) -> &'static str {
+pub(crate) fn json_type_name(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -4,7 +4,8 @@
 //! The core is plain Rust: [`conversion`] (stanza ⇄ JSON), [`errors`]
 //! (HTTP status → stanza error), [`local`] (what the component answers on its
 //! own), [`config`], [`delivery`] (HTTP off Prosody's thread), [`retry`]
-//! and [`signing`] (Standard Webhooks). [`lua`] is the only module that
+//! and [`signing`] (Standard Webhooks), [`push`] (stanzas the service
+//! sends on its own). [`lua`] is the only module that
 //! knows about Lua.
 
 pub mod config;
@@ -14,6 +15,7 @@ pub mod errors;
 pub mod jid;
 pub mod local;
 pub mod lua;
+pub mod push;
 pub mod retry;
 pub mod signing;
 pub mod xml;

@@ -4,12 +4,15 @@
 
 use std::sync::Once;
 
-use mlua::{Lua, Table, UserData, UserDataMethods, Value};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use mlua::{Lua, LuaString, Table, UserData, UserDataMethods, Value};
 
 use crate::config::{Config, Options};
 use crate::conversion::{self, Kind, Outcome};
 use crate::delivery::Delivery;
 use crate::local;
+use crate::push;
 use crate::xml::{Element, Node, MAX_DEPTH};
 
 const STANZA_MT_KEY: &str = "mod_component_http.stanza_mt";
@@ -60,6 +63,9 @@ fn defaults_table(lua: &Lua) -> mlua::Result<Table> {
     table.set("ordering", defaults::ORDERING)?;
     table.set("tls_verify", defaults::TLS_VERIFY)?;
     table.set("max_response", defaults::MAX_RESPONSE)?;
+    table.set("push_max_size", defaults::PUSH_MAX_SIZE)?;
+    table.set("push_rate", defaults::PUSH_RATE)?;
+    table.set("push_timeout", defaults::PUSH_TIMEOUT)?;
     Ok(table)
 }
 
@@ -103,6 +109,8 @@ fn new_client(_: &Lua, table: Table) -> mlua::Result<(Option<Client>, Option<Str
         ca_file: table.get("ca_file")?,
         tls_verify: table.get("tls_verify")?,
         max_response: table.get("max_response")?,
+        push_token: table.get("push_token")?,
+        push_max_size: table.get("push_max_size")?,
     };
     let client = Config::new(options)
         .map_err(|e| e.to_string())
@@ -114,6 +122,15 @@ fn new_client(_: &Lua, table: Table) -> mlua::Result<(Option<Client>, Option<Str
 }
 
 struct Client(Delivery);
+
+/// Authorization, webhook-id, webhook-timestamp, webhook-signature, body.
+type PushHeaders = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    LuaString,
+);
 
 impl UserData for Client {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
@@ -131,6 +148,49 @@ impl UserData for Client {
         methods.add_method("drain", |lua, this, ()| {
             outcomes_to_lua(lua, this.0.drain())
         });
+        // Push endpoint: nil when allowed, else the HTTP status and why.
+        methods.add_method(
+            "push_authorize",
+            |_, this, (authorization, id, timestamp, signature, body): PushHeaders| {
+                let config = this.0.config();
+                let Some(token) = &config.push_token else {
+                    return Ok((Some(404), Some("push is not enabled".to_owned())));
+                };
+                if body.as_bytes().len() > config.push_max_size {
+                    let why = format!("larger than {} bytes", config.push_max_size);
+                    return Ok((Some(413), Some(why)));
+                }
+                let credentials = push::Credentials {
+                    authorization: authorization.as_deref(),
+                    webhook_id: id.as_deref(),
+                    webhook_timestamp: timestamp.as_deref(),
+                    webhook_signature: signature.as_deref(),
+                };
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs();
+                Ok(
+                    match push::authorize(&token.0, &credentials, &body.as_bytes(), now) {
+                        Ok(()) => (None, None),
+                        Err(e) => (Some(e.status), Some(e.message)),
+                    },
+                )
+            },
+        );
+        // The stanza a push describes, or nil, the HTTP status and why.
+        methods.add_method(
+            "push_stanza",
+            |lua, this, (content_type, body): (Option<String>, LuaString)| {
+                let host = &this.0.config().host;
+                Ok(
+                    match push::stanza(host, content_type.as_deref(), &body.as_bytes()) {
+                        Ok(stanza) => (Some(element_to_lua(lua, &stanza)?), None, None),
+                        Err(e) => (None, Some(e.status), Some(e.message)),
+                    },
+                )
+            },
+        );
         methods.add_method("cancel_all", |lua, this, ()| {
             outcomes_to_lua(lua, this.0.cancel_all("the module was unloaded"))
         });

@@ -1,0 +1,193 @@
+"""End-to-end: the push endpoint. An HTTP client POSTs to Prosody's own
+HTTP server; a real XMPP client receives."""
+
+import base64
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import time
+import unittest
+
+from harness import DOMAIN, Prosody, WebService, free_port
+
+BACKEND = os.environ.get("NETWORK_BACKEND", "epoll")
+TOKEN = "push-s3cret-token"
+PATH = "/component_http"
+
+
+class PushTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.ws = WebService()
+        cls.http_port = free_port()
+        url = cls.ws.url + "/"
+        cls.prosody = Prosody({
+            "bot.localhost": {"component_post_url": url, "component_push_token": TOKEN,
+                              "component_push_rate": 1000},
+            "slowiq.localhost": {"component_post_url": url, "component_push_token": TOKEN,
+                                 "component_push_timeout": 1, "component_push_rate": 1000},
+            "limited.localhost": {"component_post_url": url, "component_push_token": TOKEN,
+                                  "component_push_rate": 2},
+            "small.localhost": {"component_post_url": url, "component_push_token": TOKEN,
+                                "component_push_max_size": 200},
+            "nopush.localhost": {"component_post_url": url},
+        }, backend=BACKEND, extra_config=[f"http_ports = {{ {cls.http_port} }}"]).start()
+        cls.alice = cls.prosody.client("alice")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.alice.close()
+        alive = cls.prosody.alive()
+        log = cls.prosody.log()
+        cls.prosody.cleanup()
+        cls.ws.stop()
+        assert alive, "Prosody died"
+        assert TOKEN not in log, "the push token reached Prosody's log"
+
+    def post(self, body, host="bot.localhost", content_type="application/json", token=TOKEN,
+             headers=None):
+        if isinstance(body, dict):
+            body = json.dumps(body)
+        if isinstance(body, str):
+            body = body.encode()
+        all_headers = {"Host": host, "Content-Type": content_type}
+        if token:
+            all_headers["Authorization"] = f"Bearer {token}"
+        all_headers.update(headers or {})
+        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=30)
+        try:
+            conn.request("POST", PATH, body=body, headers=all_headers)
+            response = conn.getresponse()
+            raw = response.read()
+            try:
+                answer = json.loads(raw)
+            except ValueError:
+                answer = raw
+            return response.status, answer, {k.lower(): v for k, v in response.getheaders()}
+        finally:
+            conn.close()
+
+    def assert_received_only(self, body):
+        """The next push-sent message alice gets is `body`: what came before
+        was refused and never sent."""
+        got = self.alice.expect(lambda s: s.name == "message" and s.attr.get("from", "").endswith("bot.localhost"))
+        self.assertEqual(got.body, body)
+
+    def barrier(self):
+        status, _, _ = self.post({"to": self.alice.jid, "body": "barrier"})
+        self.assertEqual(status, 202)
+        self.assert_received_only("barrier")
+
+    def test_json_message_is_sent_as_the_component(self):
+        status, answer, _ = self.post({"to": self.alice.jid, "body": "reminder: stand-up",
+                                       "from": "alerts@bot.localhost", "type": "normal"})
+        self.assertEqual(status, 202)
+        got = self.alice.expect(lambda s: s.attr.get("from") == "alerts@bot.localhost")
+        self.assertEqual(got.body, "reminder: stand-up")
+        self.assertEqual(got.attr["type"], "normal")
+        self.assertEqual(got.attr["id"], answer["id"])
+
+    def test_from_defaults_to_the_domain(self):
+        status, answer, _ = self.post({"to": self.alice.jid, "body": "hello", "id": "mine"})
+        self.assertEqual((status, answer), (202, {"id": "mine"}))
+        got = self.alice.expect_id("mine")
+        self.assertEqual(got.attr["from"], "bot.localhost")
+
+    def test_raw_xml_push(self):
+        xml = (f"<message to='{self.alice.jid}' type='headline'><body>raw push</body>"
+               "<x xmlns='urn:test:push'/></message>")
+        status, answer, _ = self.post(xml, content_type="application/xmpp+xml")
+        self.assertEqual(status, 202)
+        got = self.alice.expect_id(answer["id"])
+        self.assertEqual(got.body, "raw push")
+        self.assertIsNotNone(got.child("x", "urn:test:push"))
+
+    def test_bad_input_is_refused_with_its_reason_and_nothing_is_sent(self):
+        cases = [
+            ({"body": "no to"}, "application/json", 400, "missing 'to'"),
+            ({"to": "not a jid@@/", "body": "x"}, "application/json", 400, "invalid JID"),
+            ("{oops", "application/json", 400, "invalid JSON"),
+            ({"to": self.alice.jid, "kind": "email"}, "application/json", 400, "wrong 'kind'"),
+            ("<message to='a@b'><body></message>", "application/xmpp+xml", 400, "invalid XML"),
+            ("<foo to='a@b'/>", "application/xmpp+xml", 400, "wrong kind"),
+            ("hello", "text/plain", 415, "Content-Type"),
+            ({"to": self.alice.jid, "from": f"admin@{DOMAIN}", "body": "spoofed"},
+             "application/json", 403, "'from' must be bot.localhost"),
+        ]
+        for body, content_type, code, reason in cases:
+            with self.subTest(reason=reason):
+                status, answer, _ = self.post(body, content_type=content_type)
+                self.assertEqual(status, code, answer)
+                self.assertIn(reason, answer["error"])
+        self.barrier()
+
+    def test_too_large(self):
+        status, answer, _ = self.post({"to": self.alice.jid, "body": "x" * 500}, host="small.localhost")
+        self.assertEqual(status, 413)
+        self.assertIn("200 bytes", answer["error"])
+
+    def test_missing_or_wrong_token_is_refused_and_nothing_is_sent(self):
+        status, answer, headers = self.post({"to": self.alice.jid, "body": "no token"}, token=None)
+        self.assertEqual(status, 401)
+        self.assertEqual(headers.get("www-authenticate"), "Bearer")
+        status, answer, _ = self.post({"to": self.alice.jid, "body": "wrong"}, token="guess")
+        self.assertEqual(status, 403)
+        self.barrier()
+
+    def test_standard_webhooks_signature_is_accepted(self):
+        body = json.dumps({"to": self.alice.jid, "body": "signed push"}).encode()
+        msg_id, timestamp = "msg_push1", str(int(time.time()))
+        signed = f"{msg_id}.{timestamp}.".encode() + body
+        signature = base64.b64encode(hmac.new(TOKEN.encode(), signed, hashlib.sha256).digest()).decode()
+        headers = {"webhook-id": msg_id, "webhook-timestamp": timestamp,
+                   "webhook-signature": f"v1,{signature}"}
+        status, _, _ = self.post(body, token=None, headers=headers)
+        self.assertEqual(status, 202)
+        self.assert_received_only("signed push")
+        headers["webhook-signature"] = "v1," + base64.b64encode(b"x" * 32).decode()
+        status, _, _ = self.post(body, token=None, headers=headers)
+        self.assertEqual(status, 403)
+        self.barrier()
+
+    def test_iq_round_trip_returns_the_answer(self):
+        status, answer, _ = self.post({"to": DOMAIN, "kind": "iq", "type": "get",
+                                       "stanza": "<iq type='get'><ping xmlns='urn:xmpp:ping'/></iq>"})
+        self.assertEqual(status, 200, answer)
+        self.assertEqual(answer["kind"], "iq")
+        self.assertEqual(answer["type"], "result")
+        self.assertEqual(answer["from"], DOMAIN)
+        self.assertEqual(answer["to"], "bot.localhost")
+        self.assertTrue(answer["stanza"].startswith("<iq"))
+
+    def test_iq_error_answer_is_returned_too(self):
+        status, answer, _ = self.post(f"<iq type='get' to='{DOMAIN}' id='v1'><nope xmlns='urn:test:none'/></iq>",
+                                      content_type="application/xmpp+xml")
+        self.assertEqual(status, 200)
+        self.assertEqual((answer["type"], answer["id"]), ("error", "v1"))
+        self.assertIn("service-unavailable", answer["stanza"])
+
+    def test_iq_without_answer_times_out(self):
+        status, answer, _ = self.post({"to": self.alice.jid, "kind": "iq", "type": "get",
+                                       "stanza": "<iq type='get'><query xmlns='urn:test:q'/></iq>"},
+                                      host="slowiq.localhost")
+        self.assertEqual(status, 504)
+        self.assertIn("no answer", answer["error"])
+
+    def test_rate_limit(self):
+        statuses = [self.post({"to": self.alice.jid, "body": f"burst {i}"}, host="limited.localhost")
+                    for i in range(6)]
+        codes = [s for s, _, _ in statuses]
+        self.assertIn(429, codes)
+        self.assertIn(202, codes)
+        limited = next(h for s, _, h in statuses if s == 429)
+        self.assertEqual(limited.get("retry-after"), "1")
+
+    def test_endpoint_is_off_without_a_token(self):
+        status, _, _ = self.post({"to": self.alice.jid, "body": "x"}, host="nopush.localhost")
+        self.assertEqual(status, 404)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -5,41 +5,77 @@ mod_component_http POSTs every stanza sent to the component as JSON; the
 JSON this service answers becomes the reply. Standard library only.
 
     python3 echo_bot.py --port 8080
+
+With the push endpoint on (component_push_token), it also speaks first:
+"remind me in 10 s: tea" is answered at once, and 10 seconds later the bot
+POSTs the reminder to the component's push URL.
+
+    python3 echo_bot.py --port 8080 --push-url http://127.0.0.1:5280/component_http \\
+        --push-host bot.localhost --push-token SECRET
 """
 
 import argparse
 import json
+import re
+import threading
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+REMIND = re.compile(r"^remind me in (\d+) ?s(?:econds?)?:? (.+)$", re.IGNORECASE)
+MAX_DELAY = 3600
 
-class EchoBot(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: the module reuses connections
 
-    def do_POST(self):
-        stanza = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-        body = stanza.get("body")
-        if body is None:  # presence, iq, chat states...: nothing to say
-            self.send_response(204)
-            self.send_header("Content-Length", "0")
+def push(args, stanza):
+    """Sends a stanza on the bot's own initiative."""
+    request = urllib.request.Request(
+        args.push_url, data=json.dumps(stanza).encode(), method="POST",
+        headers={"Content-Type": "application/json", "Host": args.push_host,
+                 "Authorization": f"Bearer {args.push_token}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        print("echo bot: pushed, got", response.status, response.read().decode(), flush=True)
+
+
+def make_handler(args):
+    class EchoBot(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive: the module reuses connections
+
+        def do_POST(self):
+            stanza = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            body = stanza.get("body")
+            if body is None:  # presence, iq, chat states...: nothing to say
+                return self.answer(204, None)
+            reminder = REMIND.match(body) if args.push_url else None
+            if reminder and int(reminder[1]) <= MAX_DELAY:
+                delay, text = int(reminder[1]), reminder[2]
+                later = {"to": stanza["from"], "from": stanza["to"], "body": f"Reminder: {text}"}
+                threading.Timer(delay, push, args=(args, later)).start()
+                return self.answer(200, {"body": f"OK, I will remind you in {delay} s."})
+            return self.answer(200, {"body": f"Did you say {body}?"})
+
+        def answer(self, status, value):
+            data = json.dumps(value).encode() if value is not None else b""
+            self.send_response(status)
+            if value is not None:
+                self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            return
-        answer = json.dumps({"body": f"Did you say {body}?"}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
+            self.wfile.write(data)
 
-    def log_message(self, fmt, *args):
-        print("echo bot:", fmt % args, flush=True)
+        def log_message(self, fmt, *log_args):
+            print("echo bot:", fmt % log_args, flush=True)
+
+    return EchoBot
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--push-url", help="the component's push endpoint")
+    parser.add_argument("--push-host", default="bot.localhost", help="the component's domain")
+    parser.add_argument("--push-token", help="component_push_token")
     args = parser.parse_args()
-    server = ThreadingHTTPServer((args.host, args.port), EchoBot)
+    server = ThreadingHTTPServer((args.host, args.port), make_handler(args))
     print(f"echo bot listening on http://{args.host}:{args.port}/", flush=True)
     try:
         server.serve_forever()

@@ -268,6 +268,8 @@ if options.push_token then
 	local push_timeout = number_option("component_push_timeout", defaults.push_timeout);
 	module:depends("http");
 	module:provides("http", {
+		-- Server to server: no browser needs to reach it.
+		cors = { enabled = false };
 		route = {
 			["POST"] = function (event)
 				return handle_push(event, push_throttle, push_timeout);

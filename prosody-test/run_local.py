@@ -2,6 +2,7 @@
 and the bundled echo bot behind it. Foreground; Ctrl-C stops everything."""
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -29,11 +30,16 @@ def stop_on_sigterm(*_):
 
 def main():
     signal.signal(signal.SIGTERM, stop_on_sigterm)
-    bot_port = free_port()
+    bot_port, http_port = free_port(), port_or_free(5280)
+    token = secrets.token_urlsafe(24)
+    push_url = f"http://127.0.0.1:{http_port}/component_http"
     bot = subprocess.Popen([sys.executable, os.path.join(ROOT, "examples", "echo_bot.py"),
-                            "--port", str(bot_port)])
-    prosody = Prosody({BOT: {"component_post_url": f"http://127.0.0.1:{bot_port}/"}},
-                      users=(USER,), c2s_port=port_or_free(5222))
+                            "--port", str(bot_port), "--push-url", push_url,
+                            "--push-host", BOT, "--push-token", token])
+    prosody = Prosody({BOT: {"component_post_url": f"http://127.0.0.1:{bot_port}/",
+                             "component_push_token": token}},
+                      users=(USER,), c2s_port=port_or_free(5222),
+                      extra_config=[f"http_ports = {{ {http_port} }}"])
     try:
         prosody.start()
         port = prosody.c2s_port
@@ -49,7 +55,11 @@ Connect with any XMPP client:
     (plain connection without TLS: allow it in your client's account
      settings, e.g. Gajim: Advanced > "Connect using an unencrypted connection")
 Then send a message to  echo@{BOT}  (any name @{BOT} works);
-it answers "Did you say ...?".
+it answers "Did you say ...?". Say "remind me in 10 s: tea" and the bot
+speaks first 10 seconds later, through the push endpoint. Push yourself:
+    curl -i {push_url} -H "Host: {BOT}" \\
+      -H "Authorization: Bearer {token}" -H "Content-Type: application/json" \\
+      -d '{{"to": "{USER}@{DOMAIN}", "body": "hello from curl"}}'
 
 Or chat from a terminal:
     python3 prosody-test/chat.py --port {port} echo@{BOT}

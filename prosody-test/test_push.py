@@ -7,14 +7,27 @@ import hmac
 import http.client
 import json
 import os
+import subprocess
+import sys
 import time
 import unittest
 
-from harness import DOMAIN, Prosody, WebService, free_port
+from harness import DOMAIN, ROOT, Prosody, WebService, echo_handler, free_port
 
 BACKEND = os.environ.get("NETWORK_BACKEND", "epoll")
 TOKEN = "push-s3cret-token"
 PATH = "/component_http"
+
+
+def forward_to(port, request):
+    """Relays a request the module made to the example bot on `port`."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("POST", "/", body=request["body"], headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response.status, {"Content-Type": response.getheader("Content-Type", "")}, response.read()
+    finally:
+        conn.close()
 
 
 class PushTest(unittest.TestCase):
@@ -183,6 +196,24 @@ class PushTest(unittest.TestCase):
         self.assertIn(202, codes)
         limited = next(h for s, _, h in statuses if s == 429)
         self.assertEqual(limited.get("retry-after"), "1")
+
+    def test_example_bot_speaks_first(self):
+        bot_port = free_port()
+        bot = subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "examples", "echo_bot.py"), "--port", str(bot_port),
+             "--push-url", f"http://127.0.0.1:{self.http_port}{PATH}", "--push-host", "bot.localhost",
+             "--push-token", TOKEN], stdout=subprocess.DEVNULL)
+        try:
+            self.ws.handler = lambda r: forward_to(bot_port, r)
+            self.alice.message("echo@bot.localhost", "remind me in 1 s: tea")
+            got = self.alice.expect(lambda s: s.attr.get("from") == "echo@bot.localhost")
+            self.assertEqual(got.body, "OK, I will remind you in 1 s.")
+            got = self.alice.expect(lambda s: s.attr.get("from") == "echo@bot.localhost")
+            self.assertEqual(got.body, "Reminder: tea")
+        finally:
+            self.ws.handler = echo_handler
+            bot.terminate()
+            bot.wait(timeout=10)
 
     def test_endpoint_is_off_without_a_token(self):
         status, _, _ = self.post({"to": self.alice.jid, "body": "x"}, host="nopush.localhost")

@@ -69,7 +69,7 @@ test-lua: build
 	busted --lua=lua5.4 lua/spec
 
 test-e2e: build
-	cd prosody-test && $(PYTHON) -m unittest -v test_contract test_delivery test_push test_lifecycle
+	cd prosody-test && $(PYTHON) -m unittest -v test_contract test_delivery test_push test_operations test_lifecycle
 
 clean:
 	cargo clean

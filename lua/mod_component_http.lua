@@ -123,14 +123,53 @@ local function send(stanza)
 	end
 end
 
--- Sends what the native side produced: replies, stanza errors, log lines.
-local function deliver(stanzas, logs)
+-- Metrics, under prosody_mod_component_http/… in Prosody's statistics.
+local requests = module:metric("counter", "requests", "",
+	"Stanzas delivered to the web service, by outcome (status class, timeout, unreachable, refused, ...)",
+	{ "outcome" });
+local duration = module:metric("histogram", "duration", "seconds",
+	"Time from a stanza's arrival to its outcome, retries included", {},
+	{ buckets = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30 } }):with_labels();
+local retries = module:metric("counter", "retries", "", "Extra attempts made after a failed POST", {})
+	:with_labels();
+local in_flight = module:metric("gauge", "in_flight", "", "POSTs in progress", {}):with_labels();
+local queued = module:metric("gauge", "queued", "", "Stanzas waiting for a free slot", {}):with_labels();
+
+-- The module's status follows the web service: error while it cannot be
+-- reached, back to normal once it answers again.
+local UNREACHABLE = { timeout = true, unreachable = true };
+local reachable = true;
+
+local function record(reports)
+	for i = 1, #reports, 3 do
+		local outcome, seconds, extra_attempts = reports[i], reports[i + 1], reports[i + 2];
+		requests:with_labels(outcome):add(1);
+		if seconds >= 0 then
+			duration:sample(seconds);
+		end
+		if extra_attempts > 0 then
+			retries:add(extra_attempts);
+		end
+		if UNREACHABLE[outcome] and reachable then
+			reachable = false;
+			module:set_status("error", "web service unreachable ("..outcome..")");
+		elseif outcome:match("^%dxx$") and not reachable then
+			reachable = true;
+			module:set_status("info", "web service answering again", true);
+		end
+	end
+end
+
+-- Sends what the native side produced: replies, stanza errors, log lines,
+-- metrics.
+local function deliver(stanzas, logs, reports)
 	for i = 1, #logs, 2 do
 		module:log(logs[i], "%s", logs[i + 1]);
 	end
 	for i = 1, #stanzas do
 		send(stanzas[i]);
 	end
+	record(reports);
 end
 
 local function drain()
@@ -146,6 +185,12 @@ local function on_readable()
 end
 
 local watcher = server.watchfd(client:fd(), on_readable);
+
+module:hook_global("stats-update", function ()
+	local running, waiting = client:counts();
+	in_flight:set(running);
+	queued:set(waiting);
+end);
 
 -- Errors and IQ results are never answered (loop guard).
 local function answerable(stanza)

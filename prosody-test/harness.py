@@ -188,7 +188,7 @@ class WebService:
     (status, headers, body) or None to drop the connection without answering.
     """
 
-    def __init__(self, handler=None, certificate=None):
+    def __init__(self, handler=None, certificate=None, port=0):
         """`certificate`: (cert file, key file) to serve HTTPS."""
         self.handler = handler or echo_handler
         self.requests = []
@@ -239,7 +239,7 @@ class WebService:
             def log_message(self, *args):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         scheme = "http"

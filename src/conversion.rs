@@ -179,6 +179,22 @@ pub struct HttpAnswer {
 pub struct Outcome {
     pub stanzas: Vec<Element>,
     pub log: Option<(LogLevel, String)>,
+    /// For metrics: how the delivery ended ("2xx", "timeout", ...).
+    pub label: &'static str,
+    /// For metrics: seconds from submission to outcome, and retries made.
+    pub seconds: Option<f64>,
+    pub retries: u32,
+}
+
+/// The metrics label of an HTTP status: its class.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
 }
 
 /// Decides what the sender of `envelope` gets, given how its POST went.
@@ -187,8 +203,16 @@ pub fn outcome(
     host: &str,
     result: Result<HttpAnswer, DeliveryError>,
 ) -> Outcome {
+    let answered = result
+        .as_ref()
+        .ok()
+        .map(|answer| status_class(answer.status));
     let reply = result.and_then(|answer| reply_for(envelope, host, &answer));
     let mut outcome = Outcome::default();
+    outcome.label = match &reply {
+        Ok(_) => answered.unwrap_or("2xx"),
+        Err(error) => error.label(),
+    };
     match reply {
         Ok(reply) => {
             if !envelope.may_be_answered() {

@@ -247,6 +247,12 @@ impl Delivery {
         lock(&self.shared.in_flight).len()
     }
 
+    /// For metrics: POSTs in progress, and stanzas waiting for a slot.
+    pub fn counts(&self) -> (usize, usize) {
+        let running = self.shared.config.max_inflight - self.shared.permits.available_permits();
+        (running, self.in_flight().saturating_sub(running))
+    }
+
     /// Starts delivering `request`; returns at once. Its outcome arrives
     /// through [`Delivery::drain`], whatever happens to it.
     pub fn submit(&self, request: Request) {
@@ -259,7 +265,6 @@ impl Delivery {
             drop(in_flight);
             if !shared.refusing.swap(true, AtomicOrdering::Relaxed) {
                 shared.queue(Outcome {
-                    stanzas: Vec::new(),
                     log: Some((
                         LogLevel::Warn,
                         format!(
@@ -267,6 +272,7 @@ impl Delivery {
                             config.max_inflight + config.queue_size
                         ),
                     )),
+                    ..Outcome::default()
                 });
             }
             let error = DeliveryError::QueueFull;
@@ -310,6 +316,7 @@ impl Delivery {
         };
         // Spawned while holding the in-flight lock, so the task cannot finish
         // before its abort handle is recorded.
+        let submitted = Instant::now();
         let task = rt.spawn(async move {
             let _done = done; // dropped when this task ends: the next one starts
             if let Some(previous) = previous {
@@ -326,6 +333,8 @@ impl Delivery {
                 if let Some((_, line)) = outcome.log.as_mut().filter(|_| attempts > 1) {
                     line.push_str(&format!(" (after {attempts} attempts)"));
                 }
+                outcome.seconds = Some(submitted.elapsed().as_secs_f64());
+                outcome.retries = attempts - 1;
                 outcome
             });
         });

@@ -168,6 +168,20 @@ impl DeliveryError {
         }
     }
 
+    /// The metrics label of this way of failing.
+    pub fn label(&self) -> &'static str {
+        match self {
+            DeliveryError::Timeout => "timeout",
+            DeliveryError::Connection(_) => "unreachable",
+            DeliveryError::Status { status, .. } => crate::conversion::status_class(*status),
+            DeliveryError::InvalidReply(_) | DeliveryError::ForeignFrom(_) => "invalid_reply",
+            DeliveryError::TooLarge(_) => "too_large",
+            DeliveryError::Cancelled(_) => "cancelled",
+            DeliveryError::QueueFull => "refused",
+            DeliveryError::Internal(_) => "internal",
+        }
+    }
+
     /// How loudly the admin hears of it: a bot that answers nonsense needs
     /// fixing; a service that is down for a moment is only a warning.
     pub fn log_level(&self) -> LogLevel {

@@ -136,6 +136,7 @@ impl UserData for Client {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         methods.add_method("fd", |_, this, ()| Ok(this.0.fd()));
         methods.add_method("in_flight", |_, this, ()| Ok(this.0.in_flight()));
+        methods.add_method("counts", |_, this, ()| Ok(this.0.counts()));
         methods.add_method("forwards", |_, this, kind: String| {
             Ok(Kind::parse(&kind).is_some_and(|k| this.0.config().forwards(k)))
         });
@@ -197,16 +198,23 @@ impl UserData for Client {
     }
 }
 
-/// Outcomes as two flat arrays, cheap to walk in Lua: the stanzas to send,
-/// and the log lines as level, message, level, message, ...
-fn outcomes_to_lua(lua: &Lua, outcomes: Vec<Outcome>) -> mlua::Result<(Table, Table)> {
+/// Outcomes as three flat arrays, cheap to walk in Lua: the stanzas to
+/// send; the log lines as level, message, level, message, ...; and for
+/// metrics label, seconds (-1 when not timed), retries, label, ...
+fn outcomes_to_lua(lua: &Lua, outcomes: Vec<Outcome>) -> mlua::Result<(Table, Table, Table)> {
     let stanzas = stanzas_to_lua(lua, outcomes.iter().flat_map(|o| o.stanzas.iter()))?;
     let logs = lua.create_table()?;
     for (level, line) in outcomes.iter().filter_map(|o| o.log.as_ref()) {
         logs.raw_push(level.as_str())?;
         logs.raw_push(line.as_str())?;
     }
-    Ok((stanzas, logs))
+    let reports = lua.create_table_with_capacity(outcomes.len() * 3, 0)?;
+    for outcome in outcomes.iter().filter(|o| !o.label.is_empty()) {
+        reports.raw_push(outcome.label)?;
+        reports.raw_push(outcome.seconds.unwrap_or(-1.0))?;
+        reports.raw_push(outcome.retries)?;
+    }
+    Ok((stanzas, logs, reports))
 }
 
 fn stanzas_to_lua<'a>(

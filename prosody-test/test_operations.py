@@ -1,0 +1,108 @@
+"""End-to-end: what an admin sees. Metrics through Prosody's OpenMetrics
+endpoint, and the module's status following the web service."""
+
+import http.client
+import os
+import re
+import unittest
+
+from harness import WAIT, Prosody, WebService, free_port, json_reply
+
+BACKEND = os.environ.get("NETWORK_BACKEND", "epoll")
+
+
+class OperationsTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.ws = WebService()
+        cls.http_port = free_port()
+        cls.flaky_port = free_port()  # nothing listens here until a test says so
+        cls.prosody = Prosody({
+            "bot.localhost": {"component_post_url": cls.ws.url + "/", "component_post_retries": 0},
+            "retry.localhost": {"component_post_url": cls.ws.url + "/"},
+            "flaky.localhost": {"component_post_url": f"http://127.0.0.1:{cls.flaky_port}/",
+                                "component_post_retries": 0},
+        }, backend=BACKEND, extra_config=[
+            f"http_ports = {{ {cls.http_port} }}",
+            'statistics = "internal"',
+            'statistics_interval = "manual"',
+            'modules_enabled = { "roster", "saslauth", "ping", "admin_shell", "test_reload", "http_openmetrics" }',
+        ]).start()
+        cls.alice = cls.prosody.client("alice")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.alice.close()
+        alive = cls.prosody.alive()
+        cls.prosody.cleanup()
+        cls.ws.stop()
+        assert alive, "Prosody died"
+
+    def metrics(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=WAIT)
+        try:
+            conn.request("GET", "/metrics", headers={"Host": "localhost"})
+            response = conn.getresponse()
+            self.assertEqual(response.status, 200)
+            return response.read().decode()
+        finally:
+            conn.close()
+
+    def value(self, text, name, **labels):
+        for line in text.splitlines():
+            if not line.startswith(name):
+                continue
+            if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    def status(self, host):
+        result = self.prosody.prosodyctl("shell", f"module:info('component_http', '{host}')", check=False)
+        match = re.search(r"status: \[(\w+)\] (.*)", result.stdout)
+        return match.groups() if match else None
+
+    def test_metrics_count_outcomes_latency_and_retries(self):
+        name = "prosody_mod_component_http__"
+        before = self.metrics()
+        self.ws.handler = lambda r: json_reply({"body": "ok"})
+        for _ in range(3):
+            self.alice.message("m@bot.localhost", "x")
+            self.alice.expect(lambda s: s.attr.get("from") == "m@bot.localhost")
+        self.ws.handler = lambda r: (404, {}, b"")
+        self.alice.message("m@bot.localhost", "x")
+        self.alice.expect(lambda s: s.attr.get("type") == "error")
+        self.alice.message("m@flaky.localhost", "x")
+        self.alice.expect(lambda s: s.attr.get("type") == "error")
+        self.ws.handler = lambda r: (503, {}, b"") if r["attempt"] == 1 else json_reply({"body": "ok"})
+        self.alice.message("m@retry.localhost", "x")
+        self.alice.expect(lambda s: s.attr.get("from") == "m@retry.localhost")
+        after = self.metrics()
+        host = "bot.localhost"
+        delta = lambda metric, **labels: self.value(after, name + metric, **labels) - self.value(before, name + metric, **labels)
+        self.assertEqual(delta("requests_total", host=host, outcome="2xx"), 3)
+        self.assertEqual(delta("requests_total", host=host, outcome="4xx"), 1)
+        self.assertEqual(delta("requests_total", host="flaky.localhost", outcome="unreachable"), 1)
+        self.assertEqual(delta("duration_seconds_count", host=host), 4)
+        self.assertIn(name + "duration_seconds_bucket", after)
+        for gauge in ["in_flight", "queued"]:
+            self.assertIn(f'{name}{gauge}{{host="{host}"}} 0', after)
+        self.assertEqual(delta("retries_total", host="retry.localhost"), 1)
+        self.assertEqual(delta("requests_total", host="retry.localhost", outcome="2xx"), 1)
+
+    @unittest.skipIf(BACKEND == "event", "Prosody 0.12's admin shell is unreliable on libevent")
+    def test_status_follows_the_web_service(self):
+        self.alice.message("s@flaky.localhost", "down")
+        self.alice.expect(lambda s: s.attr.get("type") == "error" and s.attr.get("from") == "s@flaky.localhost")
+        self.assertEqual(self.status("flaky.localhost"), ("error", "web service unreachable (unreachable)"))
+        up = WebService(port=self.flaky_port)
+        try:
+            self.alice.message("s@flaky.localhost", "up")
+            got = self.alice.expect(lambda s: s.attr.get("from") == "s@flaky.localhost")
+            self.assertEqual(got.body, "Did you say up?")
+            self.assertEqual(self.status("flaky.localhost"), ("info", "web service answering again"))
+        finally:
+            up.stop()
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -208,10 +208,12 @@ pub fn outcome(
         .ok()
         .map(|answer| status_class(answer.status));
     let reply = result.and_then(|answer| reply_for(envelope, host, &answer));
-    let mut outcome = Outcome::default();
-    outcome.label = match &reply {
-        Ok(_) => answered.unwrap_or("2xx"),
-        Err(error) => error.label(),
+    let mut outcome = Outcome {
+        label: match &reply {
+            Ok(_) => answered.unwrap_or("2xx"),
+            Err(error) => error.label(),
+        },
+        ..Outcome::default()
     };
     match reply {
         Ok(reply) => {

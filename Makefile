@@ -20,14 +20,17 @@ endif
 # Debian packages the tests and `make run` need.
 DEB_PACKAGES := prosody lua5.4 lua-busted lua-event python3 ca-certificates openssl
 
-.PHONY: all build deps deps-bench run test bench test-rust test-lua test-e2e clean
+.PHONY: all build install deps deps-bench run test bench test-rust test-lua test-e2e clean
 
 all: build
 
 build: $(PLUGIN)/mod_component_http.lua $(PLUGIN)/component_http.so
 
-$(PLUGIN)/mod_component_http.lua: lua/mod_component_http.lua
-	install -D -m 644 $< $@
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+
+$(PLUGIN)/mod_component_http.lua: lua/mod_component_http.lua Cargo.toml
+	mkdir -p $(PLUGIN)
+	sed 's/@VERSION@/$(VERSION)/' $< > $@.tmp && mv -f $@.tmp $@
 
 # `install` writes a new file and renames it over the old one: a running
 # Prosody that has the old library mapped is never written into.
@@ -36,6 +39,18 @@ $(PLUGIN)/component_http.so: FORCE
 	install -D -m 755 target/release/libcomponent_http.so $@
 
 FORCE:
+
+# make install PLUGIN_DIR=/usr/local/lib/prosody/modules
+# Each file is written beside its target and renamed over it: a library
+# that a running Prosody has loaded is never written into.
+install: build
+	@test -n "$(PLUGIN_DIR)" || { echo "usage: make install PLUGIN_DIR=<a directory in plugin_paths>"; exit 1; }
+	mkdir -p $(PLUGIN_DIR)/mod_component_http
+	for f in mod_component_http.lua component_http.so; do \
+		cp $(PLUGIN)/$$f $(PLUGIN_DIR)/mod_component_http/.$$f.new && \
+		mv -f $(PLUGIN_DIR)/mod_component_http/.$$f.new $(PLUGIN_DIR)/mod_component_http/$$f || exit 1; \
+	done
+	@echo "Installed into $(PLUGIN_DIR)/mod_component_http/"
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \

@@ -13,6 +13,8 @@ local throttle = require "util.throttle";
 local server = require "net.server";
 
 local NATIVE_NAME = "component_http";
+-- Stamped by `make` from Cargo.toml: the native library this shim expects.
+local VERSION = "@VERSION@";
 
 -- A table error skips the traceback Prosody adds to a failed load, so the
 -- admin gets one log line that says what to fix.
@@ -54,6 +56,12 @@ local function load_native()
 end
 
 local native = load_native();
+if native.version ~= VERSION and VERSION ~= "@".."VERSION@" then
+	-- A reload loads a new shim, but the library already in the process
+	-- stays: only a restart loads a new one.
+	module:log("warn", "This module is version %s but the native library loaded in Prosody is %s:"
+		.." restart Prosody to load the new library", VERSION, native.version);
+end
 
 local defaults = native.defaults;
 

@@ -57,8 +57,10 @@ class Prosody:
     """A Prosody started from a temp config, stopped by PID."""
 
     def __init__(self, components, backend="epoll", users=("alice", "bob", "carol"), c2s_port=None,
-                 component_module="component_http", log_level="debug", extra_config=()):
+                 component_module="component_http", log_level="debug", extra_config=(),
+                 plugin_dir=PLUGIN_DIR):
         self.backend = backend
+        self.plugin_dir = plugin_dir
         self.extra_config = extra_config
         self.component_module = component_module
         self.log_level = log_level
@@ -78,7 +80,7 @@ class Prosody:
             "run_as_root = true",
             f"pidfile = {lua_string(d + '/prosody.pid')}",
             f"data_path = {lua_string(d + '/data')}",
-            f"plugin_paths = {{ {lua_string(PLUGIN_DIR)}, {lua_string(TEST_PLUGINS)} }}",
+            f"plugin_paths = {{ {lua_string(self.plugin_dir)}, {lua_string(TEST_PLUGINS)} }}",
             f"log = {{ {{ levels = {{ min = {lua_string(self.log_level)} }}, to = \"file\", "
             f"filename = {lua_string(self.log_file)} }} }}",
             f"network_backend = {lua_string(self.backend)}",

@@ -1,13 +1,16 @@
 """End-to-end: the module across reloads, unloads and a daemonized Prosody."""
 
 import os
+import re
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 import unittest
 
-from harness import WAIT, Prosody, WebService, echo_handler
+from harness import ROOT, WAIT, Prosody, WebService, echo_handler
 
 BACKEND = os.environ.get("NETWORK_BACKEND", "epoll")
 
@@ -95,6 +98,55 @@ class ReloadTest(unittest.TestCase):
         self.assertGreater(answered, 0)
         self.assertGreater(errors, 0, "no request was in flight at a reload")
         self.assertEqual(self.prosody.log().count("Error initializing"), 0)
+
+
+class InstallTest(unittest.TestCase):
+    """`make install` into a plugin directory, also under a running Prosody."""
+
+    def test_install_then_upgrade_under_a_running_prosody(self):
+        plugins = tempfile.mkdtemp(prefix="plugins-")
+        ws = WebService()
+        prosody = None
+        try:
+            install = lambda: subprocess.run(["make", "-s", "install", f"PLUGIN_DIR={plugins}"],
+                                             cwd=ROOT, check=True, capture_output=True, timeout=600)
+            install()
+            installed = os.path.join(plugins, "mod_component_http")
+            self.assertEqual(sorted(os.listdir(installed)), ["component_http.so", "mod_component_http.lua"])
+            prosody = Prosody({"bot.localhost": {"component_post_url": ws.url + "/"}},
+                              backend=BACKEND, plugin_dir=plugins).start()
+            alice = prosody.client("alice")
+            self.assertEqual(self.echo(alice, "installed"), "Did you say installed?")
+            # Installing again renames new files into place: the library
+            # Prosody has mapped keeps its inode and Prosody keeps working.
+            library = os.path.join(installed, "component_http.so")
+            inode = os.stat(library).st_ino
+            install()
+            self.assertNotEqual(os.stat(library).st_ino, inode)
+            self.assertEqual(self.echo(alice, "after install"), "Did you say after install?")
+            # A shim of another version, reloaded, says the library is old.
+            shim = os.path.join(installed, "mod_component_http.lua")
+            with open(shim) as f:
+                text = f.read()
+            with open(shim + ".new", "w") as f:
+                f.write(re.sub(r'local VERSION = "[^"]*"', 'local VERSION = "99.0.0"', text))
+            os.rename(shim + ".new", shim)
+            prosody.reload_module("bot.localhost")
+            self.assertIn("This module is version 99.0.0 but the native library loaded in Prosody is",
+                          prosody.log())
+            self.assertEqual(self.echo(alice, "reloaded"), "Did you say reloaded?")
+            alice.close()
+        finally:
+            if prosody:
+                alive = prosody.alive()
+                prosody.cleanup()
+                self.assertTrue(alive, "Prosody died")
+            ws.stop()
+            shutil.rmtree(plugins, ignore_errors=True)
+
+    def echo(self, client, text):
+        client.message("echo@bot.localhost", text)
+        return client.expect(lambda s: s.attr.get("from") == "echo@bot.localhost").body
 
 
 class DaemonizedTest(unittest.TestCase):

@@ -1,0 +1,70 @@
+"""End-to-end: each example bot in examples/ behind a real Prosody."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import unittest
+
+from harness import ROOT, WAIT, Prosody, free_port
+
+BACKEND = os.environ.get("NETWORK_BACKEND", "epoll")
+EXAMPLES = os.path.join(ROOT, "examples")
+
+BOTS = {
+    "python": lambda port: [sys.executable, os.path.join(EXAMPLES, "echo_bot.py"), "--port", str(port)],
+    "php": lambda port: ["php", "-S", f"127.0.0.1:{port}", os.path.join(EXAMPLES, "echo_bot.php")],
+    "node": lambda port: ["node", os.path.join(EXAMPLES, "echo_bot.js"), str(port)],
+}
+
+
+def wait_for_port(port, proc):
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the bot exited: {proc.args}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"the bot did not listen: {proc.args}")
+
+
+class ExampleBotsTest(unittest.TestCase):
+    def test_each_example_bot_echoes(self):
+        ports = {name: free_port() for name in BOTS}
+        bots = {name: subprocess.Popen(command(ports[name]), stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL)
+                for name, command in BOTS.items()}
+        prosody = None
+        try:
+            for name, proc in bots.items():
+                wait_for_port(ports[name], proc)
+            prosody = Prosody({f"{name}.localhost": {"component_post_url": f"http://127.0.0.1:{port}/",
+                                                      "component_post_stanzas": ["message", "presence"]}
+                               for name, port in ports.items()}, backend=BACKEND).start()
+            alice = prosody.client("alice")
+            for name in BOTS:
+                with self.subTest(bot=name):
+                    bot = f"echo@{name}.localhost"
+                    alice.message(bot, f"hello {name} & <friends>")
+                    got = alice.expect(lambda s: s.attr.get("from") == bot)
+                    self.assertEqual(got.body, f"Did you say hello {name} & <friends>?")
+                    # Presence has no body: the bot answers 204, nothing is sent.
+                    alice.send(f"<presence to='{bot}' type='probe'/>")
+                    alice.message(bot, "barrier")
+                    got = alice.expect(lambda s: s.attr.get("from") == bot)
+                    self.assertEqual(got.body, "Did you say barrier?")
+            alice.close()
+        finally:
+            if prosody:
+                prosody.cleanup()
+            for proc in bots.values():
+                proc.terminate()
+                proc.wait(timeout=WAIT)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -168,11 +168,18 @@ local function record(reports)
 	end
 end
 
+-- What the admin shell's component_http:status() shows of this host.
+local shell_state = { client = client };
+
 -- Sends what the native side produced: replies, stanza errors, log lines,
 -- metrics.
 local function deliver(stanzas, logs, reports)
 	for i = 1, #logs, 2 do
-		module:log(logs[i], "%s", logs[i + 1]);
+		local level, message = logs[i], logs[i + 1];
+		module:log(level, "%s", message);
+		if level == "warn" or level == "error" then
+			shell_state.last_error = os.date("!%Y-%m-%d %H:%M:%SZ ")..message;
+		end
 	end
 	for i = 1, #stanzas do
 		send(stanzas[i]);
@@ -362,9 +369,32 @@ for _, kind in ipairs({ "message", "presence", "iq" }) do
 	end
 end
 
+-- Admin shell: `component_http:status()` lists every component host of this
+-- module with its deliveries. (Prosody 0.12 lets modules add shell commands
+-- through the shell's shared environment.)
+local shell_hosts = module:shared("/*/component_http/hosts");
+shell_hosts[module.host] = shell_state;
+local shell_env = module:shared("/*/admin_shell/env");
+shell_env.component_http = shell_env.component_http or {};
+function shell_env.component_http:status(host) -- luacheck: ignore 212/self
+	local print, count = self.session.print, 0;
+	for name, state in pairs(shell_hosts) do
+		if host == nil or host == name then
+			local running, waiting = state.client:counts();
+			print(("%s: %d in flight, %d queued; last error: %s"):format(name, running, waiting,
+				state.last_error or "none"));
+			count = count + 1;
+		end
+	end
+	return true, ("%d component host%s"):format(count, count == 1 and "" or "s");
+end
+
 module:log("info", "Forwarding %s to the web service", tostring(kinds));
 
 function module.unload()
+	if shell_hosts[module.host] == shell_state then
+		shell_hosts[module.host] = nil;
+	end
 	if watcher.close then
 		watcher:close();
 	else -- libevent's handle has no close()

@@ -101,9 +101,11 @@ class Prosody:
             "allow_unencrypted_plain_auth = true",
             'authentication = "internal_plain"',
             'storage = "internal"',
-            *self.extra_config,
-            f"VirtualHost {lua_string(DOMAIN)}",
         ]
+        # Options in extra_config replace the defaults above.
+        overridden = {line.split("=")[0].strip() for line in self.extra_config}
+        lines = [line for line in lines if line.split("=")[0].strip() not in overridden]
+        lines += [*self.extra_config, f"VirtualHost {lua_string(DOMAIN)}"]
         for host, options in components.items():
             lines.append(f"Component {lua_string(host)} {lua_string(self.component_module)}")
             for key, value in options.items():

@@ -104,5 +104,19 @@ class OperationsTest(unittest.TestCase):
             up.stop()
 
 
+    @unittest.skipIf(BACKEND == "event", "Prosody 0.12's admin shell is unreliable on libevent")
+    def test_shell_status_command(self):
+        self.alice.message("c@flaky.localhost", "down")
+        self.alice.expect(lambda s: s.attr.get("type") == "error" and s.attr.get("from") == "c@flaky.localhost")
+        out = self.prosody.prosodyctl("shell", "component_http:status()", check=False).stdout
+        self.assertIn("retry.localhost: 0 in flight, 0 queued; last error: none", out)
+        self.assertRegex(out, r"flaky\.localhost: 0 in flight, 0 queued; last error: \S+ \S+ POST for message")
+        self.assertIn("3 component hosts", out)
+        out = self.prosody.prosodyctl("shell", "component_http:status('retry.localhost')", check=False).stdout
+        self.assertIn("retry.localhost: 0 in flight", out)
+        self.assertNotIn("flaky.localhost", out)
+        self.assertIn("1 component host", out)
+
+
 if __name__ == "__main__":
     unittest.main()

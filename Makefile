@@ -18,9 +18,9 @@ $(error LUA must be one of 5.1, 5.3, 5.4, luajit)
 endif
 
 # Debian packages the tests and `make run` need.
-DEB_PACKAGES := prosody lua5.4 lua-busted lua-event python3 ca-certificates openssl php-cli nodejs
+DEB_PACKAGES := prosody lua5.4 lua-busted lua-event luarocks python3 ca-certificates openssl php-cli nodejs
 
-.PHONY: all build install deps deps-bench run test bench test-rust test-lua test-e2e clean
+.PHONY: all build install rock deps deps-bench run test bench test-rust test-lua test-e2e clean
 
 all: build
 
@@ -39,6 +39,16 @@ $(PLUGIN)/component_http.so: FORCE
 	install -D -m 755 target/release/libcomponent_http.so $@
 
 FORCE:
+
+ROCKSPEC := mod_component_http-$(VERSION)-1.rockspec
+
+# A binary rock for `prosodyctl install ./FILE.rock` on a server without
+# Rust. Built for Lua 5.4, the Lua of Prosody 0.12 on Debian.
+rock: build
+	rm -rf build/rock build/*.rock
+	luarocks --lua-version=5.4 make --pack-binary-rock $(ROCKSPEC) --tree build/rock
+	mv mod_component_http-$(VERSION)-1.*.rock build/
+	@ls build/*.rock
 
 # make install PLUGIN_DIR=/usr/local/lib/prosody/modules
 # Each file is written beside its target and renamed over it: a library

@@ -149,6 +149,53 @@ class InstallTest(unittest.TestCase):
         return client.expect(lambda s: s.attr.get("from") == "echo@bot.localhost").body
 
 
+class LuarocksTest(unittest.TestCase):
+    """The luarocks paths: a source build into Prosody's installer tree, and
+    a binary rock installed with prosodyctl. Prosody loads each with no
+    plugin_paths pointing at this checkout."""
+
+    def setUp(self):
+        self.ws = WebService()
+        self.dir = tempfile.mkdtemp(prefix="rocks-")
+        self.tree = os.path.join(self.dir, "tree")
+        self.prosody = Prosody({"bot.localhost": {"component_post_url": self.ws.url + "/"}},
+                               backend=BACKEND, plugin_dir=os.path.join(self.dir, "none"),
+                               extra_config=[f'installer_plugin_path = "{self.tree}"'])
+
+    def tearDown(self):
+        alive = self.prosody.alive()
+        self.prosody.cleanup()
+        self.ws.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.assertTrue(alive, "Prosody died")
+
+    def assert_loads_and_echoes(self):
+        self.assertTrue(os.path.exists(os.path.join(self.tree, "lib", "lua", "5.4", "component_http.so")))
+        self.prosody.start()
+        alice = self.prosody.client("alice")
+        alice.message("rock@bot.localhost", "installed")
+        got = alice.expect(lambda s: s.attr.get("from") == "rock@bot.localhost")
+        self.assertEqual(got.body, "Did you say installed?")
+        alice.close()
+
+    def test_luarocks_make_into_the_installer_tree(self):
+        rockspec = next(f for f in os.listdir(ROOT) if f.endswith(".rockspec"))
+        subprocess.run(["luarocks", "--lua-version=5.4", "make", rockspec, "--tree", self.tree],
+                       cwd=ROOT, check=True, capture_output=True, timeout=600)
+        self.assert_loads_and_echoes()
+
+    def test_binary_rock_installed_by_prosodyctl(self):
+        subprocess.run(["make", "-s", "rock"], cwd=ROOT, check=True, capture_output=True, timeout=600)
+        rock = next(os.path.join(ROOT, "build", f) for f in os.listdir(os.path.join(ROOT, "build"))
+                    if f.endswith(".rock"))
+        # No cargo needed: hide it from prosodyctl.
+        result = subprocess.run(["prosodyctl", "--config", self.prosody.config, "install", rock],
+                                capture_output=True, text=True, timeout=120,
+                                env=dict(os.environ, PATH="/usr/sbin:/usr/bin:/sbin:/bin"))
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assert_loads_and_echoes()
+
+
 class DaemonizedTest(unittest.TestCase):
     """`prosody -D` forks after loading modules: the runtime must start
     lazily, in the child."""

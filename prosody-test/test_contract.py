@@ -81,8 +81,10 @@ class ContractTest(unittest.TestCase):
         self.ws.handler = answering(handler)
 
     def barrier(self, client, to="barrier@bot.localhost"):
-        """A round trip through the same path: whatever the component was
-        going to send for earlier stanzas has arrived by the time it returns."""
+        """A round trip through the same path. Sent to the JID of the stanzas
+        it fences, it is POSTed only after their answers are in (one
+        conversation goes in order), so whatever the component was going to
+        send for them has arrived when it returns."""
         client.message(to, "barrier")
         client.expect(lambda s: s.body == "Did you say barrier?" and s.attr["from"] == to)
 
@@ -183,9 +185,11 @@ class ContractTest(unittest.TestCase):
         for answer in cases:
             with self.subTest(answer=answer):
                 self.script(lambda r, a=answer: a)
-                self.alice.message("quiet@bot.localhost", "x")
-                self.ws.wait_for(lambda r: r["path"] == "/bot")
-                self.barrier(self.alice)
+                id_ = self.alice.message("quiet@bot.localhost", "x")
+                self.ws.wait_for(lambda r: (r["json"] or {}).get("id") == id_)
+                # Same conversation: the barrier is POSTed only once the
+                # first stanza's answer is in, so it is drained first.
+                self.barrier(self.alice, "quiet@bot.localhost")
                 self.assert_nothing_from(self.alice, "quiet@bot.localhost")
 
     def test_invalid_replies_give_an_error_and_a_log_line(self):
@@ -282,7 +286,7 @@ class ContractTest(unittest.TestCase):
         self.script(lambda r: (500, {}, b""))
         id2 = self.alice.message("loop@bot.localhost", "bounce", type_="error")
         self.ws.wait_for(lambda r: (r["json"] or {}).get("id") == id2)
-        self.barrier(self.alice)
+        self.barrier(self.alice, "loop@bot.localhost")
         self.assert_nothing_from(self.alice, "loop@bot.localhost")
 
     # §6 IQ -------------------------------------------------------------------
@@ -327,7 +331,7 @@ class ContractTest(unittest.TestCase):
         self.script(lambda r: json_reply({"kind": "iq"}))
         id_ = self.alice.iq("q@all.localhost", "result", "")
         self.ws.wait_for(lambda r: (r["json"] or {}).get("id") == id_)
-        self.barrier(self.alice, "barrier@all.localhost")
+        self.barrier(self.alice, "q@all.localhost")
         self.assertEqual(self.alice.received(lambda s: s.attr.get("id") == id_), [])
 
     def test_iq_answered_locally_when_not_forwarded(self):

@@ -45,10 +45,11 @@ def busted_counts(output):
 def unittest_counts(output):
     ran = re.search(r"Ran (\d+) tests?", output)
     if not ran:
-        return 0, 1
+        return 0, 1, 0
     total = int(ran.group(1))
     failed = sum(int(n) for n in re.findall(r"(?:failures|errors)=(\d+)", output))
-    return total - failed, failed
+    skipped = sum(int(n) for n in re.findall(r"skipped=(\d+)", output))
+    return total - failed - skipped, failed, skipped
 
 
 def backends():
@@ -68,11 +69,11 @@ def main():
     code, out = run("Rust unit tests", ["cargo", "test", "--no-default-features",
                                         "--features", "lua54 vendored"])
     p, f = cargo_counts(out)
-    results.append(("cargo test", p, f + (1 if code and not f else 0)))
+    results.append(("cargo test", p, f + (1 if code and not f else 0), 0))
 
     code, out = run("Lua specs", ["busted", "--lua=lua5.4", "--output=utfTerminal", "lua/spec"])
     p, f = busted_counts(out)
-    results.append(("busted", p, f + (1 if code and not f else 0)))
+    results.append(("busted", p, f + (1 if code and not f else 0), 0))
 
     for backend in backends():
         env = dict(os.environ, NETWORK_BACKEND=backend)
@@ -80,15 +81,16 @@ def main():
                         [sys.executable, "-m", "unittest", "-v", "test_contract", "test_delivery",
                          "test_push", "test_operations", "test_examples", "test_lifecycle"],
                         cwd=HERE, env=env)
-        p, f = unittest_counts(out)
-        results.append((f"e2e {backend}", p, f + (1 if code and not f else 0)))
+        p, f, skipped = unittest_counts(out)
+        results.append((f"e2e {backend}", p, f + (1 if code and not f else 0), skipped))
 
     print("\n=== summary")
-    for name, p, f in results:
-        print(f"{name:>12}: {p} passed, {f} failed")
-    passed = sum(p for _, p, _ in results)
-    failed = sum(f for _, _, f in results)
-    print(f"{passed} passed, {failed} failed")
+    for name, p, f, skipped in results:
+        print(f"{name:>12}: {p} passed, {f} failed" + (f", {skipped} skipped" if skipped else ""))
+    passed = sum(r[1] for r in results)
+    failed = sum(r[2] for r in results)
+    skipped = sum(r[3] for r in results)
+    print(f"{passed} passed, {failed} failed, {skipped} skipped")
     return 1 if failed else 0
 
 

@@ -627,6 +627,34 @@ mod tests {
     }
 
     #[test]
+    fn a_panicking_task_still_answers_its_stanza() {
+        let d = delivery("http://127.0.0.1:9/");
+        let request = request();
+        lock(&d.shared.in_flight).insert(
+            7,
+            InFlight {
+                envelope: request.envelope,
+                abort: None,
+            },
+        );
+        let guard = TaskGuard {
+            shared: Arc::clone(&d.shared),
+            id: 7,
+            conversation: None,
+        };
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _guard = guard;
+            panic!("a bug in a delivery task");
+        }));
+        assert!(panicked.is_err());
+        assert!(wait_readable(&d));
+        let replies = xml(&d.drain());
+        assert_eq!(replies.len(), 1);
+        assert!(replies[0].contains("internal-server-error"), "{replies:?}");
+        assert_eq!(d.in_flight(), 0);
+    }
+
+    #[test]
     fn cancel_all_answers_in_flight_stanzas_once() {
         let (url, server) = serve_once(None);
         let d = delivery(&url);

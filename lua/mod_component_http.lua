@@ -180,7 +180,7 @@ local shell_state = { client = client };
 -- Sends what the native side produced: replies, stanza errors, log lines,
 -- metrics.
 local function deliver(stanzas, logs, reports)
-	for i = 1, #logs, 2 do
+	for i = 1, logs and #logs or 0, 2 do
 		local level, message = logs[i], logs[i + 1];
 		module:log(level, "%s", message);
 		if level == "warn" or level == "error" then

@@ -33,10 +33,28 @@ fn worker_threads() -> usize {
     cores.saturating_sub(1).clamp(1, 4)
 }
 
-/// The process-wide runtime, with the pid it was started in. Started on first
-/// use, not at load: `prosody -D` forks after loading modules, and threads do
-/// not survive a fork.
-static RUNTIME: Lazy<Mutex<Option<(u32, Runtime)>>> = Lazy::new(|| Mutex::new(None));
+/// The process-wide runtime, with the fork generation it was started in.
+/// Started on first use, not at load: `prosody -D` forks after loading
+/// modules, and threads do not survive a fork.
+static RUNTIME: Lazy<Mutex<Option<(u64, Runtime)>>> = Lazy::new(|| Mutex::new(None));
+
+/// Bumped in the child after every fork: what was built before a fork is
+/// rebuilt after it. Cheaper than asking the kernel for the pid per stanza.
+static FORKS: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn after_fork_in_child() {
+    FORKS.fetch_add(1, AtomicOrdering::Relaxed);
+}
+
+fn fork_generation() -> u64 {
+    static WATCH: std::sync::Once = std::sync::Once::new();
+    WATCH.call_once(|| {
+        // SAFETY: registers a handler that only bumps an atomic, which is
+        // async-signal-safe as a fork child handler must be.
+        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    });
+    FORKS.load(AtomicOrdering::Relaxed)
+}
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic elsewhere must not turn every later call into another panic.
@@ -46,10 +64,10 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn runtime() -> Result<Handle, DeliveryError> {
-    let pid = std::process::id();
+    let generation = fork_generation();
     let mut slot = lock(&RUNTIME);
     if let Some((started_in, runtime)) = slot.as_ref() {
-        if *started_in == pid {
+        if *started_in == generation {
             return Ok(runtime.handle().clone());
         }
     }
@@ -65,7 +83,7 @@ fn runtime() -> Result<Handle, DeliveryError> {
         .build()
         .map_err(|e| DeliveryError::Internal(format!("cannot start the HTTP runtime: {e}")))?;
     let handle = runtime.handle().clone();
-    *slot = Some((pid, runtime));
+    *slot = Some((generation, runtime));
     Ok(handle)
 }
 
@@ -118,9 +136,9 @@ struct Shared {
     /// Set while stanzas are being refused, so the admin hears it once.
     refusing: AtomicBool,
     /// The runtime and HTTP client (one keep-alive pool per component host)
-    /// this host uses, with the pid they belong to, for the same reason the
-    /// runtime starts lazily.
-    started: Mutex<Option<(u32, Handle, reqwest::Client)>>,
+    /// this host uses, with the fork generation they belong to, for the same
+    /// reason the runtime starts lazily.
+    started: Mutex<Option<(u64, Handle, reqwest::Client)>>,
 }
 
 impl Shared {
@@ -151,10 +169,10 @@ impl Shared {
     }
 
     fn started(&self) -> Result<(Handle, reqwest::Client), DeliveryError> {
-        let pid = std::process::id();
+        let generation = fork_generation();
         let mut slot = lock(&self.started);
         if let Some((started_in, runtime, client)) = slot.as_ref() {
-            if *started_in == pid {
+            if *started_in == generation {
                 return Ok((runtime.clone(), client.clone()));
             }
         }
@@ -176,7 +194,7 @@ impl Shared {
         let client = builder
             .build()
             .map_err(|e| DeliveryError::Internal(format!("cannot build the HTTP client: {e}")))?;
-        *slot = Some((pid, runtime.clone(), client.clone()));
+        *slot = Some((generation, runtime.clone(), client.clone()));
         Ok((runtime, client))
     }
 }

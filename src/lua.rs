@@ -199,14 +199,22 @@ impl UserData for Client {
 }
 
 /// Outcomes as three flat arrays, cheap to walk in Lua: the stanzas to
-/// send; the log lines as level, message, level, message, ...; and for
-/// metrics label, seconds (-1 when not timed), retries, label, ...
-fn outcomes_to_lua(lua: &Lua, outcomes: Vec<Outcome>) -> mlua::Result<(Table, Table, Table)> {
+/// send; the log lines as level, message, level, message, ... (nil when
+/// there are none, the usual case); and for metrics label, seconds (-1 when
+/// not timed), retries, label, ...
+fn outcomes_to_lua(
+    lua: &Lua,
+    outcomes: Vec<Outcome>,
+) -> mlua::Result<(Table, Option<Table>, Table)> {
     let stanzas = stanzas_to_lua(lua, outcomes.iter().flat_map(|o| o.stanzas.iter()))?;
-    let logs = lua.create_table()?;
+    let mut logs = None;
     for (level, line) in outcomes.iter().filter_map(|o| o.log.as_ref()) {
-        logs.raw_push(level.as_str())?;
-        logs.raw_push(line.as_str())?;
+        let table = match &logs {
+            Some(table) => table,
+            None => logs.insert(lua.create_table()?),
+        };
+        table.raw_push(level.as_str())?;
+        table.raw_push(line.as_str())?;
     }
     let reports = lua.create_table_with_capacity(outcomes.len() * 3, 0)?;
     for outcome in outcomes.iter().filter(|o| !o.label.is_empty()) {

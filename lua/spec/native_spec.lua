@@ -68,8 +68,9 @@ describe("new_client", function ()
 		assert.is_true(client:fd() > 2);
 		assert.is_true(client:forwards("iq"));
 		assert.is_false(client:forwards("presence"));
-		local stanzas, logs = client:drain();
+		local stanzas, logs, reports = client:drain();
 		assert.are.same({}, stanzas);
-		assert.are.same({}, logs);
+		assert.is_nil(logs);
+		assert.are.same({}, reports);
 	end);
 end);

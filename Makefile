@@ -20,7 +20,7 @@ endif
 # Debian packages the tests and `make run` need.
 DEB_PACKAGES := prosody lua5.4 lua-busted lua-event luarocks python3 ca-certificates openssl php-cli nodejs
 
-.PHONY: all build install rock deps deps-bench run test bench test-rust test-lua test-e2e clean
+.PHONY: all build install rock deps deps-bench run test bench soak test-rust test-lua test-e2e clean
 
 all: build
 
@@ -80,6 +80,10 @@ deps-bench: deps
 
 bench: deps-bench build
 	cd prosody-test && $(PYTHON) bench.py
+
+# Five minutes of steady load: does Prosody's memory level off?
+soak: deps-bench build
+	cd prosody-test && $(PYTHON) bench.py soak $(or $(SOAK_SECONDS),300)
 
 run: deps build
 	$(PYTHON) prosody-test/run_local.py

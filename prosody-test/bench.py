@@ -240,7 +240,54 @@ def run(mode, certs, nginx, conversations, window):
         prosody.cleanup()
 
 
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def settle(client):
+    """Reads the replies still outstanding after a run, until quiet."""
+    while select.select([client.sock], [], [], 0.5)[0]:
+        if not client.sock.recv(1 << 20):
+            raise RuntimeError("Prosody closed the stream")
+
+
+def soak(seconds):
+    """`make soak`: the http mode under steady load for `seconds`, Prosody's
+    RSS sampled every 10 s. Memory must level off, not grow."""
+    certs = Certificates()
+    nginx = Nginx(certs)
+    prosody = start_prosody("http", certs, nginx)
+    samples = []
+    try:
+        client = XmppClient(prosody.c2s_port, f"bench@{DOMAIN}", "load").connect(reader=False)
+        start = time.monotonic()
+        while time.monotonic() - start < seconds:
+            result = drive(client, OUTSTANDING, 0, 10)
+            settle(client)
+            samples.append((time.monotonic() - start, rss_mib(prosody.proc.pid), result["rate"]))
+            print(f"  {samples[-1][0]:6.0f} s  RSS {samples[-1][1]:6.1f} MiB  {result['rate']:7.0f} replies/s",
+                  flush=True)
+    finally:
+        prosody.cleanup()
+        nginx.stop()
+        certs.cleanup()
+    # Compare the second minute with the last: the first one includes warm-up.
+    settled = [rss for t, rss, _ in samples if t >= 60] or [samples[-1][1]]
+    print(f"soak: {seconds} s, RSS {settled[0]:.1f} MiB after the first minute, {samples[-1][1]:.1f} MiB "
+          f"at the end ({samples[-1][1] - settled[0]:+.1f} MiB), max {max(r for _, r, _ in samples):.1f} MiB")
+    print(json.dumps({"soak_s": seconds, "rss_after_1min_mib": round(settled[0], 1),
+                      "rss_end_mib": round(samples[-1][1], 1),
+                      "rss_max_mib": round(max(r for _, r, _ in samples), 1)}))
+
+
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "soak":
+        soak(int(sys.argv[2]) if len(sys.argv) > 2 else 300)
+        return
     certs = Certificates()
     nginx = Nginx(certs)
     results = {}

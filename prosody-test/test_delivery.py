@@ -135,12 +135,15 @@ class DeliveryTest(unittest.TestCase):
             with self.subTest(status=status):
                 self.ws.handler = lambda r, s=status: (s, {}, b"")
                 id_, error = self.error_to("r@retry.localhost")
+                self.ping()
                 self.assertEqual(error[1], condition)
                 self.assertEqual(len(self.requests_for(id_)), 1)
 
     def test_retries_run_out(self):
         self.ws.handler = lambda r: (503, {}, b"")
-        id_, error = self.error_to("r@retry.localhost")
+        id_ = self.alice.message("r@retry.localhost", "hi")
+        self.ping()
+        error = self.alice.expect_id(id_).error()
         self.assertEqual(error[:2], ("wait", "remote-server-timeout"))
         self.assertEqual(len(self.requests_for(id_)), 3)
         self.assertIn("HTTP 503 (after 3 attempts)", "\n".join(self.log_line(id_)))
@@ -155,6 +158,7 @@ class DeliveryTest(unittest.TestCase):
     def test_connection_closed_without_answer_then_recovered(self):
         self.ws.handler = lambda r: None if r["attempt"] == 1 else echo_handler(r)
         self.alice.message("r@retry.localhost", "closed")
+        self.ping()
         got = self.alice.expect(lambda s: s.attr.get("from") == "r@retry.localhost")
         self.assertEqual(got.body, "Did you say closed?")
 
@@ -221,6 +225,7 @@ class DeliveryTest(unittest.TestCase):
     def test_oversized_answer(self):
         self.ws.handler = lambda r: json_reply({"body": "x" * 5000})
         id_, error = self.error_to("b@big.localhost")
+        self.ping()
         self.assertEqual(error[:2], ("cancel", "internal-server-error"))
         self.assertIn("larger than 1000 bytes", error[2])
         self.assertEqual(len(self.requests_for(id_)), 1)
@@ -241,6 +246,7 @@ class DeliveryTest(unittest.TestCase):
             self.alice.message("o@order.localhost", f"order {i}")
         self.bob.message("o@order.localhost", "bob")
         self.bob.expect(lambda s: s.body == "Did you say bob?")
+        self.ping()
         early = len(self.alice.received(lambda s: s.attr.get("from") == "o@order.localhost"))
         self.assertLess(early, 5, "bob's conversation waited for alice's")
         got = [self.alice.expect(lambda s: s.attr.get("from") == "o@order.localhost").body
@@ -254,6 +260,7 @@ class DeliveryTest(unittest.TestCase):
 
     def test_requests_are_signed_and_carry_extra_headers(self):
         id_ = self.alice.message("s@signed.localhost", "sign me")
+        self.ping()
         self.alice.expect(lambda s: s.attr.get("from") == "s@signed.localhost")
         request = self.requests_for(id_)[0]
         self.assertTrue(verify(SECRET_KEY, request))
@@ -264,6 +271,7 @@ class DeliveryTest(unittest.TestCase):
 
     def test_key_rotation_signs_with_each_secret(self):
         id_ = self.alice.message("s@rotate.localhost", "rotate")
+        self.ping()
         self.alice.expect(lambda s: s.attr.get("from") == "s@rotate.localhost")
         request = self.requests_for(id_)[0]
         self.assertEqual(len(request["headers"]["webhook-signature"].split(" ")), 2)
@@ -273,6 +281,7 @@ class DeliveryTest(unittest.TestCase):
 
     def test_unsigned_requests_still_carry_a_delivery_id(self):
         id_ = self.alice.message("s@plain.localhost", "plain")
+        self.ping()
         self.alice.expect(lambda s: s.attr.get("from") == "s@plain.localhost")
         headers = self.requests_for(id_)[0]["headers"]
         self.assertTrue(headers["webhook-id"].startswith("msg_"))
@@ -283,12 +292,14 @@ class DeliveryTest(unittest.TestCase):
 
     def test_private_ca_trusted_through_ca_file(self):
         self.alice.message("t@ca.localhost", "tls")
+        self.ping()
         got = self.alice.expect(lambda s: s.attr.get("from") == "t@ca.localhost")
         self.assertEqual(got.body, "Did you say tls?")
         self.assertEqual(self.https.requests[-1]["path"], "/ca")
 
     def test_tls_verify_false_accepts_any_certificate_with_a_warning(self):
         self.alice.message("t@noverify.localhost", "unchecked")
+        self.ping()
         got = self.alice.expect(lambda s: s.attr.get("from") == "t@noverify.localhost")
         self.assertEqual(got.body, "Did you say unchecked?")
         self.assertIn("component_post_tls_verify = false", self.prosody.log())

@@ -57,10 +57,11 @@ def children(pid):
     return found
 
 
-def peak_rss_mib(pid):
+def memory_mib(pid, field):
+    """A memory figure of /proc/PID/status: VmRSS now, VmHWM at peak."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return 0.0
 
@@ -209,7 +210,7 @@ def measure(prosody, conversations, window, service=None):
         "main_thread_util": (m1 - m0) / elapsed,
         "service_cpu_util": (s1 - s0) / elapsed,
         "loadgen_cpu_util": result["loadgen_cpu_s"] / elapsed,
-        "peak_rss_mib": peak_rss_mib(pid),
+        "peak_rss_mib": memory_mib(pid, "VmHWM"),
     })
     client.sock.close()
     return result
@@ -240,14 +241,6 @@ def run(mode, certs, nginx, conversations, window):
         prosody.cleanup()
 
 
-def rss_mib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def settle(client):
     """Reads the replies still outstanding after a run, until quiet."""
     while select.select([client.sock], [], [], 0.5)[0]:
@@ -268,7 +261,7 @@ def soak(seconds):
         while time.monotonic() - start < seconds:
             result = drive(client, OUTSTANDING, 0, 10)
             settle(client)
-            samples.append((time.monotonic() - start, rss_mib(prosody.proc.pid), result["rate"]))
+            samples.append((time.monotonic() - start, memory_mib(prosody.proc.pid, "VmRSS"), result["rate"]))
             print(f"  {samples[-1][0]:6.0f} s  RSS {samples[-1][1]:6.1f} MiB  {result['rate']:7.0f} replies/s",
                   flush=True)
     finally:

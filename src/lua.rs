@@ -135,7 +135,6 @@ type PushHeaders = (
 impl UserData for Client {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         methods.add_method("fd", |_, this, ()| Ok(this.0.fd()));
-        methods.add_method("in_flight", |_, this, ()| Ok(this.0.in_flight()));
         methods.add_method("counts", |_, this, ()| Ok(this.0.counts()));
         methods.add_method("forwards", |_, this, kind: String| {
             Ok(Kind::parse(&kind).is_some_and(|k| this.0.config().forwards(k)))

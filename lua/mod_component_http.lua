@@ -263,10 +263,11 @@ end
 -- IQs pushed and waiting for their answer: id -> { response, timer }.
 local pushed_iqs = {};
 
+-- `body`: a table to encode, or JSON text already made.
 local function json_response(response, status, body)
 	response.status_code = status;
 	response.headers.content_type = "application/json";
-	return json.encode(body);
+	return type(body) == "string" and body or json.encode(body);
 end
 
 -- An answer to a pushed IQ goes back to the HTTP request that sent it.
@@ -279,7 +280,7 @@ local function answer_pushed_iq(stanza)
 	waiting.timer:stop();
 	local ok, answer = pcall(native.request_json, stanza);
 	waiting.response:send(json_response(waiting.response, ok and 200 or 502,
-		ok and json.decode(answer) or { error = "the answer could not be read" }));
+		ok and answer or { error = "the answer could not be read" }));
 	return true;
 end
 

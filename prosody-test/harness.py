@@ -308,8 +308,23 @@ class Certificates:
         self-signed."""
         return WebService(certificate=self.trusted), WebService(certificate=self.untrusted)
 
+
     def cleanup(self):
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def web_services(test_class):
+    """Sets up a test class's web services: `ws` (HTTP), and with `certs`,
+    `https` (trusted through the private CA) and `untrusted`."""
+    test_class.ws = WebService()
+    test_class.certs = Certificates()
+    test_class.https, test_class.untrusted = test_class.certs.services()
+
+
+def stop_web_services(test_class):
+    for service in (test_class.ws, test_class.https, test_class.untrusted):
+        service.stop()
+    test_class.certs.cleanup()
 
 
 def reset_mid_body(handler):

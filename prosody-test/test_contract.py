@@ -8,8 +8,8 @@ import threading
 import time
 import unittest
 
-from harness import (DOMAIN, Certificates, NS_STANZAS, Prosody, WebService, echo_handler, free_port,
-                     json_reply)
+from harness import (DOMAIN, NS_STANZAS, Prosody, WebService, echo_handler, free_port,
+                     json_reply, stop_web_services, web_services)
 
 BACKEND = os.environ.get("NETWORK_BACKEND", "epoll")
 USERS = ["alice", "bob", "carol"] + [f"user{i}" for i in range(10)]
@@ -27,9 +27,7 @@ def answering(handler):
 class ContractTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.ws = WebService()
-        cls.certs = Certificates()
-        cls.https, cls.untrusted = cls.certs.services()
+        web_services(cls)
         url = cls.ws.url
         cls.components = {
             "bot.localhost": {"component_post_url": url + "/bot"},
@@ -69,9 +67,7 @@ class ContractTest(unittest.TestCase):
             c.close()
         alive = cls.prosody.alive()
         cls.prosody.cleanup()
-        for ws in (cls.ws, cls.https, cls.untrusted):
-            ws.stop()
-        cls.certs.cleanup()
+        stop_web_services(cls)
         assert alive, "Prosody died during the tests"
 
     def setUp(self):

@@ -13,8 +13,8 @@ import threading
 import time
 import unittest
 
-from harness import (DOMAIN, Certificates, Prosody, WebService, echo_handler, free_port,
-                     json_reply, reset_mid_body)
+from harness import (DOMAIN, Prosody, WebService, echo_handler, free_port,
+                     json_reply, reset_mid_body, stop_web_services, web_services)
 
 BACKEND = os.environ.get("NETWORK_BACKEND", "epoll")
 
@@ -35,9 +35,7 @@ def verify(secret_key, request):
 class DeliveryTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.ws = WebService()
-        cls.certs = Certificates()
-        cls.https, cls.untrusted = cls.certs.services()
+        web_services(cls)
         url = cls.ws.url
         cls.release = threading.Event()  # lets blocked handlers go at teardown
         cls.prosody = Prosody({
@@ -70,9 +68,7 @@ class DeliveryTest(unittest.TestCase):
         alive = cls.prosody.alive()
         log = cls.prosody.log()
         cls.prosody.cleanup()
-        for ws in (cls.ws, cls.https, cls.untrusted):
-            ws.stop()
-        cls.certs.cleanup()
+        stop_web_services(cls)
         if cls.rtts:
             print(f"\n  [{BACKEND}] Prosody ping RTT while the service misbehaved: "
                   f"max {max(cls.rtts) * 1000:.1f} ms over {len(cls.rtts)} pings", flush=True)

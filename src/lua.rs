@@ -229,8 +229,13 @@ fn stanzas_to_lua<'a>(
     stanzas: impl Iterator<Item = &'a Element>,
 ) -> mlua::Result<Table> {
     let list = lua.create_table()?;
-    for stanza in stanzas {
-        list.raw_push(element_to_lua(lua, stanza)?)?;
+    let mut stanzas = stanzas.peekable();
+    if stanzas.peek().is_some() {
+        // Looked up once per batch, not once per stanza.
+        let stanza_mt = stanza_metatable(lua)?;
+        for stanza in stanzas {
+            list.raw_push(build_stanza(lua, stanza, &stanza_mt)?)?;
+        }
     }
     Ok(list)
 }

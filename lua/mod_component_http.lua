@@ -113,6 +113,9 @@ local options = {
 	max_response = number_option("component_post_max_response", defaults.max_response);
 	push_token = module:get_option_string("component_push_token");
 	push_max_size = number_option("component_push_max_size", defaults.push_max_size);
+	durable = module:get_option_boolean("component_post_durable", defaults.durable);
+	max_age = number_option("component_post_max_age", defaults.max_age);
+	durable_limit = number_option("component_post_durable_limit", defaults.durable_limit);
 };
 
 -- new_client answers nil and a reason for a bad option; a Lua error (say, a
@@ -148,6 +151,10 @@ local retries = module:metric("counter", "retries", "", "Extra attempts made aft
 	:with_labels();
 local in_flight = module:metric("gauge", "in_flight", "", "POSTs in progress", {}):with_labels();
 local queued = module:metric("gauge", "queued", "", "Stanzas waiting for a free slot", {}):with_labels();
+local held_gauge = module:metric("gauge", "held", "",
+	"Durable delivery: stanzas held in storage until the web service takes them", {}):with_labels();
+local dead_gauge = module:metric("gauge", "dead_letters", "",
+	"Durable delivery: stanzas given up after component_post_max_age, kept in storage", {}):with_labels();
 
 -- The module's status follows the web service: error while it cannot be
 -- reached, back to normal once it answers again.
@@ -177,9 +184,77 @@ end
 -- What the admin shell's component_http:status() shows of this host.
 local shell_state = { client = client };
 
+-- Durable delivery ------------------------------------------------------------
+-- Stanzas the web service could not take are kept in Prosody's storage (as
+-- the admin configured it), keyed by delivery id, until delivered or given
+-- up; given-up ones stay in a dead-letter store. The native side decides;
+-- this writes what it says.
+local waiting_store, dead_store;
+local dead_count = 0;
+
+local function store_set(store, id, value)
+	local ok, done, err = pcall(store.set, store, id, value);
+	if not (ok and done) then
+		module:log("error", "Storage of held stanza %s failed: %s", id, tostring(ok and err or done));
+	end
+end
+
+local function apply_storage(ops)
+	for i = 1, #ops do
+		local op = ops[i];
+		if op.op == "hold" then
+			store_set(waiting_store, op.id, { stanza = op.stanza, received = op.received });
+		elseif op.op == "forget" then
+			store_set(waiting_store, op.id, nil);
+		elseif op.op == "dead" then
+			store_set(dead_store, op.id, { stanza = op.stanza, received = op.received,
+				died = os.time(), reason = op.reason });
+			store_set(waiting_store, op.id, nil);
+			dead_count = dead_count + 1;
+		end
+	end
+end
+
+-- Every record of a store, as { id=, stanza=, received=, ... }, oldest first.
+local function stored(store)
+	local records = {};
+	local ok, err = pcall(function ()
+		for id in store:users() do
+			local data = store:get(id);
+			if type(data) == "table" and data.stanza then
+				data.id = id;
+				table.insert(records, data);
+			end
+		end
+	end);
+	if not ok then
+		module:log("error", "Reading held stanzas from storage failed: %s", tostring(err));
+	end
+	table.sort(records, function (a, b) return (a.received or 0) < (b.received or 0); end);
+	return records;
+end
+
+local circuit_open = false;
+
+-- The module's status while the circuit is open says so.
+local function follow_circuit()
+	local _, open = client:held_counts();
+	if open ~= circuit_open then
+		circuit_open = open;
+		if open then
+			module:set_status("warn", "web service failing: holding stanzas (circuit open)");
+		else
+			module:set_status("info", "web service answering again", true);
+		end
+	end
+end
+
 -- Sends what the native side produced: replies, stanza errors, log lines,
 -- metrics.
-local function deliver(stanzas, logs, reports)
+local function deliver(stanzas, logs, reports, storage)
+	if storage then
+		apply_storage(storage);
+	end
 	for i = 1, logs and #logs or 0, 2 do
 		local level, message = logs[i], logs[i + 1];
 		module:log(level, "%s", message);
@@ -191,6 +266,9 @@ local function deliver(stanzas, logs, reports)
 		send(stanzas[i]);
 	end
 	record(reports);
+	if waiting_store then
+		follow_circuit();
+	end
 end
 
 local function drain()
@@ -211,7 +289,22 @@ module:hook_global("stats-update", function ()
 	local running, waiting = client:counts();
 	in_flight:set(running);
 	queued:set(waiting);
+	if waiting_store then
+		held_gauge:set((client:held_counts()));
+		dead_gauge:set(dead_count);
+	end
 end);
+
+if options.durable then
+	waiting_store = module:open_store("component_http_waiting");
+	dead_store = module:open_store("component_http_dead");
+	local records = stored(waiting_store);
+	dead_count = #stored(dead_store);
+	client:restore(records, false);
+	if #records > 0 then
+		module:log("info", "Delivering %d stanzas held from before", #records);
+	end
+end
 
 -- Errors and IQ results are never answered (loop guard).
 local function answerable(stanza)
@@ -376,6 +469,72 @@ for _, kind in ipairs({ "message", "presence", "iq" }) do
 	end
 end
 
+-- Durable delivery, for the admin shell: list, replay, retry and purge held
+-- stanzas and dead letters.
+local function brief(record)
+	local stanza = record.stanza:gsub("%s+", " ");
+	if #stanza > 120 then
+		stanza = stanza:sub(1, 117).."...";
+	end
+	return ("%s  %s  %s"):format(record.id, os.date("!%Y-%m-%dT%H:%M:%SZ",
+		math.floor((record.received or 0) / 1000)), stanza);
+end
+
+local durable_admin = {};
+
+function durable_admin.list(print)
+	local records, open = client:held();
+	print(("waiting: %d%s"):format(#records, open and " (circuit open)" or ""));
+	for _, record in ipairs(records) do
+		print("  "..brief(record));
+	end
+	local dead = stored(dead_store);
+	print(("dead letters: %d"):format(#dead));
+	for _, record in ipairs(dead) do
+		print("  "..brief(record).."  ("..tostring(record.reason)..")");
+	end
+	return #records + #dead;
+end
+
+-- Dead letters back to the waiting list, as if they arrived now.
+function durable_admin.replay(id)
+	local replayed = {};
+	for _, record in ipairs(stored(dead_store)) do
+		if id == nil or record.id == id then
+			table.insert(replayed, { id = record.id, stanza = record.stanza, received = record.received });
+			store_set(dead_store, record.id, nil);
+			dead_count = dead_count - 1;
+		end
+	end
+	client:restore(replayed, true);
+	return #replayed;
+end
+
+function durable_admin.purge(which, id)
+	if which == "waiting" then
+		return client:purge(id); -- senders get an error through the fd
+	end
+	local purged = 0;
+	for _, record in ipairs(stored(dead_store)) do
+		if id == nil or record.id == id then
+			store_set(dead_store, record.id, nil);
+			dead_count = dead_count - 1;
+			purged = purged + 1;
+		end
+	end
+	return purged;
+end
+
+function durable_admin.retry()
+	client:retry_held();
+	local count = client:held_counts();
+	return count;
+end
+
+if options.durable then
+	shell_state.durable = durable_admin;
+end
+
 -- Admin shell: `component_http:status()` lists every component host of this
 -- module with its deliveries. (Prosody 0.12 lets modules add shell commands
 -- through the shell's shared environment.)
@@ -383,12 +542,14 @@ local shell_hosts = module:shared("/*/component_http/hosts");
 shell_hosts[module.host] = shell_state;
 local shell_env = module:shared("/*/admin_shell/env");
 shell_env.component_http = shell_env.component_http or {};
-function shell_env.component_http:status(host) -- luacheck: ignore 212/self
+local shell = shell_env.component_http;
+function shell:status(host)
 	local print, count = self.session.print, 0;
 	for name, state in pairs(shell_hosts) do
 		if host == nil or host == name then
 			local running, waiting = state.client:counts();
-			print(("%s: %d in flight, %d queued; last error: %s"):format(name, running, waiting,
+			local held = state.durable and (", %d held"):format((state.client:held_counts())) or "";
+			print(("%s: %d in flight, %d queued%s; last error: %s"):format(name, running, waiting, held,
 				state.last_error or "none"));
 			count = count + 1;
 		end
@@ -396,7 +557,70 @@ function shell_env.component_http:status(host) -- luacheck: ignore 212/self
 	return true, ("%d component host%s"):format(count, count == 1 and "" or "s");
 end
 
-module:log("info", "Forwarding %s to the web service", tostring(kinds));
+-- The durable delivery of `host`, or nil and why not.
+local function durable_of(host)
+	local state = shell_hosts[host or ""];
+	if not state then
+		return nil, "no component_http host "..tostring(host);
+	elseif not state.durable then
+		return nil, host.." does not have component_post_durable = true";
+	end
+	return state.durable;
+end
+
+-- component_http:held(host): the waiting stanzas and the dead letters.
+function shell:held(host)
+	local admin, err = durable_of(host);
+	if not admin then return false, err; end
+	return true, ("%d stanzas"):format(admin.list(self.session.print));
+end
+
+-- component_http:replay(host [, id]): dead letters (one, or all) back to waiting.
+function shell:replay(host, id) -- luacheck: ignore 212/self
+	local admin, err = durable_of(host);
+	if not admin then return false, err; end
+	return true, ("%d dead letters replayed"):format(admin.replay(id));
+end
+
+-- component_http:retry(host): try every waiting stanza now.
+function shell:retry(host) -- luacheck: ignore 212/self
+	local admin, err = durable_of(host);
+	if not admin then return false, err; end
+	return true, ("retrying %d waiting stanzas"):format(admin.retry());
+end
+
+-- component_http:purge(host, "waiting"|"dead" [, id]): give stanzas up.
+function shell:purge(host, which, id) -- luacheck: ignore 212/self
+	local admin, err = durable_of(host);
+	if not admin then return false, err; end
+	if which ~= "waiting" and which ~= "dead" then
+		return false, 'say which list: "waiting" or "dead"';
+	end
+	return true, ("%d %s stanzas purged"):format(admin.purge(which, id), which);
+end
+
+module:log("info", "Forwarding %s to the web service%s", tostring(kinds),
+	options.durable and ", holding what it cannot take (durable)" or "");
+
+-- Every stanza still in flight gets an error reply now (or is held in
+-- storage, with durable delivery), and every pushed IQ still waiting an HTTP
+-- answer gets one.
+local stopped = false;
+local function stop(why)
+	if stopped then return; end
+	stopped = true;
+	deliver(client:cancel_all(why));
+	for id, waiting in pairs(pushed_iqs) do
+		pushed_iqs[id] = nil;
+		waiting.timer:stop();
+		waiting.response:send(json_response(waiting.response, 503, { error = why }));
+	end
+end
+
+-- Prosody does not unload modules when it stops.
+module:hook_global("server-stopping", function ()
+	stop("the server is shutting down");
+end);
 
 function module.unload()
 	if shell_hosts[module.host] == shell_state then
@@ -407,12 +631,5 @@ function module.unload()
 	else -- libevent's handle has no close()
 		watcher:setflags(false, false);
 	end
-	-- Every stanza still in flight gets an error reply now, and every pushed
-	-- IQ still waiting an HTTP answer.
-	deliver(client:cancel_all());
-	for id, waiting in pairs(pushed_iqs) do
-		pushed_iqs[id] = nil;
-		waiting.timer:stop();
-		waiting.response:send(json_response(waiting.response, 503, { error = "the module was unloaded" }));
-	end
+	stop("the module was unloaded");
 end

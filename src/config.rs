@@ -46,6 +46,10 @@ pub mod defaults {
     pub const PUSH_MAX_SIZE: usize = 64 * 1024;
     pub const PUSH_RATE: f64 = 10.0;
     pub const PUSH_TIMEOUT: f64 = 30.0;
+    pub const DURABLE: bool = false;
+    /// One day.
+    pub const MAX_AGE: f64 = 86_400.0;
+    pub const DURABLE_LIMIT: usize = 100_000;
 }
 
 /// Whether stanzas of one conversation wait for each other.
@@ -76,6 +80,9 @@ pub struct Options {
     pub max_response: Option<f64>,
     pub push_token: Option<String>,
     pub push_max_size: Option<f64>,
+    pub durable: Option<bool>,
+    pub max_age: Option<f64>,
+    pub durable_limit: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -99,6 +106,12 @@ pub struct Config {
     /// The push endpoint's token; without one the endpoint is off.
     pub push_token: Option<PushToken>,
     pub push_max_size: usize,
+    /// Hold stanzas the service could not take, and deliver them later.
+    pub durable: bool,
+    /// How long a held stanza is tried before it is given up (dead-letter).
+    pub max_age: Duration,
+    /// At most this many stanzas held at once; past it they bounce.
+    pub durable_limit: usize,
     forwarded: Vec<Kind>,
 }
 
@@ -209,6 +222,14 @@ impl Config {
                 "component_push_max_size",
                 options.push_max_size,
                 defaults::PUSH_MAX_SIZE,
+                1,
+            )?,
+            durable: options.durable.unwrap_or(defaults::DURABLE),
+            max_age: seconds("component_post_max_age", options.max_age, defaults::MAX_AGE)?,
+            durable_limit: count(
+                "component_post_durable_limit",
+                options.durable_limit,
+                defaults::DURABLE_LIMIT,
                 1,
             )?,
             forwarded,
@@ -324,6 +345,9 @@ mod tests {
         assert_eq!(c.max_response, 1024 * 1024);
         assert!(c.forwards(Kind::Message));
         assert!(!c.forwards(Kind::Iq));
+        assert!(!c.durable);
+        assert_eq!(c.max_age, Duration::from_secs(86_400));
+        assert_eq!(c.durable_limit, 100_000);
     }
 
     #[test]
@@ -366,6 +390,9 @@ mod tests {
         );
         assert!(error(with(|o| o.retries = Some(-1.0))).contains("component_post_retries"));
         assert!(error(with(|o| o.max_response = Some(0.0))).contains("component_post_max_response"));
+        assert!(error(with(|o| o.max_age = Some(0.0))).contains("component_post_max_age"));
+        assert!(error(with(|o| o.durable_limit = Some(0.0)))
+            .contains("component_post_durable_limit"));
         let c = Config::new(with(|o| {
             o.timeout = Some(0.5);
             o.queue_size = Some(0.0);

@@ -164,6 +164,15 @@ pub fn request(stanza: &Element) -> Result<Request, ConversionError> {
     Ok(Request { envelope, json })
 }
 
+/// The stanza's XML inside a request body made by [`request`].
+pub fn stanza_xml(json: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        stanza: String,
+    }
+    serde_json::from_str::<Body>(json).ok().map(|body| body.stanza)
+}
+
 /// An HTTP answer, as far as this module cares.
 #[derive(Debug, Clone, Default)]
 pub struct HttpAnswer {
@@ -184,6 +193,8 @@ pub struct Outcome {
     /// For metrics: seconds from submission to outcome, and retries made.
     pub seconds: Option<f64>,
     pub retries: u32,
+    /// Durable delivery: what Prosody's storage must do for this stanza.
+    pub storage: Option<crate::durable::Storage>,
 }
 
 /// The metrics label of an HTTP status: its class.

@@ -17,13 +17,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use once_cell::sync::Lazy;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use tokio::runtime::{Handle, Runtime};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, Notify, Semaphore};
 use tokio::task::AbortHandle;
 
 use crate::config::{Config, Ordering};
-use crate::conversion::{self, Envelope, HttpAnswer, Outcome, Request};
+use crate::conversion::{self, Envelope, HttpAnswer, Kind, Outcome, Request};
+use crate::durable::{self, Gate, Held, Record, Storage};
 use crate::errors::{DeliveryError, LogLevel};
-use crate::{jid, retry, signing};
+use crate::{jid, retry, signing, xml};
 
 /// Worker threads for HTTP: enough to keep up, leaving a core to Prosody's
 /// own (Lua) thread, which is the one that limits a Prosody server. On two
@@ -116,10 +117,54 @@ impl Signal {
     }
 }
 
+/// One stanza to deliver: shared by its task and, when held, the held list.
+#[derive(Debug)]
+pub struct Job {
+    envelope: Envelope,
+    json: String,
+    /// The `webhook-id` of every attempt, first to last.
+    delivery_id: String,
+    /// Arrival, in milliseconds since the Unix epoch, unique per host.
+    received: u64,
+    /// Sender's bare JID and the component JID it wrote to.
+    conversation: String,
+}
+
+impl Job {
+    /// Durable delivery holds messages and presence; an IQ wants its answer
+    /// now, so it bounces as in the default mode.
+    fn may_be_held(&self) -> bool {
+        self.envelope.kind != Kind::Iq
+    }
+
+    fn record(&self) -> Record {
+        Record {
+            id: self.delivery_id.clone(),
+            stanza: conversion::stanza_xml(&self.json).unwrap_or_default(),
+            received: self.received,
+        }
+    }
+}
+
 /// A stanza accepted and still owed an answer.
 struct InFlight {
-    envelope: Envelope,
+    job: Arc<Job>,
     abort: Option<AbortHandle>,
+}
+
+/// Whether another attempt, later, may succeed.
+fn is_transient(result: &Result<HttpAnswer, DeliveryError>) -> bool {
+    match result {
+        Ok(answer) => retry::is_retryable_status(answer.status),
+        Err(error) => retry::is_retryable(error),
+    }
+}
+
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
 }
 
 struct Shared {
@@ -139,6 +184,17 @@ struct Shared {
     /// this host uses, with the fork generation they belong to, for the same
     /// reason the runtime starts lazily.
     started: Mutex<Option<(u64, Handle, reqwest::Client)>>,
+    /// The last arrival stamp given, so that stamps never repeat.
+    last_received: AtomicU64,
+    /// Durable delivery: the stanzas held for later, and the breaker.
+    /// Locked before `redeliverers`, `in_flight` and `done`, never after.
+    held: Mutex<Held<Job>>,
+    /// The task delivering each blocked conversation's held stanzas.
+    redeliverers: Mutex<HashMap<String, AbortHandle>>,
+    /// Wakes the redeliverers: the circuit closed, or an admin hurried them.
+    held_changed: Notify,
+    /// Set while held stanzas are bounced for want of room.
+    held_full: AtomicBool,
 }
 
 impl Shared {
@@ -158,7 +214,167 @@ impl Shared {
         let Some(entry) = lock(&self.in_flight).remove(&id) else {
             return;
         };
-        self.queue(make(&entry.envelope));
+        self.queue(make(&entry.job.envelope));
+    }
+
+    fn stamp(&self) -> u64 {
+        let now = unix_millis();
+        let previous = self
+            .last_received
+            .fetch_update(AtomicOrdering::Relaxed, AtomicOrdering::Relaxed, |last| {
+                Some(now.max(last + 1))
+            })
+            .unwrap_or_default();
+        now.max(previous + 1)
+    }
+
+    /// Durable delivery: ends delivery `id` by holding its stanza for later
+    /// (the store keeps it; the sender hears nothing yet). False when the
+    /// held list is full: the caller bounces it instead.
+    fn hold(self: &Arc<Self>, id: u64, job: &Arc<Job>) -> bool {
+        let mut held = lock(&self.held);
+        if held.len() >= self.config.durable_limit {
+            if !self.held_full.swap(true, AtomicOrdering::Relaxed) {
+                self.queue(Outcome {
+                    log: Some((
+                        LogLevel::Error,
+                        format!(
+                            "{} stanzas held for the web service: bouncing more",
+                            self.config.durable_limit
+                        ),
+                    )),
+                    ..Outcome::default()
+                });
+            }
+            return false;
+        }
+        self.held_full.store(false, AtomicOrdering::Relaxed);
+        if lock(&self.in_flight).remove(&id).is_none() {
+            return true; // cancelled meanwhile, and answered then
+        }
+        let record = job.record();
+        self.queue(Outcome {
+            log: Some((
+                LogLevel::Debug,
+                format!("Holding {} for later delivery", job.envelope.describe()),
+            )),
+            label: "held",
+            storage: Some(Storage::Hold(record.clone())),
+            ..Outcome::default()
+        });
+        self.add_held(&mut held, record, Arc::clone(job));
+        true
+    }
+
+    /// Puts a stanza on the held list, starting its conversation's
+    /// redeliverer if it has none.
+    fn add_held(self: &Arc<Self>, held: &mut Held<Job>, record: Record, job: Arc<Job>) {
+        let conversation = job.conversation.clone();
+        if !held.push(&conversation, record, job) {
+            return;
+        }
+        match self.started() {
+            Ok((runtime, client)) => {
+                let task = runtime.spawn(redeliver(Arc::clone(self), client, conversation.clone()));
+                lock(&self.redeliverers).insert(conversation, task.abort_handle());
+            }
+            Err(error) => self.queue(Outcome {
+                log: Some((LogLevel::Error, format!("Cannot deliver held stanzas: {error}"))),
+                ..Outcome::default()
+            }),
+        }
+    }
+
+    /// Counts a delivery's result against the breaker; says so when it
+    /// opens or closes.
+    fn note(&self, held: &mut Held<Job>, transient: bool, probe: bool) {
+        if transient {
+            if held.breaker.failure(Instant::now(), probe) {
+                self.queue(Outcome {
+                    log: Some((
+                        LogLevel::Warn,
+                        format!(
+                            "The web service failed {} times in a row: holding stanzas and \
+                             probing it every {} s at most (circuit open)",
+                            durable::BREAKER_THRESHOLD,
+                            durable::MAX_WAIT.as_secs()
+                        ),
+                    )),
+                    ..Outcome::default()
+                });
+            }
+        } else if held.breaker.success() {
+            self.queue(Outcome {
+                log: Some((
+                    LogLevel::Info,
+                    format!(
+                        "The web service answers again: delivering {} held stanzas (circuit closed)",
+                        held.len()
+                    ),
+                )),
+                ..Outcome::default()
+            });
+            self.held_changed.notify_waiters();
+        }
+    }
+
+    /// What a conversation's redeliverer does next: deliver its oldest held
+    /// stanza (as the circuit's probe or not), wait, or stop. Stanzas held
+    /// longer than `max_age` are given up on the way.
+    fn next_held(&self, conversation: &str) -> Next {
+        let mut held = lock(&self.held);
+        let max_age = self.config.max_age;
+        loop {
+            let Some((record, job)) = held.head(conversation) else {
+                held.release_if_empty(conversation);
+                lock(&self.redeliverers).remove(conversation);
+                return Next::Stop;
+            };
+            let age = Duration::from_millis(unix_millis().saturating_sub(record.received));
+            if age >= max_age {
+                let id = record.id.clone();
+                let (record, job) = held.pop_if(conversation, &id).expect("it is the head");
+                let error = DeliveryError::Expired(max_age.as_secs());
+                let mut outcome = conversion::outcome(&job.envelope, &self.config.host, Err(error));
+                let reason = outcome.log.as_ref().map(|(_, l)| l.clone()).unwrap_or_default();
+                outcome.storage = Some(Storage::Dead(record, reason));
+                self.queue(outcome);
+                continue;
+            }
+            let now = Instant::now();
+            let expires = now + (max_age - age);
+            let job = Arc::clone(job);
+            let next_try = held.conversations.get(conversation).and_then(|c| c.next_try);
+            if let Some(at) = next_try.filter(|at| *at > now) {
+                return Next::WaitUntil(at.min(expires));
+            }
+            return match held.breaker.gate(now) {
+                Gate::Open => Next::Try(job, false),
+                Gate::Probe => Next::Try(job, true),
+                Gate::WaitUntil(at) => Next::WaitUntil(at.min(expires)),
+            };
+        }
+    }
+
+    /// Records how the delivery of a held stanza went.
+    fn held_result(&self, job: &Job, probe: bool, result: Result<HttpAnswer, DeliveryError>) {
+        let mut held = lock(&self.held);
+        let transient = is_transient(&result);
+        self.note(&mut held, transient, probe);
+        let conversation = &job.conversation;
+        if transient {
+            if let Some(entry) = held.conversations.get_mut(conversation) {
+                entry.failures += 1;
+                entry.next_try = Some(Instant::now() + durable::backoff(entry.failures));
+            }
+            return;
+        }
+        // Purged meanwhile: the purge answered the sender.
+        if let Some((record, _)) = held.pop_if(conversation, &job.delivery_id) {
+            let mut outcome = conversion::outcome(&job.envelope, &self.config.host, result);
+            outcome.storage = Some(Storage::Forget(record.id));
+            self.queue(outcome);
+        }
     }
 
     fn fail(&self, id: u64, error: DeliveryError) {
@@ -246,6 +462,11 @@ impl Delivery {
                 conversations: Mutex::new(HashMap::new()),
                 refusing: AtomicBool::new(false),
                 started: Mutex::new(None),
+                last_received: AtomicU64::new(0),
+                held: Mutex::new(Held::default()),
+                redeliverers: Mutex::new(HashMap::new()),
+                held_changed: Notify::new(),
+                held_full: AtomicBool::new(false),
             }),
             next_id: AtomicU64::new(1),
         })
@@ -269,6 +490,13 @@ impl Delivery {
     pub fn counts(&self) -> (usize, usize) {
         let running = self.shared.config.max_inflight - self.shared.permits.available_permits();
         (running, self.in_flight().saturating_sub(running))
+    }
+
+    /// Durable delivery: stanzas held for later, and whether the circuit is
+    /// open.
+    pub fn held_counts(&self) -> (usize, bool) {
+        let held = lock(&self.shared.held);
+        (held.len(), held.breaker.is_open())
     }
 
     /// Starts delivering `request`; returns at once. Its outcome arrives
@@ -298,18 +526,18 @@ impl Delivery {
             return;
         }
         shared.refusing.store(false, AtomicOrdering::Relaxed);
-        let conversation = match config.ordering {
-            Ordering::Conversation => Some(format!(
-                "{}\n{}",
-                jid::bare(&envelope.from),
-                jid::bare(&envelope.to)
-            )),
-            Ordering::None => None,
-        };
+        let conversation = format!("{}\n{}", jid::bare(&envelope.from), jid::bare(&envelope.to));
+        let job = Arc::new(Job {
+            envelope,
+            json,
+            delivery_id: signing::delivery_id(),
+            received: shared.stamp(),
+            conversation,
+        });
         in_flight.insert(
             id,
             InFlight {
-                envelope,
+                job: Arc::clone(&job),
                 abort: None,
             },
         );
@@ -321,16 +549,19 @@ impl Delivery {
                 return;
             }
         };
+        let ordered = config.ordering == Ordering::Conversation;
         let (done, done_rx) = oneshot::channel::<()>();
-        let previous = conversation.as_ref().and_then(|key| {
-            lock(&shared.conversations)
-                .insert(key.clone(), (id, done_rx))
-                .map(|(_, previous)| previous)
-        });
+        let previous = ordered
+            .then(|| {
+                lock(&shared.conversations)
+                    .insert(job.conversation.clone(), (id, done_rx))
+                    .map(|(_, previous)| previous)
+            })
+            .flatten();
         let guard = TaskGuard {
             shared: Arc::clone(shared),
             id,
-            conversation,
+            conversation: ordered.then(|| job.conversation.clone()),
         };
         // Spawned while holding the in-flight lock, so the task cannot finish
         // before its abort handle is recorded.
@@ -341,11 +572,34 @@ impl Delivery {
                 let _ = previous.await;
             }
             let shared = &guard.shared;
+            let config = &shared.config;
             let Ok(_permit) = shared.permits.acquire().await else {
                 return; // the semaphore is never closed
             };
-            let (result, attempts) = deliver(&client, &shared.config, json).await;
-            let host = &shared.config.host;
+            if config.durable {
+                // Behind held stanzas of its conversation, or while the
+                // circuit is open, a stanza is not sent now.
+                let (blocked, open) = {
+                    let held = lock(&shared.held);
+                    (held.is_blocked(&job.conversation), held.breaker.is_open())
+                };
+                if (blocked || open) && job.may_be_held() && shared.hold(guard.id, &job) {
+                    return;
+                }
+                if open {
+                    shared.fail(guard.id, DeliveryError::CircuitOpen);
+                    return;
+                }
+            }
+            let (result, attempts) = deliver(&client, config, &job.delivery_id, &job.json).await;
+            if config.durable {
+                let transient = is_transient(&result);
+                shared.note(&mut lock(&shared.held), transient, false);
+                if transient && job.may_be_held() && shared.hold(guard.id, &job) {
+                    return;
+                }
+            }
+            let host = &config.host;
             shared.finish(guard.id, |envelope| {
                 let mut outcome = conversion::outcome(envelope, host, result);
                 if let Some((_, line)) = outcome.log.as_mut().filter(|_| attempts > 1) {
@@ -368,23 +622,158 @@ impl Delivery {
     }
 
     /// Cancels every stanza still in flight or waiting; each one's sender
-    /// gets an error. Returns those errors along with outcomes not yet
-    /// drained.
+    /// gets an error, or with durable delivery the stanza is held in the
+    /// store for the next start. Returns those outcomes along with outcomes
+    /// not yet drained.
     pub fn cancel_all(&self, why: &'static str) -> Vec<Outcome> {
-        let cancelled: Vec<InFlight> = lock(&self.shared.in_flight)
+        let shared = &self.shared;
+        // Redeliverers first: what they hold is in the store already.
+        lock(&shared.held).clear();
+        for (_, task) in lock(&shared.redeliverers).drain() {
+            task.abort();
+        }
+        let cancelled: Vec<InFlight> = lock(&shared.in_flight)
             .drain()
             .map(|(_, entry)| entry)
             .collect();
         let mut outcomes = self.drain();
-        let host = &self.shared.config.host;
+        let host = &shared.config.host;
         for entry in cancelled {
             if let Some(abort) = entry.abort {
                 abort.abort();
             }
-            let error = DeliveryError::Cancelled(why);
-            outcomes.push(conversion::outcome(&entry.envelope, host, Err(error)));
+            let job = entry.job;
+            outcomes.push(if shared.config.durable && job.may_be_held() {
+                Outcome {
+                    label: "held",
+                    storage: Some(Storage::Hold(job.record())),
+                    ..Outcome::default()
+                }
+            } else {
+                conversion::outcome(&job.envelope, host, Err(DeliveryError::Cancelled(why)))
+            });
         }
         outcomes
+    }
+
+    /// Durable delivery: takes back stanzas from the store (at start, or
+    /// replayed from the dead letters) to deliver them in arrival order.
+    /// `fresh`: they arrive now (a replay), so they get a new arrival stamp
+    /// and are written to the store again. A record that cannot be read is
+    /// moved to the dead letters.
+    pub fn restore(&self, records: Vec<Record>, fresh: bool) {
+        let shared = &self.shared;
+        let mut held = lock(&shared.held);
+        for mut record in records {
+            let request = xml::parse(&record.stanza)
+                .map_err(|e| e.to_string())
+                .and_then(|stanza| conversion::request(&stanza).map_err(|e| e.to_string()));
+            let request = match request {
+                Ok(request) => request,
+                Err(why) => {
+                    let reason = format!("held stanza {} cannot be read: {why}", record.id);
+                    shared.queue(Outcome {
+                        log: Some((LogLevel::Error, reason.clone())),
+                        storage: Some(Storage::Dead(record, reason)),
+                        ..Outcome::default()
+                    });
+                    continue;
+                }
+            };
+            if fresh {
+                record.received = shared.stamp();
+                shared.queue(Outcome {
+                    storage: Some(Storage::Hold(record.clone())),
+                    ..Outcome::default()
+                });
+            } else {
+                shared
+                    .last_received
+                    .fetch_max(record.received, AtomicOrdering::Relaxed);
+            }
+            let Request { envelope, json } = request;
+            let job = Arc::new(Job {
+                conversation: format!("{}\n{}", jid::bare(&envelope.from), jid::bare(&envelope.to)),
+                envelope,
+                json,
+                delivery_id: record.id.clone(),
+                received: record.received,
+            });
+            shared.add_held(&mut held, record, job);
+        }
+    }
+
+    /// Durable delivery: the held stanzas, oldest first per conversation,
+    /// and whether the circuit is open.
+    pub fn held(&self) -> (Vec<Record>, bool) {
+        let held = lock(&self.shared.held);
+        (held.records().cloned().collect(), held.breaker.is_open())
+    }
+
+    /// Durable delivery: gives up held stanzas (`id`, or all when `None`);
+    /// each sender gets an error. Returns how many.
+    pub fn purge(&self, id: Option<&str>) -> usize {
+        let shared = &self.shared;
+        let mut held = lock(&shared.held);
+        let ids: Vec<String> = match id {
+            Some(id) => vec![id.to_owned()],
+            None => held.records().map(|r| r.id.clone()).collect(),
+        };
+        let mut purged = 0;
+        for id in ids {
+            let Some((record, job)) = held.remove(&id) else {
+                continue;
+            };
+            let error = DeliveryError::Cancelled("discarded by an administrator");
+            let mut outcome = conversion::outcome(&job.envelope, &shared.config.host, Err(error));
+            outcome.storage = Some(Storage::Forget(record.id));
+            shared.queue(outcome);
+            purged += 1;
+        }
+        purged
+    }
+
+    /// Durable delivery: tries every held stanza again now, probing an
+    /// open circuit at once.
+    pub fn retry_held(&self) {
+        lock(&self.shared.held).hurry(Instant::now());
+        self.shared.held_changed.notify_waiters();
+    }
+}
+
+/// What a conversation's redeliverer does next.
+enum Next {
+    /// Deliver this stanza; true if it is the open circuit's probe.
+    Try(Arc<Job>, bool),
+    WaitUntil(Instant),
+    /// Nothing is held for the conversation any more.
+    Stop,
+}
+
+/// Delivers a blocked conversation's held stanzas one at a time, oldest
+/// first, one attempt per try with backoff between tries, until none is left.
+async fn redeliver(shared: Arc<Shared>, client: reqwest::Client, conversation: String) {
+    let config = &shared.config;
+    loop {
+        // Registered before looking, so a wake-up in between is not missed.
+        let changed = shared.held_changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let (job, probe) = match shared.next_held(&conversation) {
+            Next::Stop => return,
+            Next::WaitUntil(at) => {
+                let _ = tokio::time::timeout_at(at.into(), changed).await;
+                continue;
+            }
+            Next::Try(job, probe) => (job, probe),
+        };
+        let result = {
+            let Ok(_permit) = shared.permits.acquire().await else {
+                return; // the semaphore is never closed
+            };
+            post(&client, config, &job.delivery_id, &job.json, config.timeout).await
+        };
+        shared.held_result(&job, probe, result);
     }
 }
 
@@ -392,6 +781,9 @@ impl Drop for Delivery {
     fn drop(&mut self) {
         // Nobody is left to drain: stop the requests rather than let them
         // run for nothing.
+        for (_, task) in lock(&self.shared.redeliverers).drain() {
+            task.abort();
+        }
         for (_, entry) in lock(&self.shared.in_flight).drain() {
             if let Some(abort) = entry.abort {
                 abort.abort();
@@ -406,16 +798,15 @@ impl Drop for Delivery {
 async fn deliver(
     client: &reqwest::Client,
     config: &Config,
-    json: String,
+    id: &str,
+    json: &str,
 ) -> (Result<HttpAnswer, DeliveryError>, u32) {
-    // One id for every attempt, so the service can deduplicate.
-    let id = signing::delivery_id();
     let deadline = Instant::now() + config.timeout;
     let mut attempts = 0;
     loop {
         attempts += 1;
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let result = post(client, config, &id, &json, remaining).await;
+        let result = post(client, config, id, json, remaining).await;
         let retry_after = match &result {
             Ok(answer) if retry::is_retryable_status(answer.status) => answer.retry_after,
             Err(error) if retry::is_retryable(error) => None,
@@ -651,7 +1042,13 @@ mod tests {
         lock(&d.shared.in_flight).insert(
             7,
             InFlight {
-                envelope: request.envelope,
+                job: Arc::new(Job {
+                    envelope: request.envelope,
+                    json: request.json,
+                    delivery_id: "msg_test".into(),
+                    received: 0,
+                    conversation: String::new(),
+                }),
                 abort: None,
             },
         );

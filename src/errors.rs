@@ -133,6 +133,10 @@ pub enum DeliveryError {
     Cancelled(&'static str),
     #[error("refused: too many stanzas waiting for the web service")]
     QueueFull,
+    #[error("not sent: the web service keeps failing (circuit open)")]
+    CircuitOpen,
+    #[error("not delivered in {0} s: given up")]
+    Expired(u64),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -160,6 +164,11 @@ impl DeliveryError {
             }
             DeliveryError::QueueFull => StanzaError::new(Wait, "resource-constraint")
                 .with_text("too many stanzas waiting for the web service"),
+            DeliveryError::CircuitOpen => StanzaError::new(Wait, "remote-server-timeout")
+                .with_text("the bot's web service is failing; try again later"),
+            DeliveryError::Expired(_) => {
+                StanzaError::new(Cancel, "remote-server-timeout").with_text(self.to_string())
+            }
             DeliveryError::InvalidReply(_)
             | DeliveryError::ForeignFrom(_)
             | DeliveryError::TooLarge(_)
@@ -178,6 +187,8 @@ impl DeliveryError {
             DeliveryError::TooLarge(_) => "too_large",
             DeliveryError::Cancelled(_) => "cancelled",
             DeliveryError::QueueFull => "refused",
+            DeliveryError::CircuitOpen => "circuit_open",
+            DeliveryError::Expired(_) => "expired",
             DeliveryError::Internal(_) => "internal",
         }
     }
@@ -193,6 +204,8 @@ impl DeliveryError {
             // A flood refuses many stanzas: the admin hears of it once, when
             // the queue fills up, not once per stanza.
             DeliveryError::QueueFull => LogLevel::Debug,
+            // Said once, when the circuit opens.
+            DeliveryError::CircuitOpen => LogLevel::Debug,
             _ => LogLevel::Warn,
         }
     }

@@ -11,6 +11,7 @@
 pub mod config;
 pub mod conversion;
 pub mod delivery;
+pub mod durable;
 pub mod errors;
 pub mod jid;
 pub mod local;

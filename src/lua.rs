@@ -11,6 +11,7 @@ use mlua::{Lua, LuaString, Table, UserData, UserDataMethods, Value};
 use crate::config::{Config, Options};
 use crate::conversion::{self, Kind, Outcome};
 use crate::delivery::Delivery;
+use crate::durable::{Record, Storage};
 use crate::local;
 use crate::push;
 use crate::xml::{Element, Node, MAX_DEPTH};
@@ -66,6 +67,9 @@ fn defaults_table(lua: &Lua) -> mlua::Result<Table> {
     table.set("push_max_size", defaults::PUSH_MAX_SIZE)?;
     table.set("push_rate", defaults::PUSH_RATE)?;
     table.set("push_timeout", defaults::PUSH_TIMEOUT)?;
+    table.set("durable", defaults::DURABLE)?;
+    table.set("max_age", defaults::MAX_AGE)?;
+    table.set("durable_limit", defaults::DURABLE_LIMIT)?;
     Ok(table)
 }
 
@@ -111,6 +115,9 @@ fn new_client(_: &Lua, table: Table) -> mlua::Result<(Option<Client>, Option<Str
         max_response: table.get("max_response")?,
         push_token: table.get("push_token")?,
         push_max_size: table.get("push_max_size")?,
+        durable: table.get("durable")?,
+        max_age: table.get("max_age")?,
+        durable_limit: table.get("durable_limit")?,
     };
     let client = Config::new(options)
         .map_err(|e| e.to_string())
@@ -191,20 +198,101 @@ impl UserData for Client {
                 )
             },
         );
-        methods.add_method("cancel_all", |lua, this, ()| {
-            outcomes_to_lua(lua, this.0.cancel_all("the module was unloaded"))
+        methods.add_method("cancel_all", |lua, this, why: String| {
+            // The reason becomes part of a stanza error: only known ones.
+            let why = if why.contains("shutting down") {
+                "the server is shutting down"
+            } else {
+                "the module was unloaded"
+            };
+            outcomes_to_lua(lua, this.0.cancel_all(why))
+        });
+        // Durable delivery.
+        methods.add_method("held_counts", |_, this, ()| Ok(this.0.held_counts()));
+        methods.add_method("held", |lua, this, ()| {
+            let (records, open) = this.0.held();
+            let list = lua.create_table_with_capacity(records.len(), 0)?;
+            for record in &records {
+                list.raw_push(record_to_lua(lua, record)?)?;
+            }
+            Ok((list, open))
+        });
+        methods.add_method("restore", |_, this, (records, fresh): (Vec<Table>, bool)| {
+            let records = records
+                .iter()
+                .map(record_from_lua)
+                .collect::<mlua::Result<_>>()?;
+            this.0.restore(records, fresh);
+            Ok(())
+        });
+        methods.add_method("purge", |_, this, id: Option<String>| {
+            Ok(this.0.purge(id.as_deref()))
+        });
+        methods.add_method("retry_held", |_, this, ()| {
+            this.0.retry_held();
+            Ok(())
         });
     }
 }
 
-/// Outcomes as three flat arrays, cheap to walk in Lua: the stanzas to
-/// send; the log lines as level, message, level, message, ... (nil when
-/// there are none, the usual case); and for metrics label, seconds (-1 when
-/// not timed), retries, label, ...
+/// A held stanza as the store keeps it: `{ id=, stanza=, received= }`.
+fn record_to_lua(lua: &Lua, record: &Record) -> mlua::Result<Table> {
+    let table = lua.create_table_with_capacity(0, 3)?;
+    table.raw_set("id", record.id.as_str())?;
+    table.raw_set("stanza", record.stanza.as_str())?;
+    table.raw_set("received", record.received)?;
+    Ok(table)
+}
+
+fn record_from_lua(table: &Table) -> mlua::Result<Record> {
+    Ok(Record {
+        id: table.get("id")?,
+        stanza: table.get("stanza")?,
+        received: table.get("received")?,
+    })
+}
+
+/// Storage instructions as `{ op = "hold"|"forget"|"dead", id=, stanza=,
+/// received=, reason= }`, or nil when there are none (the usual case).
+fn storage_to_lua(lua: &Lua, outcomes: &[Outcome]) -> mlua::Result<Option<Table>> {
+    let mut list = None;
+    for storage in outcomes.iter().filter_map(|o| o.storage.as_ref()) {
+        let entry = match storage {
+            Storage::Hold(record) => {
+                let entry = record_to_lua(lua, record)?;
+                entry.raw_set("op", "hold")?;
+                entry
+            }
+            Storage::Forget(id) => {
+                let entry = lua.create_table_with_capacity(0, 2)?;
+                entry.raw_set("op", "forget")?;
+                entry.raw_set("id", id.as_str())?;
+                entry
+            }
+            Storage::Dead(record, reason) => {
+                let entry = record_to_lua(lua, record)?;
+                entry.raw_set("op", "dead")?;
+                entry.raw_set("reason", reason.as_str())?;
+                entry
+            }
+        };
+        let table = match &list {
+            Some(table) => table,
+            None => list.insert(lua.create_table()?),
+        };
+        table.raw_push(entry)?;
+    }
+    Ok(list)
+}
+
+/// Outcomes as flat arrays, cheap to walk in Lua: the stanzas to send; the
+/// log lines as level, message, level, message, ... (nil when there are
+/// none, the usual case); for metrics label, seconds (-1 when not timed),
+/// retries, label, ...; and the storage instructions of durable delivery.
 fn outcomes_to_lua(
     lua: &Lua,
     outcomes: Vec<Outcome>,
-) -> mlua::Result<(Table, Option<Table>, Table)> {
+) -> mlua::Result<(Table, Option<Table>, Table, Option<Table>)> {
     let stanzas = stanzas_to_lua(lua, outcomes.iter().flat_map(|o| o.stanzas.iter()))?;
     let mut logs = None;
     for (level, line) in outcomes.iter().filter_map(|o| o.log.as_ref()) {
@@ -221,7 +309,7 @@ fn outcomes_to_lua(
         reports.raw_push(outcome.seconds.unwrap_or(-1.0))?;
         reports.raw_push(outcome.retries)?;
     }
-    Ok((stanzas, logs, reports))
+    Ok((stanzas, logs, reports, storage_to_lua(lua, &outcomes)?))
 }
 
 fn stanzas_to_lua<'a>(

@@ -18,7 +18,7 @@ $(error LUA must be one of 5.1, 5.3, 5.4, luajit)
 endif
 
 # Debian packages the tests and `make run` need.
-DEB_PACKAGES := prosody lua5.4 lua-busted lua-event luarocks python3 ca-certificates openssl php-cli nodejs
+DEB_PACKAGES := prosody lua5.4 lua-busted lua-event lua-dbi-sqlite3 luarocks python3 ca-certificates openssl php-cli nodejs
 
 .PHONY: all build install rock deps deps-bench run test bench soak test-rust test-lua test-e2e clean
 
@@ -98,7 +98,7 @@ test-lua: build
 	busted --lua=lua5.4 lua/spec
 
 test-e2e: build
-	cd prosody-test && $(PYTHON) -m unittest -v test_contract test_delivery test_push test_operations test_examples test_lifecycle
+	cd prosody-test && $(PYTHON) -m unittest -v test_contract test_delivery test_push test_operations test_examples test_durable test_lifecycle
 
 clean:
 	cargo clean

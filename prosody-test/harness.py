@@ -69,6 +69,8 @@ class Prosody:
         self.config = os.path.join(self.dir, "prosody.cfg.lua")
         self.log_file = os.path.join(self.dir, "prosody.log")
         self.proc = None
+        # SQLite (storage = "sql") does not create the folder of its file.
+        os.makedirs(os.path.join(self.dir, "data"))
         with open(self.config, "w") as f:
             f.write(self._config_text(components))
         for user in users:
@@ -198,10 +200,21 @@ class WebService:
         self.requests = []
         self.lock = threading.Lock()
         self.arrived = threading.Condition(self.lock)
+        self.connections = set()
         service = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self):
+                super().setup()
+                with service.lock:
+                    service.connections.add(self.connection)
+
+            def finish(self):
+                with service.lock:
+                    service.connections.discard(self.connection)
+                super().finish()
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length", 0))
@@ -270,8 +283,16 @@ class WebService:
                 self.arrived.wait(remaining)
 
     def stop(self):
+        """Stops like a real server going down: its kept-alive connections
+        are closed too."""
         self.server.shutdown()
         self.server.server_close()
+        with self.lock:
+            for connection in self.connections:
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
 
 class Certificates:

@@ -79,7 +79,7 @@ def main():
         env = dict(os.environ, NETWORK_BACKEND=backend)
         code, out = run(f"end-to-end ({backend})",
                         [sys.executable, "-m", "unittest", "-v", "test_contract", "test_delivery",
-                         "test_push", "test_operations", "test_examples", "test_lifecycle"],
+                         "test_push", "test_operations", "test_examples", "test_durable", "test_lifecycle"],
                         cwd=HERE, env=env)
         p, f, skipped = unittest_counts(out)
         results.append((f"e2e {backend}", p, f + (1 if code and not f else 0), skipped))

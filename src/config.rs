@@ -391,8 +391,9 @@ mod tests {
         assert!(error(with(|o| o.retries = Some(-1.0))).contains("component_post_retries"));
         assert!(error(with(|o| o.max_response = Some(0.0))).contains("component_post_max_response"));
         assert!(error(with(|o| o.max_age = Some(0.0))).contains("component_post_max_age"));
-        assert!(error(with(|o| o.durable_limit = Some(0.0)))
-            .contains("component_post_durable_limit"));
+        assert!(
+            error(with(|o| o.durable_limit = Some(0.0))).contains("component_post_durable_limit")
+        );
         let c = Config::new(with(|o| {
             o.timeout = Some(0.5);
             o.queue_size = Some(0.0);

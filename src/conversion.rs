@@ -170,7 +170,9 @@ pub fn stanza_xml(json: &str) -> Option<String> {
     struct Body {
         stanza: String,
     }
-    serde_json::from_str::<Body>(json).ok().map(|body| body.stanza)
+    serde_json::from_str::<Body>(json)
+        .ok()
+        .map(|body| body.stanza)
 }
 
 /// An HTTP answer, as far as this module cares.

@@ -279,7 +279,10 @@ impl Shared {
                 lock(&self.redeliverers).insert(conversation, task.abort_handle());
             }
             Err(error) => self.queue(Outcome {
-                log: Some((LogLevel::Error, format!("Cannot deliver held stanzas: {error}"))),
+                log: Some((
+                    LogLevel::Error,
+                    format!("Cannot deliver held stanzas: {error}"),
+                )),
                 ..Outcome::default()
             }),
         }
@@ -336,7 +339,11 @@ impl Shared {
                 let (record, job) = held.pop_if(conversation, &id).expect("it is the head");
                 let error = DeliveryError::Expired(max_age.as_secs());
                 let mut outcome = conversion::outcome(&job.envelope, &self.config.host, Err(error));
-                let reason = outcome.log.as_ref().map(|(_, l)| l.clone()).unwrap_or_default();
+                let reason = outcome
+                    .log
+                    .as_ref()
+                    .map(|(_, l)| l.clone())
+                    .unwrap_or_default();
                 outcome.storage = Some(Storage::Dead(record, reason));
                 self.queue(outcome);
                 continue;
@@ -344,7 +351,10 @@ impl Shared {
             let now = Instant::now();
             let expires = now + (max_age - age);
             let job = Arc::clone(job);
-            let next_try = held.conversations.get(conversation).and_then(|c| c.next_try);
+            let next_try = held
+                .conversations
+                .get(conversation)
+                .and_then(|c| c.next_try);
             if let Some(at) = next_try.filter(|at| *at > now) {
                 return Next::WaitUntil(at.min(expires));
             }

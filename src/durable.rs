@@ -205,7 +205,11 @@ impl<T> Held<T> {
     /// Removes the oldest stanza of a conversation if it is `id`.
     pub fn pop_if(&mut self, conversation: &str, id: &str) -> Option<(Record, Arc<T>)> {
         let entry = self.conversations.get_mut(conversation)?;
-        if entry.queue.front().is_none_or(|(record, _)| record.id != id) {
+        if entry
+            .queue
+            .front()
+            .is_none_or(|(record, _)| record.id != id)
+        {
             return None;
         }
         self.count -= 1;
@@ -355,6 +359,9 @@ mod tests {
         assert!(held.release_if_empty("a"));
         assert!(!held.is_blocked("a"));
         assert_eq!(held.len(), 1);
-        assert_eq!(held.records().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["4"]);
+        assert_eq!(
+            held.records().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["4"]
+        );
     }
 }

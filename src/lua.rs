@@ -217,14 +217,17 @@ impl UserData for Client {
             }
             Ok((list, open))
         });
-        methods.add_method("restore", |_, this, (records, fresh): (Vec<Table>, bool)| {
-            let records = records
-                .iter()
-                .map(record_from_lua)
-                .collect::<mlua::Result<_>>()?;
-            this.0.restore(records, fresh);
-            Ok(())
-        });
+        methods.add_method(
+            "restore",
+            |_, this, (records, fresh): (Vec<Table>, bool)| {
+                let records = records
+                    .iter()
+                    .map(record_from_lua)
+                    .collect::<mlua::Result<_>>()?;
+                this.0.restore(records, fresh);
+                Ok(())
+            },
+        );
         methods.add_method("purge", |_, this, id: Option<String>| {
             Ok(this.0.purge(id.as_deref()))
         });

@@ -1,0 +1,260 @@
+"""End-to-end: durable delivery (component_post_durable). The web service
+goes down under load, Prosody restarts in the middle, the service comes
+back: everything arrives once, in order per conversation, and no sender
+sees an error. Run with Prosody's internal storage and with SQLite."""
+
+import glob
+import os
+import re
+import sqlite3
+import threading
+import time
+import unittest
+
+from harness import WAIT, Prosody, WebService, echo_handler, free_port, json_reply
+
+BACKEND = os.environ.get("NETWORK_BACKEND", "epoll")
+SHELL_FLAKY = BACKEND == "event"  # Prosody 0.12's admin shell on libevent
+
+# Long enough for a circuit probe (at most every 15 s) after the service is back.
+REDELIVERY_WAIT = 60
+
+USERS = ("alice", "bob", "carol")
+
+
+def durable(port, **options):
+    return {
+        "component_post_url": f"http://127.0.0.1:{port}/hook",
+        "component_post_durable": True,
+        "component_post_retries": 0,
+        "component_post_timeout": 3,
+        "component_post_connect_timeout": 1,
+        **options,
+    }
+
+
+def is_error(stanza):
+    return stanza.attr.get("type") == "error"
+
+
+class DurableInternalTest(unittest.TestCase):
+    STORAGE = ('storage = "internal"',)
+
+    def setUp(self):
+        self.services = []
+        self.prosody = None
+        self.clients = []
+
+    def tearDown(self):
+        for client in self.clients:
+            client.close()
+        if self.prosody:
+            self.prosody.cleanup()
+        for service in self.services:
+            service.stop()
+
+    def start(self, components):
+        self.prosody = Prosody(components, backend=BACKEND, extra_config=self.STORAGE).start()
+        return self.prosody
+
+    def service(self, port, handler=None):
+        service = WebService(handler=handler, port=port)
+        self.services.append(service)
+        return service
+
+    def connect(self, user):
+        client = self.prosody.client(user)
+        self.clients.append(client)
+        return client
+
+    def wait_log(self, pattern, count=1, timeout=WAIT):
+        deadline = time.monotonic() + timeout
+        while True:
+            found = len(re.findall(pattern, self.prosody.log()))
+            if found >= count:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"log has {found} of {count} x {pattern!r}")
+            time.sleep(0.05)
+
+    def stored(self, host):
+        """How many stanzas wait in the storage the admin configured."""
+        files = glob.glob(os.path.join(self.prosody.dir, "data", host.replace(".", "%2e"),
+                                       "component_http_waiting", "*.dat"))
+        return len(files)
+
+    def shell(self, command):
+        result = self.prosody.prosodyctl("shell", command, check=False)
+        return result.stdout + result.stderr
+
+    def test_outage_across_a_restart_delivers_every_stanza_once_in_order(self):
+        port = free_port()
+        self.start({"bot.localhost": durable(port)})
+        up = self.service(port)
+        clients = {user: self.connect(user) for user in USERS}
+        to = {user: f"{user}-bot@bot.localhost" for user in USERS}
+        for user, client in clients.items():
+            client.message(to[user], f"{user} 0")
+            client.expect(lambda s: s.body == f"Did you say {user} 0?")
+        up.stop()  # down: connections are refused
+
+        for i in range(1, 9):
+            for user, client in clients.items():
+                client.message(to[user], f"{user} {i}")
+        self.wait_log(r"Holding message", 24)
+        self.assertEqual(self.stored("bot.localhost"), 24, "held in Prosody's storage")
+        for client in clients.values():
+            self.assertEqual(client.received(is_error), [], "no sender sees an error while it waits")
+
+        self.prosody.stop()
+        self.prosody.start()
+        for client in clients.values():
+            client.close()
+        clients = {user: self.connect(user) for user in USERS}
+        self.wait_log(r"Delivering 24 stanzas held from before")
+        for i in range(9, 13):
+            for user, client in clients.items():
+                client.message(to[user], f"{user} {i}")
+        self.wait_log(r"Holding message", 24 + 12)
+
+        back = self.service(port)  # the service comes back
+        for user, client in clients.items():
+            for i in range(1, 13):
+                reply = client.expect(lambda s: s.body and s.body.startswith(f"Did you say {user} "),
+                                      timeout=REDELIVERY_WAIT)
+                self.assertEqual(reply.body, f"Did you say {user} {i}?", "replies in order")
+            self.assertEqual(client.received(is_error), [])
+
+        self.assertEqual(self.stored("bot.localhost"), 0, "delivered stanzas leave the storage")
+        ids = [r["headers"]["webhook-id"] for r in back.requests]
+        self.assertEqual(len(ids), 36, "every held stanza delivered")
+        self.assertEqual(len(set(ids)), 36, "each exactly once by webhook-id")
+        for user in USERS:
+            bodies = [r["json"]["body"] for r in back.requests if r["json"]["to"] == to[user]]
+            self.assertEqual(bodies, [f"{user} {i}" for i in range(1, 13)], "in order per conversation")
+        print(f"\n[durable/{self.STORAGE[0]}] outage: 36 held (24 before the restart, 12 after), "
+              f"{len(back.requests)} requests after the service came back, "
+              f"{len(set(ids))} distinct webhook-ids, 0 sender errors", flush=True)
+
+    def test_circuit_breaker_opens_probes_and_closes_keeping_one_webhook_id(self):
+        port = free_port()
+        self.start({"breaker.localhost": durable(port, component_post_stanzas=["message", "iq"])})
+        down = threading.Event()
+        down.set()
+
+        def handler(request):
+            if down.is_set():
+                return json_reply({"error": "maintenance"}, status=503)
+            return echo_handler(request)
+
+        service = self.service(port, handler)
+        alice = self.connect("alice")
+        for i in range(6):
+            alice.message("bot@breaker.localhost", f"m{i}")
+        self.wait_log(r"circuit open")
+        # While open an IQ (which is never held) is answered at once.
+        iq_id = alice.iq("bot@breaker.localhost", "get", "<query xmlns='urn:example'/>")
+        error = alice.expect_id(iq_id, timeout=5).error()
+        self.assertEqual(error[:2], ("wait", "remote-server-timeout"))
+        self.assertIn("failing", error[2])
+        if not SHELL_FLAKY:
+            info = self.shell("module:info('component_http', 'breaker.localhost')")
+            self.assertIn("circuit open", info)
+        probes_while_open = len(service.requests)
+        time.sleep(3)
+        self.assertLessEqual(len(service.requests) - probes_while_open, 2,
+                             "while open, only probes reach the service")
+
+        down.clear()
+        for i in range(6):
+            reply = alice.expect(lambda s: s.body and s.body.startswith("Did you say m"),
+                                 timeout=REDELIVERY_WAIT)
+            self.assertEqual(reply.body, f"Did you say m{i}?")
+        self.wait_log(r"circuit closed")
+        self.assertEqual([s for s in alice.received(is_error) if s.attr.get("id") != iq_id], [])
+        by_body = {}
+        for request in service.requests:
+            by_body.setdefault(request["json"]["body"], set()).add(request["headers"]["webhook-id"])
+        self.assertEqual(sorted(by_body), [f"m{i}" for i in range(6)])
+        for body, ids in by_body.items():
+            self.assertEqual(len(ids), 1, f"{body}: one webhook-id over all its attempts")
+        # Closed again: a new stanza goes straight through.
+        alice.message("bot@breaker.localhost", "after")
+        self.assertEqual(alice.expect(lambda s: s.body == "Did you say after?").body,
+                         "Did you say after?")
+
+    def test_max_age_moves_stanzas_to_dead_letters_and_bounces_them(self):
+        port = free_port()  # nothing listens: the service never comes
+        self.start({"old.localhost": durable(port, component_post_max_age=2)})
+        alice = self.connect("alice")
+        ids = [alice.message("bot@old.localhost", f"late {i}") for i in range(2)]
+        self.wait_log(r"Holding message", 2)
+        time.sleep(0.5)
+        self.assertEqual(alice.received(is_error), [], "no error while it waits")
+        for id_ in ids:
+            error = alice.expect_id(id_, timeout=10).error()
+            self.assertEqual(error[:2], ("cancel", "remote-server-timeout"))
+            self.assertIn("not delivered in 2 s", error[2])
+        if SHELL_FLAKY:
+            return
+        listing = self.shell("component_http:held('old.localhost')")
+        self.assertIn("waiting: 0", listing)
+        self.assertIn("dead letters: 2", listing)
+        self.assertEqual(listing.count("late "), 2, listing)
+
+    @unittest.skipIf(SHELL_FLAKY, "Prosody 0.12's admin shell is unreliable on libevent")
+    def test_replay_and_purge_from_the_admin_shell(self):
+        port = free_port()
+        self.start({
+            "old.localhost": durable(port, component_post_max_age=1),
+            "wait.localhost": durable(free_port()),
+        })
+        alice = self.connect("alice")
+        for i in range(3):
+            alice.message("bot@old.localhost", f"dead {i}")
+            alice.expect(is_error, timeout=10)
+        listing = self.shell("component_http:held('old.localhost')")
+        self.assertIn("dead letters: 3", listing)
+        dead_ids = re.findall(r"msg_[0-9a-f]+", listing)
+        self.assertEqual(len(dead_ids), 3)
+
+        # Purge one dead letter, replay the rest once the service is up.
+        out = self.shell(f"component_http:purge('old.localhost', 'dead', '{dead_ids[0]}')")
+        self.assertIn("1 dead stanzas purged", out)
+        service = self.service(port)
+        out = self.shell("component_http:replay('old.localhost')")
+        self.assertIn("2 dead letters replayed", out)
+        for _ in range(2):
+            alice.expect(lambda s: s.body and s.body.startswith("Did you say dead"), timeout=REDELIVERY_WAIT)
+        self.assertEqual(sorted(r["headers"]["webhook-id"] for r in service.requests), sorted(dead_ids[1:]),
+                         "replayed with their own delivery ids")
+        listing = self.shell("component_http:held('old.localhost')")
+        self.assertIn("waiting: 0", listing)
+        self.assertIn("dead letters: 0", listing)
+
+        # Purging a waiting stanza answers its sender.
+        id_ = alice.message("bot@wait.localhost", "never mind")
+        self.wait_log(r"Holding message id=" + id_)
+        self.assertIn("waiting: 1", self.shell("component_http:held('wait.localhost')"))
+        self.assertIn("1 waiting stanzas purged", self.shell("component_http:purge('wait.localhost', 'waiting')"))
+        error = alice.expect_id(id_).error()
+        self.assertEqual(error[:2], ("cancel", "service-unavailable"))
+        self.assertIn("discarded by an administrator", error[2])
+        self.assertIn("waiting: 0", self.shell("component_http:held('wait.localhost')"))
+        self.assertIn("no component_http host nope.localhost", self.shell("component_http:held('nope.localhost')"))
+
+
+class DurableSqliteTest(DurableInternalTest):
+    """The same, with Prosody's SQL storage on SQLite (LuaDBI)."""
+
+    STORAGE = ('storage = "sql"', 'sql = { driver = "SQLite3", database = "durable.sqlite" }')
+
+    def stored(self, host):
+        with sqlite3.connect(os.path.join(self.prosody.dir, "data", "durable.sqlite")) as db:
+            (count,) = db.execute('SELECT COUNT(DISTINCT "user") FROM "prosody" WHERE "host"=? AND "store"=?',
+                                  (host, "component_http_waiting")).fetchone()
+        return count + super().stored(host)  # nothing may land in the files
+
+
+if __name__ == "__main__":
+    unittest.main()

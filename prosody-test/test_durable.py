@@ -136,6 +136,38 @@ class DurableInternalTest(unittest.TestCase):
               f"{len(back.requests)} requests after the service came back, "
               f"{len(set(ids))} distinct webhook-ids, 0 sender errors", flush=True)
 
+    def test_stanzas_in_flight_at_shutdown_are_held_and_keep_their_webhook_id(self):
+        port = free_port()
+        self.start({"bot.localhost": durable(port, component_post_timeout=30)})
+        release = threading.Event()
+        self.addCleanup(release.set)
+
+        def stuck(request):  # takes the request, never answers in time
+            release.wait(WAIT)
+            return None
+
+        first = self.service(port, stuck)
+        alice = self.connect("alice")
+        for i in range(2):  # two conversations, so both are in flight
+            alice.message(f"bot{i}@bot.localhost", f"slow {i}")
+        for i in range(2):
+            first.wait_for(lambda r: r["json"]["body"] == f"slow {i}")
+        self.prosody.stop()
+        self.assertEqual(self.stored("bot.localhost"), 2, "held at shutdown")
+        self.assertEqual(alice.received(is_error), [])
+        first_ids = sorted(r["headers"]["webhook-id"] for r in first.requests)
+        release.set()
+        first.stop()
+
+        self.prosody.start()
+        alice = self.connect("alice")  # before the service is back: replies go to her
+        back = self.service(port)
+        replies = {alice.expect(lambda s: s.body and s.body.startswith("Did you say slow"),
+                                timeout=REDELIVERY_WAIT).body for _ in range(2)}
+        self.assertEqual(replies, {"Did you say slow 0?", "Did you say slow 1?"})
+        self.assertEqual(sorted(r["headers"]["webhook-id"] for r in back.requests), first_ids,
+                         "the same delivery ids after the restart")
+
     def test_circuit_breaker_opens_probes_and_closes_keeping_one_webhook_id(self):
         port = free_port()
         self.start({"breaker.localhost": durable(port, component_post_stanzas=["message", "iq"])})

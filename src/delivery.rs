@@ -337,7 +337,7 @@ impl Shared {
             if age >= max_age {
                 let id = record.id.clone();
                 let (record, job) = held.pop_if(conversation, &id).expect("it is the head");
-                let error = DeliveryError::Expired(max_age.as_secs());
+                let error = DeliveryError::Expired(max_age);
                 let mut outcome = conversion::outcome(&job.envelope, &self.config.host, Err(error));
                 let reason = outcome
                     .log
@@ -921,6 +921,7 @@ mod tests {
     use super::*;
     use crate::config::Options;
     use crate::conversion;
+    use crate::durable::{Record, Storage};
     use crate::xml::Element;
     use std::io::{Read, Write};
     use std::net::TcpListener;
@@ -1077,6 +1078,142 @@ mod tests {
         assert_eq!(replies.len(), 1);
         assert!(replies[0].contains("internal-server-error"), "{replies:?}");
         assert_eq!(d.in_flight(), 0);
+    }
+
+    fn durable_delivery(url: &str, max_age: f64) -> Delivery {
+        let config = Config::new(Options {
+            host: "bot.localhost".into(),
+            url: Some(url.into()),
+            stanzas: vec!["message".into()],
+            retries: Some(0.0),
+            durable: Some(true),
+            max_age: Some(max_age),
+            ..Default::default()
+        })
+        .unwrap();
+        Delivery::new(config).unwrap()
+    }
+
+    fn refused_url() -> String {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        format!("http://127.0.0.1:{port}/")
+    }
+
+    /// Drains until an outcome carries storage, bounded.
+    fn storage(d: &Delivery) -> Vec<(Vec<String>, Storage)> {
+        for _ in 0..50 {
+            if !wait_readable(d) {
+                break;
+            }
+            let found: Vec<_> = d
+                .drain()
+                .into_iter()
+                .filter_map(|o| {
+                    let replies = o.stanzas.iter().map(Element::to_xml).collect();
+                    o.storage.map(|s| (replies, s))
+                })
+                .collect();
+            if !found.is_empty() {
+                return found;
+            }
+        }
+        Vec::new()
+    }
+
+    #[test]
+    fn durable_delivery_holds_what_the_service_cannot_take_without_answering() {
+        let d = durable_delivery(&refused_url(), 3600.0);
+        d.submit(request());
+        let held = storage(&d);
+        assert_eq!(held.len(), 1);
+        let (replies, Storage::Hold(record)) = &held[0] else {
+            panic!("expected a hold: {held:?}");
+        };
+        assert!(replies.is_empty(), "the sender hears nothing yet");
+        assert!(record.id.starts_with("msg_"));
+        assert!(record.stanza.starts_with("<message") && record.stanza.contains("<body>hi</body>"));
+        assert_eq!(d.held_counts().0, 1);
+        assert_eq!(d.held().0, vec![record.clone()]);
+
+        // Purged by the admin: the sender is answered, the store forgets it.
+        assert_eq!(d.purge(Some(&record.id)), 1);
+        let purged = storage(&d);
+        assert_eq!(purged[0].1, Storage::Forget(record.id.clone()));
+        assert!(purged[0].0[0].contains("service-unavailable"));
+        assert_eq!(d.held_counts().0, 0);
+    }
+
+    #[test]
+    fn an_iq_is_never_held() {
+        let d = durable_delivery(&refused_url(), 3600.0);
+        let iq = Element::new("iq")
+            .with_attr("to", "echo@bot.localhost")
+            .with_attr("from", "u@localhost/r")
+            .with_attr("type", "get")
+            .with_attr("id", "q1")
+            .with_child(Element::new("query").with_attr("xmlns", "urn:x"));
+        d.submit(conversion::request(&iq).unwrap());
+        assert!(wait_readable(&d));
+        let outcomes = d.drain();
+        assert!(outcomes.iter().all(|o| o.storage.is_none()));
+        assert!(xml(&outcomes)[0].contains("remote-server-timeout"));
+    }
+
+    #[test]
+    fn held_stanzas_past_max_age_become_dead_letters_and_bounce() {
+        let d = durable_delivery(&refused_url(), 0.2);
+        d.submit(request());
+        let mut seen = storage(&d);
+        seen.extend(storage(&d));
+        let dead = seen
+            .iter()
+            .find(|(_, s)| matches!(s, Storage::Dead(..)))
+            .expect("a dead letter");
+        assert!(dead.0[0].contains("remote-server-timeout"), "{dead:?}");
+        assert!(dead.0[0].contains("not delivered in 0.2 s"), "{dead:?}");
+    }
+
+    #[test]
+    fn restore_keeps_ids_and_dead_letters_unreadable_records() {
+        let d = durable_delivery(&refused_url(), 3600.0);
+        let stanza = request_xml();
+        d.restore(
+            vec![
+                Record {
+                    id: "msg_b".into(),
+                    stanza: stanza.clone(),
+                    received: unix_millis() - 1,
+                },
+                Record {
+                    id: "msg_a".into(),
+                    stanza: stanza.clone(),
+                    received: unix_millis() - 2,
+                },
+                Record {
+                    id: "msg_bad".into(),
+                    stanza: "<message".into(),
+                    received: 1,
+                },
+            ],
+            false,
+        );
+        let dead = storage(&d);
+        assert!(
+            matches!(&dead[0].1, Storage::Dead(r, why) if r.id == "msg_bad" && why.contains("cannot be read"))
+        );
+        let ids: Vec<_> = d.held().0.into_iter().map(|r| r.id).collect();
+        assert_eq!(ids, ["msg_a", "msg_b"], "oldest first");
+        // Unloading keeps them in the store: nothing to answer, nothing to store.
+        assert!(d.cancel_all("test").iter().all(|o| o.stanzas.is_empty()));
+        assert_eq!(d.held_counts().0, 0);
+    }
+
+    fn request_xml() -> String {
+        conversion::stanza_xml(&request().json).unwrap()
     }
 
     #[test]

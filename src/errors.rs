@@ -135,8 +135,8 @@ pub enum DeliveryError {
     QueueFull,
     #[error("not sent: the web service keeps failing (circuit open)")]
     CircuitOpen,
-    #[error("not delivered in {0} s: given up")]
-    Expired(u64),
+    #[error("not delivered in {} s: given up", .0.as_secs_f64())]
+    Expired(std::time::Duration),
     #[error("internal error: {0}")]
     Internal(String),
 }

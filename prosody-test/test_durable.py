@@ -168,6 +168,24 @@ class DurableInternalTest(unittest.TestCase):
         self.assertEqual(sorted(r["headers"]["webhook-id"] for r in back.requests), first_ids,
                          "the same delivery ids after the restart")
 
+    def test_a_reload_keeps_what_is_held(self):
+        port = free_port()
+        self.start({"bot.localhost": durable(port)})
+        alice = self.connect("alice")
+        for i in range(3):
+            alice.message("bot@bot.localhost", f"kept {i}")
+        self.wait_log(r"Holding message", 3)
+        self.prosody.reload_module("bot.localhost")
+        self.wait_log(r"Delivering 3 stanzas held from before")
+        service = self.service(port)
+        for i in range(3):
+            reply = alice.expect(lambda s: s.body and s.body.startswith("Did you say kept"),
+                                 timeout=REDELIVERY_WAIT)
+            self.assertEqual(reply.body, f"Did you say kept {i}?")
+        self.assertEqual(len({r["headers"]["webhook-id"] for r in service.requests}), 3)
+        self.assertEqual(len(service.requests), 3, "once each: the old instance stopped redelivering")
+        self.assertEqual(alice.received(is_error), [])
+
     def test_circuit_breaker_opens_probes_and_closes_keeping_one_webhook_id(self):
         port = free_port()
         self.start({"breaker.localhost": durable(port, component_post_stanzas=["message", "iq"])})

@@ -1148,6 +1148,39 @@ mod tests {
     }
 
     #[test]
+    fn past_the_durable_limit_stanzas_bounce_as_without_durable_delivery() {
+        let config = Config::new(Options {
+            host: "bot.localhost".into(),
+            url: Some(refused_url()),
+            stanzas: vec!["message".into()],
+            retries: Some(0.0),
+            durable: Some(true),
+            durable_limit: Some(1.0),
+            ..Default::default()
+        })
+        .unwrap();
+        let d = Delivery::new(config).unwrap();
+        d.submit(request());
+        assert!(matches!(storage(&d)[0].1, Storage::Hold(_)));
+        let mut other = request();
+        other.envelope.from = "v@localhost/r".into(); // another conversation
+        d.submit(other);
+        assert!(wait_readable(&d));
+        let outcomes = d.drain();
+        assert!(outcomes.iter().all(|o| o.storage.is_none()));
+        assert!(outcomes.iter().any(|o| o.log.as_ref().is_some_and(
+            |(_, line)| line.contains("1 stanzas held for the web service: bouncing more")
+        )));
+        let replies = xml(&outcomes);
+        assert_eq!(replies.len(), 1);
+        assert!(
+            replies[0].contains("remote-server-timeout")
+                && replies[0].contains("connection failed")
+        );
+        assert_eq!(d.held_counts().0, 1);
+    }
+
+    #[test]
     fn an_iq_is_never_held() {
         let d = durable_delivery(&refused_url(), 3600.0);
         let iq = Element::new("iq")

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use once_cell::sync::Lazy;
-use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{HeaderName, CONTENT_TYPE, RETRY_AFTER};
 use tokio::runtime::{Handle, Runtime};
 use tokio::sync::{oneshot, Notify, Semaphore};
 use tokio::task::AbortHandle;
@@ -418,6 +418,10 @@ impl Shared {
             .pool_max_idle_per_host(config.max_inflight)
             .tcp_nodelay(true)
             .user_agent(concat!("mod_component_http/", env!("CARGO_PKG_VERSION")))
+            // Like Prosody's own HTTP client (and the original module), the
+            // environment's proxy variables are not used; it also spares a
+            // proxy lookup per request.
+            .no_proxy()
             .danger_accept_invalid_certs(!config.tls_verify);
         for certificate in &config.ca_certificates {
             builder = builder.add_root_certificate(certificate.clone());
@@ -844,6 +848,11 @@ async fn deliver(
     }
 }
 
+// Standard Webhooks headers, made once.
+const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
+
 async fn post(
     client: &reqwest::Client,
     config: &Config,
@@ -862,11 +871,11 @@ async fn post(
         .post(config.url.clone())
         .timeout(timeout)
         .header(CONTENT_TYPE, "application/json")
-        .header("webhook-id", id)
-        .header("webhook-timestamp", timestamp);
+        .header(WEBHOOK_ID, id)
+        .header(WEBHOOK_TIMESTAMP, timestamp);
     if !config.secrets.is_empty() {
         let signature = signing::signature(&config.secrets, id, timestamp, json.as_bytes());
-        request = request.header("webhook-signature", signature);
+        request = request.header(WEBHOOK_SIGNATURE, signature);
     }
     let response = request
         .body(json.to_owned())

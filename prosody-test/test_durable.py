@@ -4,6 +4,7 @@ back: everything arrives once, in order per conversation, and no sender
 sees an error. Run with Prosody's internal storage and with SQLite."""
 
 import glob
+import http.client
 import os
 import re
 import sqlite3
@@ -54,8 +55,29 @@ class DurableInternalTest(unittest.TestCase):
             service.stop()
 
     def start(self, components):
-        self.prosody = Prosody(components, backend=BACKEND, extra_config=self.STORAGE).start()
+        self.http_port = free_port()
+        metrics = (
+            f"http_ports = {{ {self.http_port} }}",
+            'statistics = "internal"',
+            'statistics_interval = "manual"',
+            'modules_enabled = { "roster", "saslauth", "ping", "admin_shell", "test_reload", "http_openmetrics" }',
+        )
+        self.prosody = Prosody(components, backend=BACKEND, extra_config=self.STORAGE + metrics).start()
         return self.prosody
+
+    def metric(self, name, **labels):
+        """One value from Prosody's /metrics (mod_http_openmetrics)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=WAIT)
+        try:
+            conn.request("GET", "/metrics", headers={"Host": "localhost"})
+            text = conn.getresponse().read().decode()
+        finally:
+            conn.close()
+        for line in text.splitlines():
+            if line.startswith("prosody_mod_component_http__" + name) and \
+                    all(f'{k}="{v}"' in line for k, v in labels.items()):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
 
     def service(self, port, handler=None):
         service = WebService(handler=handler, port=port)
@@ -207,6 +229,7 @@ class DurableInternalTest(unittest.TestCase):
         error = alice.expect_id(iq_id, timeout=5).error()
         self.assertEqual(error[:2], ("wait", "remote-server-timeout"))
         self.assertIn("failing", error[2])
+        self.assertEqual(self.metric("requests_total", host="breaker.localhost", outcome="circuit_open"), 1)
         if not SHELL_FLAKY:
             info = self.shell("module:info('component_http', 'breaker.localhost')")
             self.assertIn("circuit open", info)
@@ -239,12 +262,17 @@ class DurableInternalTest(unittest.TestCase):
         alice = self.connect("alice")
         ids = [alice.message("bot@old.localhost", f"late {i}") for i in range(2)]
         self.wait_log(r"Holding message", 2)
+        self.assertEqual(self.metric("held", host="old.localhost"), 2)
+        self.assertEqual(self.metric("requests_total", host="old.localhost", outcome="held"), 2)
         time.sleep(0.5)
         self.assertEqual(alice.received(is_error), [], "no error while it waits")
         for id_ in ids:
             error = alice.expect_id(id_, timeout=10).error()
             self.assertEqual(error[:2], ("cancel", "remote-server-timeout"))
             self.assertIn("not delivered in 2 s", error[2])
+        self.assertEqual(self.metric("held", host="old.localhost"), 0)
+        self.assertEqual(self.metric("dead_letters", host="old.localhost"), 2)
+        self.assertEqual(self.metric("requests_total", host="old.localhost", outcome="expired"), 2)
         if SHELL_FLAKY:
             return
         listing = self.shell("component_http:held('old.localhost')")
@@ -271,6 +299,7 @@ class DurableInternalTest(unittest.TestCase):
         # Purge one dead letter, replay the rest once the service is up.
         out = self.shell(f"component_http:purge('old.localhost', 'dead', '{dead_ids[0]}')")
         self.assertIn("1 dead stanzas purged", out)
+        self.assertEqual(self.metric("dead_letters", host="old.localhost"), 2)
         service = self.service(port)
         out = self.shell("component_http:replay('old.localhost')")
         self.assertIn("2 dead letters replayed", out)
@@ -281,6 +310,7 @@ class DurableInternalTest(unittest.TestCase):
         listing = self.shell("component_http:held('old.localhost')")
         self.assertIn("waiting: 0", listing)
         self.assertIn("dead letters: 0", listing)
+        self.assertEqual(self.metric("dead_letters", host="old.localhost"), 0)
 
         # Purging a waiting stanza answers its sender.
         id_ = alice.message("bot@wait.localhost", "never mind")

@@ -221,8 +221,8 @@ class DurableInternalTest(unittest.TestCase):
 
         service = self.service(port, handler)
         alice = self.connect("alice")
-        for i in range(6):
-            alice.message("bot@breaker.localhost", f"m{i}")
+        for i in range(6):  # six conversations: six failed deliveries
+            alice.message(f"bot{i}@breaker.localhost", f"m{i}")
         self.wait_log(r"circuit open")
         # While open an IQ (which is never held) is answered at once.
         iq_id = alice.iq("bot@breaker.localhost", "get", "<query xmlns='urn:example'/>")
@@ -239,10 +239,9 @@ class DurableInternalTest(unittest.TestCase):
                              "while open, only probes reach the service")
 
         down.clear()
-        for i in range(6):
-            reply = alice.expect(lambda s: s.body and s.body.startswith("Did you say m"),
-                                 timeout=REDELIVERY_WAIT)
-            self.assertEqual(reply.body, f"Did you say m{i}?")
+        replies = {alice.expect(lambda s: s.body and s.body.startswith("Did you say m"),
+                                timeout=REDELIVERY_WAIT).body for _ in range(6)}
+        self.assertEqual(replies, {f"Did you say m{i}?" for i in range(6)})
         self.wait_log(r"circuit closed")
         self.assertEqual([s for s in alice.received(is_error) if s.attr.get("id") != iq_id], [])
         by_body = {}
@@ -323,6 +322,34 @@ class DurableInternalTest(unittest.TestCase):
         self.assertIn("waiting: 0", self.shell("component_http:held('wait.localhost')"))
         self.assertIn("no component_http host nope.localhost", self.shell("component_http:held('nope.localhost')"))
 
+
+    @unittest.skipIf(SHELL_FLAKY, "Prosody 0.12's admin shell is unreliable on libevent")
+    def test_retry_from_the_admin_shell_probes_at_once(self):
+        port = free_port()
+        self.start({"bot.localhost": durable(port)})
+        down = threading.Event()
+        down.set()
+
+        def handler(request):
+            return json_reply({}, status=503) if down.is_set() else echo_handler(request)
+
+        service = self.service(port, handler)
+        alice = self.connect("alice")
+        for i in range(5):
+            alice.message(f"bot{i}@bot.localhost", f"r{i}")
+        self.wait_log(r"circuit open")
+        # Probes after 1, 2 and 4 s fail: the next one is 8 s after the third.
+        deadline = time.monotonic() + 30
+        while len(service.requests) < 5 + 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(len(service.requests), 8)
+        down.clear()
+        asked = time.monotonic()
+        self.assertIn("retrying 5 waiting stanzas", self.shell("component_http:retry('bot.localhost')"))
+        for _ in range(5):
+            alice.expect(lambda s: s.body and s.body.startswith("Did you say r"), timeout=WAIT)
+        self.assertLess(service.requests[8]["time"] - asked, 4,
+                        "probed when asked, not at the next scheduled probe 8 s on")
 
 class DurableSqliteTest(DurableInternalTest):
     """The same, with Prosody's SQL storage on SQLite (LuaDBI)."""

@@ -265,31 +265,42 @@ impl Shared {
             storage: Some(Storage::Hold(record.clone())),
             ..Outcome::default()
         });
-        if !self.closed.load(AtomicOrdering::Relaxed) {
-            self.add_held(&mut held, record, Arc::clone(job));
+        if !self.closed.load(AtomicOrdering::Relaxed)
+            && self.add_held(&mut held, record, Arc::clone(job))
+        {
+            // A new blocked conversation: its stanza has just failed (or the
+            // circuit is open), so the first retry waits.
+            if let Some(entry) = held.conversations.get_mut(&job.conversation) {
+                entry.failures = 1;
+                entry.next_try = Some(Instant::now() + durable::backoff(1));
+            }
         }
         true
     }
 
     /// Puts a stanza on the held list, starting its conversation's
-    /// redeliverer if it has none.
-    fn add_held(self: &Arc<Self>, held: &mut Held<Job>, record: Record, job: Arc<Job>) {
+    /// redeliverer if it has none. Returns true if it started one.
+    fn add_held(self: &Arc<Self>, held: &mut Held<Job>, record: Record, job: Arc<Job>) -> bool {
         let conversation = job.conversation.clone();
         if !held.push(&conversation, record, job) {
-            return;
+            return false;
         }
         match self.started() {
             Ok((runtime, client)) => {
                 let task = runtime.spawn(redeliver(Arc::clone(self), client, conversation.clone()));
                 lock(&self.redeliverers).insert(conversation, task.abort_handle());
+                true
             }
-            Err(error) => self.queue(Outcome {
-                log: Some((
-                    LogLevel::Error,
-                    format!("Cannot deliver held stanzas: {error}"),
-                )),
-                ..Outcome::default()
-            }),
+            Err(error) => {
+                self.queue(Outcome {
+                    log: Some((
+                        LogLevel::Error,
+                        format!("Cannot deliver held stanzas: {error}"),
+                    )),
+                    ..Outcome::default()
+                });
+                false
+            }
         }
     }
 
@@ -724,6 +735,7 @@ impl Delivery {
                 delivery_id: record.id.clone(),
                 received: record.received,
             });
+            // Restored or replayed: tried at once.
             shared.add_held(&mut held, record, job);
         }
     }

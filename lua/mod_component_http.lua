@@ -304,6 +304,13 @@ if options.durable then
 	if #records > 0 then
 		module:log("info", "Delivering %d stanzas held from before", #records);
 	end
+else
+	-- Held while durable delivery was on: kept, not delivered, and said.
+	local held = #stored(module:open_store("component_http_waiting"));
+	if held > 0 then
+		module:log("warn", "%d stanzas held by component_post_durable wait in storage:"
+			.." set it to true again to deliver them", held);
+	end
 end
 
 -- Errors and IQ results are never answered (loop guard).

@@ -208,6 +208,21 @@ class DurableInternalTest(unittest.TestCase):
         self.assertEqual(len(service.requests), 3, "once each: the old instance stopped redelivering")
         self.assertEqual(alice.received(is_error), [])
 
+    def test_turning_durable_off_keeps_what_is_held_and_says_so(self):
+        port = free_port()
+        self.start({"bot.localhost": durable(port)})
+        alice = self.connect("alice")
+        alice.message("bot@bot.localhost", "kept for later")
+        self.wait_log(r"Holding message")
+        self.prosody.stop()
+        with open(self.prosody.config) as f:
+            config = f.read()
+        with open(self.prosody.config, "w") as f:
+            f.write(config.replace("component_post_durable = true", "component_post_durable = false"))
+        self.prosody.start()
+        self.wait_log(r"1 stanzas held by component_post_durable wait in storage")
+        self.assertEqual(self.stored("bot.localhost"), 1)
+
     def test_circuit_breaker_opens_probes_and_closes_keeping_one_webhook_id(self):
         port = free_port()
         self.start({"breaker.localhost": durable(port, component_post_stanzas=["message", "iq"])})

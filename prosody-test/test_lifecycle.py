@@ -57,6 +57,22 @@ class ReloadTest(unittest.TestCase):
         self.alice.expect(lambda s: s.body == "Did you say barrier?")
         self.assertEqual(self.alice.received(lambda s: s.attr.get("from") == "stuck@bot.localhost"), [])
 
+    def test_shutdown_answers_in_flight_requests_before_closing_sessions(self):
+        release = threading.Event()
+        self.addCleanup(release.set)
+
+        def stuck(request):
+            release.wait(WAIT)
+            return None
+        self.ws.handler = stuck
+        id_ = self.alice.message("stuck@bot.localhost", "waiting")
+        self.ws.wait_for(lambda r: True)
+        self.prosody.stop()
+        error = self.alice.expect_id(id_)
+        self.assertEqual(error.error()[:2], ("cancel", "service-unavailable"))
+        self.assertIn("the server is shutting down", error.error()[2])
+        self.prosody.start()  # tearDown wants it alive
+
     def test_reload_under_traffic_answers_every_stanza(self):
         def handler(request):
             time.sleep(0.2)  # so that requests are in flight at each reload

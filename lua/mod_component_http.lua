@@ -234,6 +234,20 @@ local function stored(store)
 	return records;
 end
 
+-- How many records a store has, without reading them.
+local function count_records(store)
+	local n = 0;
+	local ok, err = pcall(function ()
+		for _ in store:users() do
+			n = n + 1;
+		end
+	end);
+	if not ok then
+		module:log("error", "Counting held stanzas in storage failed: %s", tostring(err));
+	end
+	return n;
+end
+
 local circuit_open = false;
 
 -- The module's status while the circuit is open says so.
@@ -299,14 +313,14 @@ if options.durable then
 	waiting_store = module:open_store("component_http_waiting");
 	dead_store = module:open_store("component_http_dead");
 	local records = stored(waiting_store);
-	dead_count = #stored(dead_store);
+	dead_count = count_records(dead_store);
 	client:restore(records, false);
 	if #records > 0 then
 		module:log("info", "Delivering %d stanzas held from before", #records);
 	end
 else
 	-- Held while durable delivery was on: kept, not delivered, and said.
-	local held = #stored(module:open_store("component_http_waiting"));
+	local held = count_records(module:open_store("component_http_waiting"));
 	if held > 0 then
 		module:log("warn", "%d stanzas held by component_post_durable wait in storage:"
 			.." set it to true again to deliver them", held);
@@ -613,10 +627,11 @@ module:log("info", "Forwarding %s to the web service%s", tostring(kinds),
 -- storage, with durable delivery), and every pushed IQ still waiting an HTTP
 -- answer gets one.
 local stopped = false;
-local function stop(why)
+local function stop(shutting_down)
 	if stopped then return; end
 	stopped = true;
-	deliver(client:cancel_all(why));
+	local why = shutting_down and "the server is shutting down" or "the module was unloaded";
+	deliver(client:cancel_all(shutting_down));
 	for id, waiting in pairs(pushed_iqs) do
 		pushed_iqs[id] = nil;
 		waiting.timer:stop();
@@ -626,7 +641,7 @@ end
 
 -- Prosody does not unload modules when it stops.
 module:hook_global("server-stopping", function ()
-	stop("the server is shutting down");
+	stop(true);
 end);
 
 function module.unload()
@@ -638,5 +653,5 @@ function module.unload()
 	else -- libevent's handle has no close()
 		watcher:setflags(false, false);
 	end
-	stop("the module was unloaded");
+	stop(false);
 end

@@ -160,6 +160,12 @@ fn is_transient(result: &Result<HttpAnswer, DeliveryError>) -> bool {
     }
 }
 
+/// The conversation a stanza belongs to: its sender's bare JID and the
+/// component JID it was sent to.
+fn conversation_of(envelope: &Envelope) -> String {
+    format!("{}\n{}", jid::bare(&envelope.from), jid::bare(&envelope.to))
+}
+
 fn unix_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -557,13 +563,18 @@ impl Delivery {
             return;
         }
         shared.refusing.store(false, AtomicOrdering::Relaxed);
-        let conversation = format!("{}\n{}", jid::bare(&envelope.from), jid::bare(&envelope.to));
+        let ordered = config.ordering == Ordering::Conversation;
         let job = Arc::new(Job {
+            // Only ordering and durable delivery need these.
+            conversation: if ordered || config.durable {
+                conversation_of(&envelope)
+            } else {
+                String::new()
+            },
+            received: if config.durable { shared.stamp() } else { 0 },
             envelope,
             json,
             delivery_id: signing::delivery_id(),
-            received: shared.stamp(),
-            conversation,
         });
         in_flight.insert(
             id,
@@ -580,7 +591,6 @@ impl Delivery {
                 return;
             }
         };
-        let ordered = config.ordering == Ordering::Conversation;
         let (done, done_rx) = oneshot::channel::<()>();
         let previous = ordered
             .then(|| {
@@ -729,7 +739,7 @@ impl Delivery {
             }
             let Request { envelope, json } = request;
             let job = Arc::new(Job {
-                conversation: format!("{}\n{}", jid::bare(&envelope.from), jid::bare(&envelope.to)),
+                conversation: conversation_of(&envelope),
                 envelope,
                 json,
                 delivery_id: record.id.clone(),

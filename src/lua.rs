@@ -198,9 +198,8 @@ impl UserData for Client {
                 )
             },
         );
-        methods.add_method("cancel_all", |lua, this, why: String| {
-            // The reason becomes part of a stanza error: only known ones.
-            let why = if why.contains("shutting down") {
+        methods.add_method("cancel_all", |lua, this, shutting_down: bool| {
+            let why = if shutting_down {
                 "the server is shutting down"
             } else {
                 "the module was unloaded"

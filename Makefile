@@ -13,14 +13,26 @@ lua_feature_5.3 := lua53
 lua_feature_5.4 := lua54
 lua_feature_luajit := luajit
 LUA_FEATURE := $(lua_feature_$(LUA))
+# The specs run on each (prosody-test/run_all.py names their interpreters).
+SPEC_LIBS := $(foreach v,5.1 5.3 5.4 luajit,build/lua-$(v)/component_http.so)
 ifeq ($(LUA_FEATURE),)
 $(error LUA must be one of 5.1, 5.3, 5.4, luajit)
 endif
 
-# Debian packages the tests and `make run` need.
-DEB_PACKAGES := prosody lua5.4 lua-busted lua-event lua-dbi-sqlite3 luarocks python3 ca-certificates openssl php-cli nodejs
+# Debian packages the tests and `make run` need: Prosody 0.12 and what
+# Prosody 13 needs too (the same dependencies), the Lua headers that
+# `luarocks make` compiles against, every Lua the library is built for
+# (the busted specs run on each), and the example bots' languages.
+DEB_PACKAGES := prosody lua5.4 liblua5.4-dev lua5.1 lua5.3 luajit lua-busted lua-event lua-dbi-sqlite3 \
+	luarocks python3 ca-certificates openssl php-cli nodejs
 
-.PHONY: all build install rock deps deps-bench run test bench soak test-rust test-lua test-e2e clean
+# Prosody 13 beside Debian 12's 0.12: Debian 13's version, from
+# bookworm-backports, unpacked into a cache folder (see prosody-test/fetch-prosody13;
+# prosody-test/harness.py runs it from there).
+PROSODY13_DEB := 13.0.1-1~bpo12+1
+PROSODY13 := .cache/prosody-13.0.1
+
+.PHONY: all build install rock deps deps-bench prosody13 run test test-fresh bench soak test-rust test-lua test-e2e clean
 
 all: build
 
@@ -39,6 +51,13 @@ $(PLUGIN)/component_http.so: FORCE
 	install -D -m 755 target/release/libcomponent_http.so $@
 
 FORCE:
+
+# The library for one Lua, for the specs: build/lua-5.1/component_http.so, ...
+# (cargo keeps each feature set's build, so switching between them is cheap).
+build/lua-%/component_http.so: FORCE
+	@test -n "$(lua_feature_$*)" || { echo "no Lua $*: one of 5.1, 5.3, 5.4, luajit"; exit 1; }
+	cargo build --release --no-default-features --features "module $(lua_feature_$*)"
+	install -D -m 755 target/release/libcomponent_http.so $@
 
 ROCKSPEC := mod_component_http-$(VERSION)-1.rockspec
 
@@ -72,6 +91,11 @@ deps:
 	fi
 	@command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustup (https://rustup.rs)"; exit 1; }
 
+prosody13: $(PROSODY13)/usr/bin/prosody
+
+$(PROSODY13)/usr/bin/prosody:
+	prosody-test/fetch-prosody13 '$(PROSODY13_DEB)' $(PROSODY13)
+
 # nginx plays the web service in `make bench`.
 deps-bench: deps
 	@dpkg-query -W -f='$${Status}' nginx-light 2>/dev/null | grep -q "ok installed" || { \
@@ -88,17 +112,20 @@ soak: deps-bench build
 run: deps build
 	$(PYTHON) prosody-test/run_local.py
 
-test: deps build
+test: deps build $(SPEC_LIBS) prosody13
 	$(PYTHON) prosody-test/run_all.py
 
+# One part each; PROSODY=0.12|13 and NETWORK_BACKEND=epoll|select|event
+# choose where a single end-to-end test file runs, e.g.
+#   cd prosody-test && PROSODY=13 python3 -m unittest -v test_contract
 test-rust:
-	cargo test --no-default-features --features "lua54 vendored"
+	$(PYTHON) prosody-test/run_all.py rust
 
-test-lua: build
-	busted --lua=lua5.4 lua/spec
+test-lua: $(SPEC_LIBS) prosody13
+	$(PYTHON) prosody-test/run_all.py lua
 
-test-e2e: build
-	cd prosody-test && $(PYTHON) -m unittest -v test_contract test_delivery test_push test_operations test_examples test_durable test_lifecycle
+test-e2e: build prosody13
+	$(PYTHON) prosody-test/run_all.py e2e
 
 clean:
 	cargo clean

@@ -1,17 +1,29 @@
-"""Runs every test: Rust unit tests, the busted specs, and the end-to-end
-suite once per network backend. Ends with one line: `N passed, N failed`."""
+"""Runs every test: the Rust unit tests, the busted specs on every Lua the
+library is built for, and the end-to-end suite on each Prosody and network
+backend. Ends with one line: `N passed, N failed, N skipped`.
+
+`run_all.py [rust] [lua] [e2e]` runs only those parts (the Makefile's
+test-rust, test-lua and test-e2e). `make test` builds what the parts need
+first: the plugin, the library for each Lua, and Prosody 13.
+"""
 
 import os
 import re
 import subprocess
 import sys
 
+from harness import PROSODY_ROOTS
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HERE = os.path.join(ROOT, "prosody-test")
 
-
 # No part may hang the run: CI has 90 minutes for everything.
 PART_TIMEOUT = 20 * 60
+
+# Each Lua the library is built for (`make build/lua-<v>/component_http.so`)
+# and Debian's interpreter of it.
+LUAS = {"5.1": "lua5.1", "5.3": "lua5.3", "5.4": "lua5.4", "luajit": "luajit"}
+
 
 
 def run(title, command, cwd=ROOT, env=None):
@@ -32,14 +44,14 @@ def cargo_counts(output):
     for m in re.finditer(r"test result: \w+\. (\d+) passed; (\d+) failed", output):
         passed += int(m.group(1))
         failed += int(m.group(2))
-    return passed, failed
+    return passed, failed, 0
 
 
 def busted_counts(output):
     m = re.search(r"(\d+) successes? / (\d+) failures? / (\d+) errors?", output)
     if not m:
-        return 0, 1
-    return int(m.group(1)), int(m.group(2)) + int(m.group(3))
+        return 0, 1, 0
+    return int(m.group(1)), int(m.group(2)) + int(m.group(3)), 0
 
 
 def unittest_counts(output):
@@ -54,7 +66,8 @@ def unittest_counts(output):
 
 def backends():
     found = ["epoll", "select"]
-    # The libevent backend needs Lua's luaevent binding.
+    # The libevent backend needs Lua's luaevent binding (both Prosodys run
+    # on Debian's Lua 5.4).
     if subprocess.run(["lua5.4", "-e", "require 'luaevent.core'"],
                       capture_output=True).returncode == 0:
         found.append("event")
@@ -63,30 +76,54 @@ def backends():
     return found
 
 
-def main():
+def part(results, name, counts, command, **kwargs):
+    code, out = run(name, command, **kwargs)
+    p, f, skipped = counts(out)
+    # A part that failed without a countable failure still counts as one.
+    results.append((name, p, f + (1 if code and not f else 0), skipped))
+
+
+def rust(results):
+    part(results, "cargo test", cargo_counts,
+         ["cargo", "test", "--no-default-features", "--features", "lua54 vendored"])
+
+
+def lua(results):
+    for version, interpreter in LUAS.items():
+        env = dict(os.environ, NATIVE_LIB=f"build/lua-{version}/component_http.so")
+        part(results, f"busted lua {version}", busted_counts,
+             ["busted", f"--lua={interpreter}", "--output=utfTerminal", "lua/spec"], env=env)
+    # Prosody 13's util.stanza, on its Lua.
+    env = dict(os.environ, NATIVE_LIB="build/lua-5.4/component_http.so", PROSODY_SOURCE=os.path.join(PROSODY_ROOTS["13"], "usr", "lib", "prosody"))
+    part(results, "busted lua 5.4, Prosody 13", busted_counts,
+         ["busted", "--lua=lua5.4", "--output=utfTerminal", "lua/spec"], env=env)
+
+
+def e2e(results):
+    for prosody in PROSODY_ROOTS:
+        for backend in backends():
+            env = dict(os.environ, PROSODY=prosody, NETWORK_BACKEND=backend)
+            part(results, f"e2e Prosody {prosody} {backend}", unittest_counts,
+                 [sys.executable, "-m", "unittest", "discover", "-v", "-p", "test_*.py"],
+                 cwd=HERE, env=env)
+
+
+PARTS = {"rust": rust, "lua": lua, "e2e": e2e}
+
+
+def main(names):
+    unknown = [n for n in names if n not in PARTS]
+    if unknown:
+        print(f"unknown part {unknown[0]!r}: say any of {', '.join(PARTS)}")
+        return 2
     results = []
-
-    code, out = run("Rust unit tests", ["cargo", "test", "--no-default-features",
-                                        "--features", "lua54 vendored"])
-    p, f = cargo_counts(out)
-    results.append(("cargo test", p, f + (1 if code and not f else 0), 0))
-
-    code, out = run("Lua specs", ["busted", "--lua=lua5.4", "--output=utfTerminal", "lua/spec"])
-    p, f = busted_counts(out)
-    results.append(("busted", p, f + (1 if code and not f else 0), 0))
-
-    for backend in backends():
-        env = dict(os.environ, NETWORK_BACKEND=backend)
-        code, out = run(f"end-to-end ({backend})",
-                        [sys.executable, "-m", "unittest", "-v", "test_contract", "test_delivery",
-                         "test_push", "test_operations", "test_examples", "test_durable", "test_lifecycle"],
-                        cwd=HERE, env=env)
-        p, f, skipped = unittest_counts(out)
-        results.append((f"e2e {backend}", p, f + (1 if code and not f else 0), skipped))
+    for name in names or PARTS:
+        PARTS[name](results)
 
     print("\n=== summary")
+    width = max(len(r[0]) for r in results)
     for name, p, f, skipped in results:
-        print(f"{name:>12}: {p} passed, {f} failed" + (f", {skipped} skipped" if skipped else ""))
+        print(f"{name:>{width}}: {p} passed, {f} failed" + (f", {skipped} skipped" if skipped else ""))
     passed = sum(r[1] for r in results)
     failed = sum(r[2] for r in results)
     skipped = sum(r[3] for r in results)
@@ -95,4 +132,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -13,10 +13,9 @@ import threading
 import time
 import unittest
 
-from harness import (DOMAIN, Prosody, WebService, echo_handler, free_port,
+from harness import (BACKEND, DOMAIN, Prosody, WebService, echo_handler, free_port,
                      json_reply, reset_mid_body, stop_web_services, web_services)
 
-BACKEND = os.environ.get("NETWORK_BACKEND", "epoll")
 
 SECRET_KEY = b"test-secret-key-0123456789"
 WHSEC = "whsec_" + base64.b64encode(SECRET_KEY).decode()
@@ -55,7 +54,7 @@ class DeliveryTest(unittest.TestCase):
                              "component_post_ca_file": cls.certs.ca},
             "noverify.localhost": {"component_post_url": cls.untrusted.url + "/noverify",
                                    "component_post_tls_verify": False},
-        }, backend=BACKEND).start()
+        }).start()
         cls.alice = cls.prosody.client("alice")
         cls.bob = cls.prosody.client("bob")
         cls.rtts = []

@@ -9,7 +9,6 @@ import unittest
 
 from harness import ROOT, WAIT, Prosody, free_port
 
-BACKEND = os.environ.get("NETWORK_BACKEND", "epoll")
 EXAMPLES = os.path.join(ROOT, "examples")
 
 BOTS = {
@@ -44,7 +43,7 @@ class ExampleBotsTest(unittest.TestCase):
                 wait_for_port(ports[name], proc)
             prosody = Prosody({f"{name}.localhost": {"component_post_url": f"http://127.0.0.1:{port}/",
                                                       "component_post_stanzas": ["message", "presence"]}
-                               for name, port in ports.items()}, backend=BACKEND).start()
+                               for name, port in ports.items()}).start()
             alice = prosody.client("alice")
             for name in BOTS:
                 with self.subTest(bot=name):

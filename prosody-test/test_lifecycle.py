@@ -10,16 +10,14 @@ import threading
 import time
 import unittest
 
-from harness import ROOT, WAIT, Prosody, WebService, echo_handler
+from harness import BACKEND, PROSODYCTL, PROSODY_BIN, ROOT, WAIT, Prosody, WebService, echo_handler
 
-BACKEND = os.environ.get("NETWORK_BACKEND", "epoll")
 
 
 class ReloadTest(unittest.TestCase):
     def setUp(self):
         self.ws = WebService()
-        self.prosody = Prosody({"bot.localhost": {"component_post_url": self.ws.url + "/"}},
-                               backend=BACKEND).start()
+        self.prosody = Prosody({"bot.localhost": {"component_post_url": self.ws.url + "/"}}).start()
         self.alice = self.prosody.client("alice")
 
     def tearDown(self):
@@ -130,7 +128,7 @@ class InstallTest(unittest.TestCase):
             installed = os.path.join(plugins, "mod_component_http")
             self.assertEqual(sorted(os.listdir(installed)), ["component_http.so", "mod_component_http.lua"])
             prosody = Prosody({"bot.localhost": {"component_post_url": ws.url + "/"}},
-                              backend=BACKEND, plugin_dir=plugins).start()
+                              plugin_dir=plugins).start()
             alice = prosody.client("alice")
             self.assertEqual(self.echo(alice, "installed"), "Did you say installed?")
             # Installing again renames new files into place: the library
@@ -175,7 +173,7 @@ class LuarocksTest(unittest.TestCase):
         self.dir = tempfile.mkdtemp(prefix="rocks-")
         self.tree = os.path.join(self.dir, "tree")
         self.prosody = Prosody({"bot.localhost": {"component_post_url": self.ws.url + "/"}},
-                               backend=BACKEND, plugin_dir=os.path.join(self.dir, "none"),
+                               plugin_dir=os.path.join(self.dir, "none"),
                                extra_config=[f'installer_plugin_path = "{self.tree}"'])
 
     def tearDown(self):
@@ -205,7 +203,7 @@ class LuarocksTest(unittest.TestCase):
         rock = next(os.path.join(ROOT, "build", f) for f in os.listdir(os.path.join(ROOT, "build"))
                     if f.endswith(".rock"))
         # No cargo needed: hide it from prosodyctl.
-        result = subprocess.run(["prosodyctl", "--config", self.prosody.config, "install", rock],
+        result = subprocess.run([PROSODYCTL, "--config", self.prosody.config, "install", rock],
                                 capture_output=True, text=True, timeout=120,
                                 env=dict(os.environ, PATH="/usr/sbin:/usr/bin:/sbin:/bin"))
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
@@ -218,11 +216,11 @@ class DaemonizedTest(unittest.TestCase):
 
     def test_works_after_fork(self):
         ws = WebService()
-        prosody = Prosody({"bot.localhost": {"component_post_url": ws.url + "/"}}, backend=BACKEND)
+        prosody = Prosody({"bot.localhost": {"component_post_url": ws.url + "/"}})
         pidfile = os.path.join(prosody.dir, "prosody.pid")
         pid = None
         try:
-            subprocess.run(["prosody", "--config", prosody.config, "-D"], check=True, timeout=WAIT)
+            subprocess.run([os.path.join(PROSODY_BIN, "prosody"), "--config", prosody.config, "-D"], check=True, timeout=WAIT)
             deadline = time.monotonic() + WAIT
             while not os.path.exists(pidfile) and time.monotonic() < deadline:
                 time.sleep(0.05)

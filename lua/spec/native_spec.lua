@@ -1,8 +1,38 @@
 -- The Lua side of the native library, with Prosody's own util.stanza.
--- Run by `make test-lua` (busted, Lua 5.4).
+-- Run by `make test-lua` with busted, on every Lua the library is built for:
+-- NATIVE_LIB names the library built for the running Lua, PROSODY_SOURCE the
+-- Prosody whose util.stanza and util.json are used (Debian's 0.12 by default).
 
-package.path = "/usr/lib/prosody/?.lua;" .. package.path;
-package.cpath = "/usr/lib/x86_64-linux-gnu/prosody/?.so;/usr/lib/prosody/?.so;" .. package.cpath;
+local prosody_source = os.getenv("PROSODY_SOURCE") or "/usr/lib/prosody";
+package.path = prosody_source.."/?.lua;"..package.path;
+package.cpath = prosody_source.."/?.so;"..package.cpath;
+-- Prosody 13 names its libraries prosody.util.*; its loader maps the names.
+local loader = io.open(prosody_source.."/loader.lua");
+if loader then
+	loader:close();
+	dofile(prosody_source.."/loader.lua");
+end
+
+-- Prosody's C helpers are built for Lua 5.4 only, and util.stanza needs one
+-- of them (UTF-8 validation): on another Lua a plain-Lua check stands in.
+if not pcall(require, "util.encodings") then
+	local function valid(s)
+		local i, n = 1, #s;
+		while i <= n do
+			local c = s:byte(i);
+			local len = c < 0x80 and 1 or (c >= 0xC2 and c < 0xE0) and 2
+				or (c >= 0xE0 and c < 0xF0) and 3 or (c >= 0xF0 and c < 0xF5) and 4;
+			if not len then return false; end
+			for j = i + 1, i + len - 1 do
+				local b = s:byte(j);
+				if not b or b < 0x80 or b > 0xBF then return false; end
+			end
+			i = i + len;
+		end
+		return true;
+	end
+	package.loaded["util.encodings"] = { utf8 = { valid = valid } };
+end
 
 local st = require "util.stanza";
 local json = require "util.json";

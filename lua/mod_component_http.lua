@@ -65,10 +65,24 @@ end
 
 local defaults = native.defaults;
 
-local function number_option(name, default)
+local function number_option(name, default, what)
 	local value = module:get_option_number(name, default);
 	if value == nil then -- Prosody has logged that it is not a number
-		load_error("%s = %q must be a number", name, tostring(module:get_option(name)));
+		load_error("%s = %q must be %s", name, tostring(module:get_option(name)), what or "a number");
+	end
+	return value;
+end
+
+-- Durations: seconds as a number, or (where Prosody reads periods: 13 and
+-- later) a period such as "30s" or "1 day".
+local function duration_option(name, default)
+	if not module.get_option_period then
+		return number_option(name, default, "a number of seconds (Prosody 13 also reads periods such as \"30s\")");
+	end
+	local value = module:get_option_period(name, default);
+	if value == nil then -- Prosody has logged that it is not a period
+		load_error("%s = %q must be a number of seconds or a period such as \"30s\" or \"1 day\"",
+			name, tostring(module:get_option(name)));
 	end
 	return value;
 end
@@ -100,8 +114,8 @@ local options = {
 	host = module.host;
 	url = module:get_option_string("component_post_url");
 	stanzas = kind_list;
-	timeout = number_option("component_post_timeout", defaults.timeout);
-	connect_timeout = number_option("component_post_connect_timeout", defaults.connect_timeout);
+	timeout = duration_option("component_post_timeout", defaults.timeout);
+	connect_timeout = duration_option("component_post_connect_timeout", defaults.connect_timeout);
 	max_inflight = number_option("component_post_max_inflight", defaults.max_inflight);
 	queue_size = number_option("component_post_queue_size", defaults.queue_size);
 	retries = number_option("component_post_retries", defaults.retries);
@@ -114,7 +128,7 @@ local options = {
 	push_token = module:get_option_string("component_push_token");
 	push_max_size = number_option("component_push_max_size", defaults.push_max_size);
 	durable = module:get_option_boolean("component_post_durable", defaults.durable);
-	max_age = number_option("component_post_max_age", defaults.max_age);
+	max_age = duration_option("component_post_max_age", defaults.max_age);
 	durable_limit = number_option("component_post_durable_limit", defaults.durable_limit);
 };
 
@@ -446,7 +460,7 @@ end
 
 if options.push_token then
 	local push_throttle = throttle.create(number_option("component_push_rate", defaults.push_rate), 1);
-	local push_timeout = number_option("component_push_timeout", defaults.push_timeout);
+	local push_timeout = duration_option("component_push_timeout", defaults.push_timeout);
 	module:depends("http");
 	module:provides("http", {
 		-- Server to server: no browser needs to reach it.
@@ -556,27 +570,10 @@ if options.durable then
 	shell_state.durable = durable_admin;
 end
 
--- Admin shell: `component_http:status()` lists every component host of this
--- module with its deliveries. (Prosody 0.12 lets modules add shell commands
--- through the shell's shared environment.)
+-- Admin shell: the component_http section. Every command names the
+-- component host first; `status` without one (Prosody 0.12 only) lists them all.
 local shell_hosts = module:shared("/*/component_http/hosts");
 shell_hosts[module.host] = shell_state;
-local shell_env = module:shared("/*/admin_shell/env");
-shell_env.component_http = shell_env.component_http or {};
-local shell = shell_env.component_http;
-function shell:status(host)
-	local print, count = self.session.print, 0;
-	for name, state in pairs(shell_hosts) do
-		if host == nil or host == name then
-			local running, waiting = state.client:counts();
-			local held = state.durable and (", %d held"):format((state.client:held_counts())) or "";
-			print(("%s: %d in flight, %d queued%s; last error: %s"):format(name, running, waiting, held,
-				state.last_error or "none"));
-			count = count + 1;
-		end
-	end
-	return true, ("%d component host%s"):format(count, count == 1 and "" or "s");
-end
 
 -- The durable delivery of `host`, or nil and why not.
 local function durable_of(host)
@@ -589,35 +586,85 @@ local function durable_of(host)
 	return state.durable;
 end
 
--- component_http:held(host): the waiting stanzas and the dead letters.
-function shell:held(host)
-	local admin, err = durable_of(host);
-	if not admin then return false, err; end
-	return true, ("%d stanzas"):format(admin.list(self.session.print));
-end
+local HOST_ARG = { name = "host", type = "string" };
+local shell_commands = {
+	{ name = "status", args = { HOST_ARG },
+		desc = "POSTs in flight, stanzas queued and held, and the last error of a component host";
+		handler = function (self, host)
+			local print, count = self.session.print, 0;
+			for name, state in pairs(shell_hosts) do
+				if host == nil or host == name then
+					local running, waiting = state.client:counts();
+					local held = state.durable and (", %d held"):format((state.client:held_counts())) or "";
+					print(("%s: %d in flight, %d queued%s; last error: %s"):format(name, running, waiting, held,
+						state.last_error or "none"));
+					count = count + 1;
+				end
+			end
+			return true, ("%d component host%s"):format(count, count == 1 and "" or "s");
+		end };
+	{ name = "held", args = { HOST_ARG };
+		desc = "Durable delivery: the stanzas waiting, and the dead letters";
+		handler = function (self, host)
+			local admin, err = durable_of(host);
+			if not admin then return false, err; end
+			return true, ("%d stanzas"):format(admin.list(self.session.print));
+		end };
+	{ name = "retry", args = { HOST_ARG };
+		desc = "Durable delivery: try every waiting stanza now (probes an open circuit)";
+		handler = function (_, host)
+			local admin, err = durable_of(host);
+			if not admin then return false, err; end
+			return true, ("retrying %d waiting stanzas"):format(admin.retry());
+		end };
+	{ name = "replay", args = { HOST_ARG, { name = "id", type = "string" } };
+		desc = "Durable delivery: dead letters (all, or the one with this id) back to waiting, as if just arrived";
+		handler = function (_, host, id)
+			local admin, err = durable_of(host);
+			if not admin then return false, err; end
+			return true, ("%d dead letters replayed"):format(admin.replay(id));
+		end };
+	{ name = "purge", args = { HOST_ARG, { name = "list", type = "string" }, { name = "id", type = "string" } };
+		desc = 'Durable delivery: give up the "waiting" stanzas (their senders get an error) or delete the "dead"'
+			.." letters; all, or the one with this id";
+		handler = function (_, host, which, id)
+			local admin, err = durable_of(host);
+			if not admin then return false, err; end
+			if which ~= "waiting" and which ~= "dead" then
+				return false, 'say which list: "waiting" or "dead"';
+			end
+			return true, ("%d %s stanzas purged"):format(admin.purge(which, id), which);
+		end };
+};
 
--- component_http:replay(host [, id]): dead letters (one, or all) back to waiting.
-function shell:replay(host, id) -- luacheck: ignore 212/self
-	local admin, err = durable_of(host);
-	if not admin then return false, err; end
-	return true, ("%d dead letters replayed"):format(admin.replay(id));
-end
-
--- component_http:retry(host): try every waiting stanza now.
-function shell:retry(host) -- luacheck: ignore 212/self
-	local admin, err = durable_of(host);
-	if not admin then return false, err; end
-	return true, ("retrying %d waiting stanzas"):format(admin.retry());
-end
-
--- component_http:purge(host, "waiting"|"dead" [, id]): give stanzas up.
-function shell:purge(host, which, id) -- luacheck: ignore 212/self
-	local admin, err = durable_of(host);
-	if not admin then return false, err; end
-	if which ~= "waiting" and which ~= "dead" then
-		return false, 'say which list: "waiting" or "dead"';
+-- Prosody 13 takes shell commands as items, with help and the argument form
+-- (`prosodyctl shell component_http status HOST`), routed to the host named;
+-- 0.12 reads them from the shell's shared environment.
+local have_features, features = pcall(require, "core.features");
+if have_features and features.available:contains("loader") then
+	-- A component inherits few modules: the shell's host part, which takes
+	-- this host's commands, is loaded here when the admin enabled the shell.
+	local enabled = require "core.configmanager".get("*", "modules_enabled");
+	if set.new(type(enabled) == "table" and enabled or {}):contains("admin_shell") then
+		module:depends("admin_shell");
 	end
-	return true, ("%d %s stanzas purged"):format(admin.purge(which, id), which);
+	for _, command in ipairs(shell_commands) do
+		module:add_item("shell-command", {
+			section = "component_http";
+			section_desc = "Deliveries of mod_component_http, and durable delivery's held stanzas";
+			name = command.name;
+			desc = command.desc;
+			args = command.args;
+			host_selector = "host";
+			handler = command.handler;
+		});
+	end
+else
+	local shell_env = module:shared("/*/admin_shell/env");
+	shell_env.component_http = shell_env.component_http or {};
+	for _, command in ipairs(shell_commands) do
+		shell_env.component_http[command.name] = command.handler;
+	end
 end
 
 module:log("info", "Forwarding %s to the web service%s", tostring(kinds),

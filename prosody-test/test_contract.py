@@ -8,10 +8,9 @@ import threading
 import time
 import unittest
 
-from harness import (DOMAIN, NS_STANZAS, Prosody, WebService, echo_handler, free_port,
+from harness import (BACKEND, PROSODY, DOMAIN, NS_STANZAS, Prosody, WebService, echo_handler, free_port,
                      json_reply, stop_web_services, web_services)
 
-BACKEND = os.environ.get("NETWORK_BACKEND", "epoll")
 USERS = ["alice", "bob", "carol"] + [f"user{i}" for i in range(10)]
 
 
@@ -38,6 +37,10 @@ class ContractTest(unittest.TestCase):
             "quick.localhost": {"component_post_url": url + "/quick",
                                 "component_post_timeout": 1,
                                 "component_post_stanzas": ["message", "iq"]},
+            # Prosody 13 reads periods; 0.12 refuses them with one line.
+            "period.localhost": {"component_post_url": url + "/period",
+                                 "component_post_timeout": "1s",
+                                 "component_post_connect_timeout": "2 seconds"},
             "refused.localhost": {"component_post_url": f"http://127.0.0.1:{free_port()}/",
                                   "component_post_stanzas": ["message", "iq"]},
             "iqonly.localhost": {"component_post_url": url + "/iqonly",
@@ -55,7 +58,7 @@ class ContractTest(unittest.TestCase):
             "badsecret.localhost": {"component_post_url": url, "component_post_secret": "whsec_%%%"},
             "badinflight.localhost": {"component_post_url": url, "component_post_max_inflight": 0},
         }
-        cls.prosody = Prosody(cls.components, backend=BACKEND, users=USERS).start()
+        cls.prosody = Prosody(cls.components, users=USERS).start()
         name = "libevent" if BACKEND == "event" else BACKEND
         assert f"using the {name} " in cls.prosody.log(), f"Prosody is not on the {BACKEND} backend"
         cls.alice = cls.prosody.client("alice")
@@ -274,6 +277,27 @@ class ContractTest(unittest.TestCase):
         finally:
             release.set()
 
+    @unittest.skipIf(PROSODY == "0.12", "Prosody 0.12 reads durations as numbers only")
+    def test_durations_as_periods(self):
+        release = threading.Event()
+
+        def slow(request):
+            release.wait(10)
+            return echo_handler(request)
+        self.script(slow)
+        try:
+            self.assertEqual(self.error_to(self.alice, "slow@period.localhost"),
+                             ("wait", "remote-server-timeout", "timed out"))
+        finally:
+            release.set()
+
+    @unittest.skipIf(PROSODY != "0.12", "Prosody 13 reads periods")
+    def test_durations_as_periods_are_refused_by_prosody_0_12(self):
+        lines = [l for l in self.prosody.log().splitlines()
+                 if "on 'period.localhost'" in l and "Error initializing" in l]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn('component_post_timeout = "1s" must be a number of seconds', lines[0])
+
     def test_errors_are_posted_but_never_answered(self):
         self.script(lambda r: json_reply({"body": "answer to an error"}))
         id_ = self.alice.message("loop@bot.localhost", "bounce", type_="error",
@@ -414,7 +438,7 @@ class ContractTest(unittest.TestCase):
         log = self.prosody.log().splitlines()
         for host, needles in [("badurl.localhost", ["component_post_url", "ftp://example.com/x"]),
                               ("nourl.localhost", ["component_post_url is not set"]),
-                              ("badtimeout.localhost", ["component_post_timeout", "soon"]),
+                              ("badtimeout.localhost", ["component_post_timeout = \"soon\" must be a number of seconds"]),
                               ("badkind.localhost", ["component_post_stanzas", "mesage"]),
                               ("badorder.localhost", ["component_post_ordering", "fifo"]),
                               ("badca.localhost", ["component_post_ca_file", "/nonexistent.pem"]),

@@ -6,9 +6,8 @@ import os
 import re
 import unittest
 
-from harness import WAIT, Prosody, WebService, free_port, json_reply
+from harness import PROSODY, SHELL_UNRELIABLE, SHELL_UNRELIABLE_WHY, WAIT, Prosody, WebService, free_port, json_reply
 
-BACKEND = os.environ.get("NETWORK_BACKEND", "epoll")
 
 
 class OperationsTest(unittest.TestCase):
@@ -22,7 +21,7 @@ class OperationsTest(unittest.TestCase):
             "retry.localhost": {"component_post_url": cls.ws.url + "/"},
             "flaky.localhost": {"component_post_url": f"http://127.0.0.1:{cls.flaky_port}/",
                                 "component_post_retries": 0},
-        }, backend=BACKEND, extra_config=[
+        }, extra_config=[
             f"http_ports = {{ {cls.http_port} }}",
             'statistics = "internal"',
             'statistics_interval = "manual"',
@@ -89,7 +88,7 @@ class OperationsTest(unittest.TestCase):
         self.assertEqual(delta("retries_total", host="retry.localhost"), 1)
         self.assertEqual(delta("requests_total", host="retry.localhost", outcome="2xx"), 1)
 
-    @unittest.skipIf(BACKEND == "event", "Prosody 0.12's admin shell is unreliable on libevent")
+    @unittest.skipIf(SHELL_UNRELIABLE, SHELL_UNRELIABLE_WHY)
     def test_status_follows_the_web_service(self):
         self.alice.message("s@flaky.localhost", "down")
         self.alice.expect(lambda s: s.attr.get("type") == "error" and s.attr.get("from") == "s@flaky.localhost")
@@ -104,18 +103,48 @@ class OperationsTest(unittest.TestCase):
             up.stop()
 
 
-    @unittest.skipIf(BACKEND == "event", "Prosody 0.12's admin shell is unreliable on libevent")
+    @unittest.skipIf(SHELL_UNRELIABLE, SHELL_UNRELIABLE_WHY)
     def test_shell_status_command(self):
         self.alice.message("c@flaky.localhost", "down")
         self.alice.expect(lambda s: s.attr.get("type") == "error" and s.attr.get("from") == "c@flaky.localhost")
-        out = self.prosody.prosodyctl("shell", "component_http:status()", check=False).stdout
+        # The Lua form and the argument form.
+        out = self.prosody.shell("component_http:status('retry.localhost')")
         self.assertIn("retry.localhost: 0 in flight, 0 queued; last error: none", out)
-        self.assertRegex(out, r"flaky\.localhost: 0 in flight, 0 queued; last error: \S+ \S+ POST for message")
-        self.assertIn("3 component hosts", out)
-        out = self.prosody.prosodyctl("shell", "component_http:status('retry.localhost')", check=False).stdout
-        self.assertIn("retry.localhost: 0 in flight", out)
         self.assertNotIn("flaky.localhost", out)
         self.assertIn("1 component host", out)
+        out = self.prosody.shell("component_http", "status", "flaky.localhost")
+        self.assertRegex(out, r"flaky\.localhost: 0 in flight, 0 queued; last error: \S+ \S+ POST for message")
+        self.assertNotIn("retry.localhost", out)
+        if PROSODY == "0.12":  # without a host: every host (13 routes a command by its host)
+            out = self.prosody.shell("component_http:status()")
+            self.assertIn("retry.localhost: 0 in flight, 0 queued; last error: none", out)
+            self.assertRegex(out, r"flaky\.localhost: 0 in flight, 0 queued; last error: \S+ \S+ POST for message")
+            self.assertIn("3 component hosts", out)
+
+    @unittest.skipIf(PROSODY == "0.12", "Prosody 0.12's shell help lists only its own sections")
+    def test_shell_help_lists_the_commands(self):
+        sections = self.prosody.shell("help")
+        # (13 cuts section names to 7 characters in this list)
+        self.assertRegex(sections, r"\ncompone\S*\s*\|\s*Deliveries of mod_component_http")
+        # `help component_http` would be read as `help component`: 13.0.1
+        # takes a section name up to its first underscore there.
+        out = self.prosody.shell("help:component_http()")
+        for usage in ["status <host>", "held <host>", "retry <host>", "replay <host> <id>", "purge <host> <list> <id>"]:
+            self.assertIn("component_http " + usage, out)
+        self.assertIn("the last error of a component host", out)
+        self.assertIn("5 command(s) listed", out)
+
+    @unittest.skipIf(SHELL_UNRELIABLE, SHELL_UNRELIABLE_WHY)
+    def test_shell_commands_follow_a_reload(self):
+        """After a reload the commands show the new instance of the module."""
+        self.ws.handler = lambda r: (404, {}, b"")
+        self.alice.message("r@retry.localhost", "x")
+        self.alice.expect(lambda s: s.attr.get("type") == "error" and s.attr.get("from") == "r@retry.localhost")
+        self.assertIn("last error: ", self.prosody.shell("component_http", "status", "retry.localhost"))
+        self.assertNotIn("last error: none", self.prosody.shell("component_http", "status", "retry.localhost"))
+        self.prosody.reload_module("retry.localhost")
+        out = self.prosody.shell("component_http", "status", "retry.localhost")
+        self.assertIn("retry.localhost: 0 in flight, 0 queued; last error: none", out)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,8 @@ import sys
 import time
 import unittest
 
-from harness import DOMAIN, ROOT, Prosody, WebService, echo_handler, free_port
+from harness import DOMAIN, PROSODY, ROOT, Prosody, WebService, echo_handler, free_port
 
-BACKEND = os.environ.get("NETWORK_BACKEND", "epoll")
 TOKEN = "push-s3cret-token"
 PATH = "/component_http"
 
@@ -40,13 +39,13 @@ class PushTest(unittest.TestCase):
             "bot.localhost": {"component_post_url": url, "component_push_token": TOKEN,
                               "component_push_rate": 1000},
             "slowiq.localhost": {"component_post_url": url, "component_push_token": TOKEN,
-                                 "component_push_timeout": 1, "component_push_rate": 1000},
+                                 "component_push_timeout": 1 if PROSODY == "0.12" else "1s", "component_push_rate": 1000},
             "limited.localhost": {"component_post_url": url, "component_push_token": TOKEN,
                                   "component_push_rate": 2},
             "small.localhost": {"component_post_url": url, "component_push_token": TOKEN,
                                 "component_push_max_size": 200},
             "nopush.localhost": {"component_post_url": url},
-        }, backend=BACKEND, extra_config=[f"http_ports = {{ {cls.http_port} }}"]).start()
+        }, extra_config=[f"http_ports = {{ {cls.http_port} }}"]).start()
         cls.alice = cls.prosody.client("alice")
 
     @classmethod

@@ -102,6 +102,11 @@ deps-bench: deps
 		echo "Installing Debian package: nginx-light"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; }
 
+# `make test` in a throwaway Debian 12 root made by debootstrap, where only
+# what `make deps` installs is there: proves a fresh machine passes.
+test-fresh:
+	prosody-test/test-fresh
+
 bench: deps-bench build
 	cd prosody-test && $(PYTHON) bench.py
 
@@ -109,7 +114,8 @@ bench: deps-bench build
 soak: deps-bench build
 	cd prosody-test && $(PYTHON) bench.py soak $(or $(SOAK_SECONDS),300)
 
-run: deps build
+# PROSODY=13 make run: the same on Prosody 13.
+run: deps build $(if $(filter 13,$(PROSODY)),prosody13)
 	$(PYTHON) prosody-test/run_local.py
 
 test: deps build $(SPEC_LIBS) prosody13

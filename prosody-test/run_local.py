@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from harness import DOMAIN, PASSWORD, ROOT, Prosody, free_port
+from harness import DOMAIN, PASSWORD, PROSODY, ROOT, Prosody, free_port
 
 USER = "me"
 BOT = "bot.localhost"
@@ -44,7 +44,7 @@ def main():
         prosody.start()
         port = prosody.c2s_port
         print(f"""
-Prosody is running on 127.0.0.1 with mod_component_http on {BOT},
+Prosody {PROSODY} is running on 127.0.0.1 with mod_component_http on {BOT},
 backed by the echo bot (examples/echo_bot.py) at http://127.0.0.1:{bot_port}/.
 
 Connect with any XMPP client:

@@ -3,14 +3,13 @@
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
 import time
 import unittest
 
-from harness import BACKEND, PROSODYCTL, PROSODY_BIN, ROOT, WAIT, Prosody, WebService, echo_handler
+from harness import PROSODYCTL, PROSODY_BIN, ROOT, WAIT, Prosody, WebService, echo_handler
 
 
 
@@ -238,14 +237,7 @@ class DaemonizedTest(unittest.TestCase):
             client.close()
         finally:
             if pid:
-                os.kill(pid, signal.SIGTERM)
-                deadline = time.monotonic() + WAIT
-                while time.monotonic() < deadline:
-                    try:
-                        os.kill(pid, 0)
-                        time.sleep(0.05)
-                    except ProcessLookupError:
-                        break
+                prosody.stop_daemon(pid)
             prosody.cleanup()
             ws.stop()
 

@@ -1,6 +1,6 @@
-"""End-to-end: every rule of SPEC.md against a real Prosody, a real web
-service and a real XMPP client. The network backend comes from
-NETWORK_BACKEND (epoll, select, event)."""
+"""End-to-end: every rule of docs/contract.md §1–§7 against a real Prosody,
+a real web service and a real XMPP client (Prosody and network backend
+from the harness)."""
 
 import json
 import os

@@ -1,4 +1,4 @@
-//! The module's options, validated once at load (SPEC §1–§2 and the
+//! The module's options, validated once at load (docs/contract.md §1–§2 and the
 //! delivery options). Every error names the option and, unless it is secret,
 //! the bad value, so the admin's one log line says what to fix.
 

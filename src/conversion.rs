@@ -1,5 +1,5 @@
-//! Stanza → request JSON (SPEC §3) and HTTP answer → what the sender gets
-//! (SPEC §4–§6).
+//! Stanza → request JSON (docs/contract.md §3) and HTTP answer → what the sender gets
+//! (docs/contract.md §4–§6).
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -79,12 +79,12 @@ impl Envelope {
         self.stanza_type.as_deref() == Some(t)
     }
 
-    /// An IQ get/set, which must get exactly one answer (SPEC §6).
+    /// An IQ get/set, which must get exactly one answer (docs/contract.md §6).
     pub fn is_iq_request(&self) -> bool {
         self.kind == Kind::Iq && (self.type_is("get") || self.type_is("set"))
     }
 
-    /// Loop guard (SPEC §5): errors and IQ results are never answered.
+    /// Loop guard (docs/contract.md §5): errors and IQ results are never answered.
     pub fn may_be_answered(&self) -> bool {
         !(self.type_is("error") || (self.kind == Kind::Iq && self.type_is("result")))
     }
@@ -143,7 +143,7 @@ struct RequestBody<'a> {
     id: Option<&'a str>,
 }
 
-/// Builds the request for `stanza` (SPEC §3).
+/// Builds the request for `stanza` (docs/contract.md §3).
 pub fn request(stanza: &Element) -> Result<Request, ConversionError> {
     let envelope = Envelope::of(stanza)?;
     let body = match envelope.kind {
@@ -256,8 +256,8 @@ pub fn outcome(
     outcome
 }
 
-/// The reply an HTTP answer asks for, if any (SPEC §4), with IQ answers given
-/// the request's id (SPEC §6).
+/// The reply an HTTP answer asks for, if any (docs/contract.md §4), with IQ answers given
+/// the request's id (docs/contract.md §6).
 pub fn reply_for(
     envelope: &Envelope,
     host: &str,
@@ -410,7 +410,7 @@ pub(crate) fn json_type_name(value: &Value) -> &'static str {
     }
 }
 
-/// `application/json`, with or without parameters (SPEC §4, §8.3).
+/// `application/json`, with or without parameters (docs/contract.md §4, §8.3).
 pub fn is_json(content_type: Option<&str>) -> bool {
     media_type(content_type).is_some_and(|m| m.eq_ignore_ascii_case("application/json"))
 }

@@ -1,4 +1,4 @@
-//! Stanza errors, and how an HTTP status maps to one (SPEC §5).
+//! Stanza errors, and how an HTTP status maps to one (docs/contract.md §5).
 
 use std::fmt;
 
@@ -142,7 +142,7 @@ pub enum DeliveryError {
 }
 
 impl DeliveryError {
-    /// What the sender is told (SPEC §5).
+    /// What the sender is told (docs/contract.md §5).
     pub fn stanza_error(&self) -> StanzaError {
         use ErrorType::*;
         match self {

@@ -1,6 +1,6 @@
 //! What the component answers on its own, without the web service: presence
-//! as an always-online contact (SPEC §7), and ping / disco#info for IQs when
-//! IQs are not forwarded (SPEC §6).
+//! as an always-online contact (docs/contract.md §7), and ping / disco#info for IQs when
+//! IQs are not forwarded (docs/contract.md §6).
 
 use crate::conversion::Envelope;
 use crate::errors::{ErrorType, StanzaError};

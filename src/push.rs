@@ -1,5 +1,5 @@
-//! The push endpoint: the web service POSTs a stanza (the reply JSON of
-//! SPEC §4, or raw XML) and the component sends it on its own.
+//! The push endpoint (docs/contract.md §10): the web service POSTs a stanza
+//! (the reply JSON of §4, or raw XML) and the component sends it on its own.
 
 use serde_json::Value;
 use thiserror::Error;

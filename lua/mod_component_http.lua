@@ -586,6 +586,15 @@ local function durable_of(host)
 	return state.durable;
 end
 
+-- A command on the durable delivery of the host it names.
+local function durable_command(run)
+	return function (self, host, ...)
+		local admin, err = durable_of(host);
+		if not admin then return false, err; end
+		return run(self, admin, ...);
+	end
+end
+
 local HOST_ARG = { name = "host", type = "string" };
 local shell_commands = {
 	{ name = "status", args = { HOST_ARG },
@@ -605,36 +614,28 @@ local shell_commands = {
 		end };
 	{ name = "held", args = { HOST_ARG };
 		desc = "Durable delivery: the stanzas waiting, and the dead letters";
-		handler = function (self, host)
-			local admin, err = durable_of(host);
-			if not admin then return false, err; end
+		handler = durable_command(function (self, admin)
 			return true, ("%d stanzas"):format(admin.list(self.session.print));
-		end };
+		end) };
 	{ name = "retry", args = { HOST_ARG };
 		desc = "Durable delivery: try every waiting stanza now (probes an open circuit)";
-		handler = function (_, host)
-			local admin, err = durable_of(host);
-			if not admin then return false, err; end
+		handler = durable_command(function (_, admin)
 			return true, ("retrying %d waiting stanzas"):format(admin.retry());
-		end };
+		end) };
 	{ name = "replay", args = { HOST_ARG, { name = "id", type = "string" } };
 		desc = "Durable delivery: dead letters (all, or the one with this id) back to waiting, as if just arrived";
-		handler = function (_, host, id)
-			local admin, err = durable_of(host);
-			if not admin then return false, err; end
+		handler = durable_command(function (_, admin, id)
 			return true, ("%d dead letters replayed"):format(admin.replay(id));
-		end };
+		end) };
 	{ name = "purge", args = { HOST_ARG, { name = "list", type = "string" }, { name = "id", type = "string" } };
 		desc = 'Durable delivery: give up the "waiting" stanzas (their senders get an error) or delete the "dead"'
 			.." letters; all, or the one with this id";
-		handler = function (_, host, which, id)
-			local admin, err = durable_of(host);
-			if not admin then return false, err; end
+		handler = durable_command(function (_, admin, which, id)
 			if which ~= "waiting" and which ~= "dead" then
 				return false, 'say which list: "waiting" or "dead"';
 			end
 			return true, ("%d %s stanzas purged"):format(admin.purge(which, id), which);
-		end };
+		end) };
 };
 
 -- Prosody 13 takes shell commands as items, with help and the argument form

@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use thiserror::Error;
 
-use crate::errors::{DeliveryError, LogLevel};
+use crate::errors::{status_class, DeliveryError, LogLevel};
 use crate::jid;
 use crate::xml::{self, Element};
 
@@ -197,17 +197,6 @@ pub struct Outcome {
     pub retries: u32,
     /// Durable delivery: what Prosody's storage must do for this stanza.
     pub storage: Option<crate::durable::Storage>,
-}
-
-/// The metrics label of an HTTP status: its class.
-pub fn status_class(status: u16) -> &'static str {
-    match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    }
 }
 
 /// Decides what the sender of `envelope` gets, given how its POST went.

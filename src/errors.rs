@@ -182,7 +182,7 @@ impl DeliveryError {
         match self {
             DeliveryError::Timeout => "timeout",
             DeliveryError::Connection(_) => "unreachable",
-            DeliveryError::Status { status, .. } => crate::conversion::status_class(*status),
+            DeliveryError::Status { status, .. } => status_class(*status),
             DeliveryError::InvalidReply(_) | DeliveryError::ForeignFrom(_) => "invalid_reply",
             DeliveryError::TooLarge(_) => "too_large",
             DeliveryError::Cancelled(_) => "cancelled",
@@ -228,6 +228,17 @@ impl LogLevel {
             LogLevel::Warn => "warn",
             LogLevel::Error => "error",
         }
+    }
+}
+
+/// The metrics label of an HTTP status: its class.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
     }
 }
 

@@ -10,6 +10,7 @@ Standard library only. Every process started here is ended here, by its PID.
 """
 
 import base64
+import http.client
 import http.server
 import json
 import os
@@ -90,8 +91,12 @@ class Prosody:
 
     def __init__(self, components, backend=BACKEND, users=("alice", "bob", "carol"), c2s_port=None,
                  component_module="component_http", log_level="debug", extra_config=(),
-                 plugin_dir=PLUGIN_DIR):
+                 plugin_dir=PLUGIN_DIR, http=False, metrics=False):
+        """`http`: Prosody's HTTP server on `self.http_port`; `metrics`: also
+        its statistics, served by mod_http_openmetrics (see `metric`)."""
         self.backend = backend
+        self.http_port = free_port() if http or metrics else None
+        self.metrics_on = metrics
         self.plugin_dir = plugin_dir
         self.extra_config = extra_config
         self.component_module = component_module
@@ -136,6 +141,12 @@ class Prosody:
             'authentication = "internal_plain"',
             'storage = "internal"',
         ]
+        if self.http_port:
+            lines[lines.index("http_ports = { }")] = f"http_ports = {{ {self.http_port} }}"
+        if self.metrics_on:
+            modules = next(i for i, line in enumerate(lines) if line.startswith("modules_enabled"))
+            lines[modules] = lines[modules].replace(" }", ', "http_openmetrics" }')
+            lines += ['statistics = "internal"', 'statistics_interval = "manual"']
         # Options in extra_config replace the defaults above.
         overridden = {line.split("=")[0].strip() for line in self.extra_config}
         lines = [line for line in lines if line.split("=")[0].strip() not in overridden]
@@ -234,6 +245,25 @@ class Prosody:
             time.sleep(0.02)
         raise AssertionError(f"reload #{seq} of {name} on {host} did not happen")
 
+    def metrics(self):
+        """Prosody's /metrics (mod_http_openmetrics), as text."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=WAIT)
+        try:
+            conn.request("GET", "/metrics", headers={"Host": DOMAIN})
+            response = conn.getresponse()
+            if response.status != 200:
+                raise AssertionError(f"/metrics answered {response.status}")
+            return response.read().decode()
+        finally:
+            conn.close()
+
+    def metric(self, name, text=None, **labels):
+        """One of this module's metrics (`name` after its
+        prosody_mod_component_http__ prefix) with these labels, from `text`
+        (a `metrics()` snapshot) or read now; 0 when absent."""
+        return metric_value(self.metrics() if text is None else text,
+                            "prosody_mod_component_http__" + name, **labels)
+
     def log(self):
         try:
             with open(self.log_file) as f:
@@ -243,6 +273,14 @@ class Prosody:
 
     def client(self, user, resource="test"):
         return XmppClient(self.c2s_port, f"{user}@{DOMAIN}", resource).connect()
+
+
+def metric_value(text, name, **labels):
+    """The value of metric `name` with these labels in OpenMetrics `text`."""
+    for line in text.splitlines():
+        if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 class WebService:

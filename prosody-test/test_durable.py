@@ -4,7 +4,6 @@ back: everything arrives once, in order per conversation, and no sender
 sees an error. Run with Prosody's internal storage and with SQLite."""
 
 import glob
-import http.client
 import os
 import re
 import sqlite3
@@ -53,29 +52,11 @@ class DurableInternalTest(unittest.TestCase):
             service.stop()
 
     def start(self, components):
-        self.http_port = free_port()
-        metrics = (
-            f"http_ports = {{ {self.http_port} }}",
-            'statistics = "internal"',
-            'statistics_interval = "manual"',
-            'modules_enabled = { "roster", "saslauth", "ping", "admin_shell", "test_reload", "http_openmetrics" }',
-        )
-        self.prosody = Prosody(components, extra_config=self.STORAGE + metrics).start()
+        self.prosody = Prosody(components, extra_config=self.STORAGE, metrics=True).start()
         return self.prosody
 
     def metric(self, name, **labels):
-        """One value from Prosody's /metrics (mod_http_openmetrics)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=WAIT)
-        try:
-            conn.request("GET", "/metrics", headers={"Host": "localhost"})
-            text = conn.getresponse().read().decode()
-        finally:
-            conn.close()
-        for line in text.splitlines():
-            if line.startswith("prosody_mod_component_http__" + name) and \
-                    all(f'{k}="{v}"' in line for k, v in labels.items()):
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
+        return self.prosody.metric(name, **labels)
 
     def service(self, port, handler=None):
         service = WebService(handler=handler, port=port)

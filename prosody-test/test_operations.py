@@ -1,12 +1,10 @@
 """End-to-end: what an admin sees. Metrics through Prosody's OpenMetrics
 endpoint, and the module's status following the web service."""
 
-import http.client
-import os
 import re
 import unittest
 
-from harness import PROSODY, SHELL_UNRELIABLE, SHELL_UNRELIABLE_WHY, WAIT, Prosody, WebService, free_port, json_reply
+from harness import PROSODY, SHELL_UNRELIABLE, SHELL_UNRELIABLE_WHY, Prosody, WebService, free_port, json_reply
 
 
 
@@ -14,19 +12,13 @@ class OperationsTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.ws = WebService()
-        cls.http_port = free_port()
         cls.flaky_port = free_port()  # nothing listens here until a test says so
         cls.prosody = Prosody({
             "bot.localhost": {"component_post_url": cls.ws.url + "/", "component_post_retries": 0},
             "retry.localhost": {"component_post_url": cls.ws.url + "/"},
             "flaky.localhost": {"component_post_url": f"http://127.0.0.1:{cls.flaky_port}/",
                                 "component_post_retries": 0},
-        }, extra_config=[
-            f"http_ports = {{ {cls.http_port} }}",
-            'statistics = "internal"',
-            'statistics_interval = "manual"',
-            'modules_enabled = { "roster", "saslauth", "ping", "admin_shell", "test_reload", "http_openmetrics" }',
-        ]).start()
+        }, metrics=True).start()
         cls.alice = cls.prosody.client("alice")
 
     @classmethod
@@ -37,32 +29,13 @@ class OperationsTest(unittest.TestCase):
         cls.ws.stop()
         assert alive, "Prosody died"
 
-    def metrics(self):
-        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=WAIT)
-        try:
-            conn.request("GET", "/metrics", headers={"Host": "localhost"})
-            response = conn.getresponse()
-            self.assertEqual(response.status, 200)
-            return response.read().decode()
-        finally:
-            conn.close()
-
-    def value(self, text, name, **labels):
-        for line in text.splitlines():
-            if not line.startswith(name):
-                continue
-            if all(f'{k}="{v}"' in line for k, v in labels.items()):
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
-
     def status(self, host):
         result = self.prosody.prosodyctl("shell", f"module:info('component_http', '{host}')", check=False)
         match = re.search(r"status: \[(\w+)\] (.*)", result.stdout)
         return match.groups() if match else None
 
     def test_metrics_count_outcomes_latency_and_retries(self):
-        name = "prosody_mod_component_http__"
-        before = self.metrics()
+        before = self.prosody.metrics()
         self.ws.handler = lambda r: json_reply({"body": "ok"})
         for _ in range(3):
             self.alice.message("m@bot.localhost", "x")
@@ -75,13 +48,15 @@ class OperationsTest(unittest.TestCase):
         self.ws.handler = lambda r: (503, {}, b"") if r["attempt"] == 1 else json_reply({"body": "ok"})
         self.alice.message("m@retry.localhost", "x")
         self.alice.expect(lambda s: s.attr.get("from") == "m@retry.localhost")
-        after = self.metrics()
+        after = self.prosody.metrics()
         host = "bot.localhost"
-        delta = lambda metric, **labels: self.value(after, name + metric, **labels) - self.value(before, name + metric, **labels)
+        delta = lambda metric, **labels: (self.prosody.metric(metric, after, **labels)
+                                          - self.prosody.metric(metric, before, **labels))
         self.assertEqual(delta("requests_total", host=host, outcome="2xx"), 3)
         self.assertEqual(delta("requests_total", host=host, outcome="4xx"), 1)
         self.assertEqual(delta("requests_total", host="flaky.localhost", outcome="unreachable"), 1)
         self.assertEqual(delta("duration_seconds_count", host=host), 4)
+        name = "prosody_mod_component_http__"
         self.assertIn(name + "duration_seconds_bucket", after)
         for gauge in ["in_flight", "queued"]:
             self.assertIn(f'{name}{gauge}{{host="{host}"}} 0', after)

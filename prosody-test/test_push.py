@@ -33,7 +33,6 @@ class PushTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.ws = WebService()
-        cls.http_port = free_port()
         url = cls.ws.url + "/"
         cls.prosody = Prosody({
             "bot.localhost": {"component_post_url": url, "component_push_token": TOKEN,
@@ -45,7 +44,8 @@ class PushTest(unittest.TestCase):
             "small.localhost": {"component_post_url": url, "component_push_token": TOKEN,
                                 "component_push_max_size": 200},
             "nopush.localhost": {"component_post_url": url},
-        }, extra_config=[f"http_ports = {{ {cls.http_port} }}"]).start()
+        }, http=True).start()
+        cls.http_port = cls.prosody.http_port
         cls.alice = cls.prosody.client("alice")
 
     @classmethod

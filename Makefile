@@ -36,7 +36,11 @@ PROSODY13 := .cache/prosody-13.0.1
 
 all: build
 
-build: $(PLUGIN)/mod_component_http.lua $(PLUGIN)/component_http.so
+# The module's Lua files beside its main file (module:require'd).
+LIBS := push durable shell
+PLUGIN_FILES := mod_component_http.lua $(LIBS:%=%.lib.lua) component_http.so
+
+build: $(PLUGIN_FILES:%=$(PLUGIN)/%)
 
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 
@@ -46,6 +50,9 @@ $(PLUGIN)/mod_component_http.lua: lua/mod_component_http.lua Cargo.toml
 
 # `install` writes a new file and renames it over the old one: a running
 # Prosody that has the old library mapped is never written into.
+$(PLUGIN)/%.lib.lua: lua/%.lib.lua
+	install -D -m 644 $< $@
+
 $(PLUGIN)/component_http.so: FORCE
 	cargo build --release --no-default-features --features "module $(LUA_FEATURE)"
 	install -D -m 755 target/release/libcomponent_http.so $@
@@ -75,7 +82,7 @@ rock: build
 install: build
 	@test -n "$(PLUGIN_DIR)" || { echo "usage: make install PLUGIN_DIR=<a directory in plugin_paths>"; exit 1; }
 	mkdir -p $(PLUGIN_DIR)/mod_component_http
-	for f in mod_component_http.lua component_http.so; do \
+	for f in $(PLUGIN_FILES); do \
 		cp $(PLUGIN)/$$f $(PLUGIN_DIR)/mod_component_http/.$$f.new && \
 		mv -f $(PLUGIN_DIR)/mod_component_http/.$$f.new $(PLUGIN_DIR)/mod_component_http/$$f || exit 1; \
 	done

@@ -30,6 +30,11 @@ build = {
 	install = {
 		lua = {
 			["mod_component_http"] = "build/mod_component_http/mod_component_http.lua",
+			-- share/lua/5.4/mod_component_http/push.lua and so on, where
+			-- Prosody's module:require("push") looks in a luarocks tree.
+			["mod_component_http.push"] = "build/mod_component_http/push.lib.lua",
+			["mod_component_http.durable"] = "build/mod_component_http/durable.lib.lua",
+			["mod_component_http.shell"] = "build/mod_component_http/shell.lib.lua",
 		},
 		lib = {
 			["component_http"] = "build/mod_component_http/component_http.so",

@@ -125,7 +125,9 @@ class InstallTest(unittest.TestCase):
                                              cwd=ROOT, check=True, capture_output=True, timeout=600)
             install()
             installed = os.path.join(plugins, "mod_component_http")
-            self.assertEqual(sorted(os.listdir(installed)), ["component_http.so", "mod_component_http.lua"])
+            self.assertEqual(sorted(os.listdir(installed)),
+                             ["component_http.so", "durable.lib.lua", "mod_component_http.lua",
+                              "push.lib.lua", "shell.lib.lua"])
             prosody = Prosody({"bot.localhost": {"component_post_url": ws.url + "/"}},
                               plugin_dir=plugins).start()
             alice = prosody.client("alice")
@@ -171,7 +173,11 @@ class LuarocksTest(unittest.TestCase):
         self.ws = WebService()
         self.dir = tempfile.mkdtemp(prefix="rocks-")
         self.tree = os.path.join(self.dir, "tree")
-        self.prosody = Prosody({"bot.localhost": {"component_post_url": self.ws.url + "/"}},
+        # With a push token and durable delivery, so every Lua file of the
+        # module is loaded from the tree.
+        self.prosody = Prosody({"bot.localhost": {"component_post_url": self.ws.url + "/",
+                                                  "component_push_token": "rock-token",
+                                                  "component_post_durable": True}},
                                plugin_dir=os.path.join(self.dir, "none"),
                                extra_config=[f'installer_plugin_path = "{self.tree}"'])
 

@@ -1,0 +1,158 @@
+-- Durable delivery's storage (docs/contract.md §11). Stanzas the web
+-- service could not take are kept in Prosody's storage (as the admin
+-- configured it), keyed by delivery id, until delivered or given up; given-up
+-- ones stay in a dead-letter store. The native library decides what is held;
+-- this writes what it says, reads the stores back at load, and does the admin
+-- shell's list, replay, retry and purge.
+
+local WAITING, DEAD = "component_http_waiting", "component_http_dead";
+
+local function store_set(store, id, value)
+	local ok, done, err = pcall(store.set, store, id, value);
+	if not (ok and done) then
+		module:log("error", "Storage of held stanza %s failed: %s", id, tostring(ok and err or done));
+	end
+end
+
+-- Every record of a store, as { id=, stanza=, received=, ... }, oldest first.
+local function stored(store)
+	local records = {};
+	local ok, err = pcall(function ()
+		for id in store:users() do
+			local data = store:get(id);
+			if type(data) == "table" and data.stanza then
+				data.id = id;
+				table.insert(records, data);
+			end
+		end
+	end);
+	if not ok then
+		module:log("error", "Reading held stanzas from storage failed: %s", tostring(err));
+	end
+	table.sort(records, function (a, b) return (a.received or 0) < (b.received or 0); end);
+	return records;
+end
+
+-- How many records a store has, without reading them.
+local function count_records(store)
+	local n = 0;
+	local ok, err = pcall(function ()
+		for _ in store:users() do
+			n = n + 1;
+		end
+	end);
+	if not ok then
+		module:log("error", "Counting held stanzas in storage failed: %s", tostring(err));
+	end
+	return n;
+end
+
+local function brief(record)
+	local stanza = record.stanza:gsub("%s+", " ");
+	if #stanza > 120 then
+		stanza = stanza:sub(1, 117).."...";
+	end
+	return ("%s  %s  %s"):format(record.id, os.date("!%Y-%m-%dT%H:%M:%SZ",
+		math.floor((record.received or 0) / 1000)), stanza);
+end
+
+local durable = {};
+
+-- Durable delivery on: opens the stores, hands what they hold to `client`
+-- for delivery, and returns { apply = (storage ops from drained outcomes),
+-- dead_count = (), admin = { list, replay, purge, retry } }.
+function durable.open(client)
+	local waiting_store = module:open_store(WAITING);
+	local dead_store = module:open_store(DEAD);
+	local dead_count = count_records(dead_store);
+
+	local function apply_storage(ops)
+		for i = 1, #ops do
+			local op = ops[i];
+			if op.op == "hold" then
+				store_set(waiting_store, op.id, { stanza = op.stanza, received = op.received });
+			elseif op.op == "forget" then
+				store_set(waiting_store, op.id, nil);
+			elseif op.op == "dead" then
+				store_set(dead_store, op.id, { stanza = op.stanza, received = op.received,
+					died = os.time(), reason = op.reason });
+				store_set(waiting_store, op.id, nil);
+				dead_count = dead_count + 1;
+			end
+		end
+	end
+
+	local admin = {};
+
+	function admin.list(print)
+		local records, open = client:held();
+		print(("waiting: %d%s"):format(#records, open and " (circuit open)" or ""));
+		for _, record in ipairs(records) do
+			print("  "..brief(record));
+		end
+		local dead = stored(dead_store);
+		print(("dead letters: %d"):format(#dead));
+		for _, record in ipairs(dead) do
+			print("  "..brief(record).."  ("..tostring(record.reason)..")");
+		end
+		return #records + #dead;
+	end
+
+	-- Dead letters back to the waiting list, as if they arrived now.
+	function admin.replay(id)
+		local replayed = {};
+		for _, record in ipairs(stored(dead_store)) do
+			if id == nil or record.id == id then
+				table.insert(replayed, { id = record.id, stanza = record.stanza, received = record.received });
+				store_set(dead_store, record.id, nil);
+				dead_count = dead_count - 1;
+			end
+		end
+		client:restore(replayed, true);
+		return #replayed;
+	end
+
+	function admin.purge(which, id)
+		if which == "waiting" then
+			return client:purge(id); -- senders get an error through the fd
+		end
+		local purged = 0;
+		for _, record in ipairs(stored(dead_store)) do
+			if id == nil or record.id == id then
+				store_set(dead_store, record.id, nil);
+				dead_count = dead_count - 1;
+				purged = purged + 1;
+			end
+		end
+		return purged;
+	end
+
+	function admin.retry()
+		client:retry_held();
+		local count = client:held_counts();
+		return count;
+	end
+
+	local records = stored(waiting_store);
+	client:restore(records, false);
+	if #records > 0 then
+		module:log("info", "Delivering %d stanzas held from before", #records);
+	end
+	return {
+		apply = apply_storage;
+		dead_count = function () return dead_count; end;
+		admin = admin;
+	};
+end
+
+-- Durable delivery off: stanzas held while it was on are kept, not
+-- delivered, and the admin hears how many at each load.
+function durable.warn_if_held()
+	local held = count_records(module:open_store(WAITING));
+	if held > 0 then
+		module:log("warn", "%d stanzas held by component_post_durable wait in storage:"
+			.." set it to true again to deliver them", held);
+	end
+end
+
+return durable;

@@ -1,0 +1,106 @@
+-- The push endpoint (docs/contract.md §10): the web service POSTs a stanza
+-- to Prosody's HTTP server and the component sends it as its own. Only
+-- loaded when component_push_token is set.
+
+local json = require "util.json";
+local jid_prep = require "util.jid".prep;
+local throttle = require "util.throttle";
+
+-- `body`: a table to encode, or JSON text already made.
+local function json_response(response, status, body)
+	response.status_code = status;
+	response.headers.content_type = "application/json";
+	return type(body) == "string" and body or json.encode(body);
+end
+
+local push = {};
+
+-- Serves /component_http on this host: `client` checks credentials and reads
+-- the body, `send` sends a stanza as the component; `rate` pushes a second,
+-- `timeout` seconds for a pushed IQ's answer. Returns { answer = (an IQ
+-- result or error: true if it answered a pushed IQ, now sent back over
+-- HTTP), cancel = (every pushed IQ still waiting gets 503 and `why`) }.
+function push.serve(client, native, send, rate, timeout)
+	-- IQs pushed and waiting for their answer: id -> { response, timer }.
+	local pushed_iqs = {};
+	local push_throttle = throttle.create(rate, 1);
+
+	-- An answer to a pushed IQ goes back to the HTTP request that sent it.
+	local function answer_pushed_iq(stanza)
+		local waiting = pushed_iqs[stanza.attr.id];
+		if not waiting then
+			return false;
+		end
+		pushed_iqs[stanza.attr.id] = nil;
+		waiting.timer:stop();
+		local ok, answer = pcall(native.request_json, stanza);
+		waiting.response:send(json_response(waiting.response, ok and 200 or 502,
+			ok and answer or { error = "the answer could not be read" }));
+		return true;
+	end
+
+	local function handle_push(event)
+		local request, response = event.request, event.response;
+		local headers, body = request.headers, request.body or "";
+		local status, why = client:push_authorize(headers.authorization, headers.webhook_id,
+			headers.webhook_timestamp, headers.webhook_signature, body);
+		if status then
+			if status == 401 then
+				response.headers.www_authenticate = "Bearer";
+			end
+			return json_response(response, status, { error = why });
+		end
+		if not push_throttle:poll(1) then
+			response.headers.retry_after = "1";
+			return json_response(response, 429, { error = "too many pushes, slow down" });
+		end
+		local stanza;
+		stanza, status, why = client:push_stanza(headers.content_type, body);
+		if not stanza then
+			return json_response(response, status, { error = why });
+		end
+		local to = jid_prep(stanza.attr.to);
+		if not to then
+			return json_response(response, 400, { error = "invalid JID in 'to'" });
+		end
+		stanza.attr.to = to;
+		local id = stanza.attr.id;
+		if stanza.name == "iq" and (stanza.attr.type == "get" or stanza.attr.type == "set") then
+			if pushed_iqs[id] then
+				return json_response(response, 409, { error = "an iq with this id is still waiting" });
+			end
+			pushed_iqs[id] = {
+				response = response;
+				timer = module:add_timer(timeout, function ()
+					if pushed_iqs[id] and pushed_iqs[id].response == response then
+						pushed_iqs[id] = nil;
+						response:send(json_response(response, 504, { error = "no answer to the iq in time" }));
+					end
+				end);
+			};
+			send(stanza);
+			return true; -- answered when the iq's answer arrives
+		end
+		send(stanza);
+		return json_response(response, 202, { id = id });
+	end
+
+	module:depends("http");
+	module:provides("http", {
+		-- Server to server: no browser needs to reach it.
+		cors = { enabled = false };
+		route = { ["POST"] = handle_push };
+	});
+
+	local function cancel(why)
+		for id, waiting in pairs(pushed_iqs) do
+			pushed_iqs[id] = nil;
+			waiting.timer:stop();
+			waiting.response:send(json_response(waiting.response, 503, { error = why }));
+		end
+	end
+
+	return { answer = answer_pushed_iq, cancel = cancel };
+end
+
+return push;

@@ -1,0 +1,118 @@
+-- The admin shell's component_http section: status, and durable delivery's
+-- held, retry, replay and purge. Every command names the component host
+-- first; `status` without one (Prosody 0.12 only) lists them all.
+
+local set = require "util.set";
+
+-- Each component host of this module: { client =, durable = (the admin
+-- functions of durable.lib.lua, with durable delivery), last_error = }.
+local shell_hosts = module:shared("/*/component_http/hosts");
+
+-- The durable delivery of `host`, or nil and why not.
+local function durable_of(host)
+	local state = shell_hosts[host or ""];
+	if not state then
+		return nil, "no component_http host "..tostring(host);
+	elseif not state.durable then
+		return nil, host.." does not have component_post_durable = true";
+	end
+	return state.durable;
+end
+
+-- A command on the durable delivery of the host it names.
+local function durable_command(run)
+	return function (self, host, ...)
+		local admin, err = durable_of(host);
+		if not admin then return false, err; end
+		return run(self, admin, ...);
+	end
+end
+
+local HOST_ARG = { name = "host", type = "string" };
+local shell_commands = {
+	{ name = "status", args = { HOST_ARG },
+		desc = "POSTs in flight, stanzas queued and held, and the last error of a component host";
+		handler = function (self, host)
+			local print, count = self.session.print, 0;
+			for name, state in pairs(shell_hosts) do
+				if host == nil or host == name then
+					local running, waiting = state.client:counts();
+					local held = state.durable and (", %d held"):format((state.client:held_counts())) or "";
+					print(("%s: %d in flight, %d queued%s; last error: %s"):format(name, running, waiting, held,
+						state.last_error or "none"));
+					count = count + 1;
+				end
+			end
+			return true, ("%d component host%s"):format(count, count == 1 and "" or "s");
+		end };
+	{ name = "held", args = { HOST_ARG };
+		desc = "Durable delivery: the stanzas waiting, and the dead letters";
+		handler = durable_command(function (self, admin)
+			return true, ("%d stanzas"):format(admin.list(self.session.print));
+		end) };
+	{ name = "retry", args = { HOST_ARG };
+		desc = "Durable delivery: try every waiting stanza now (probes an open circuit)";
+		handler = durable_command(function (_, admin)
+			return true, ("retrying %d waiting stanzas"):format(admin.retry());
+		end) };
+	{ name = "replay", args = { HOST_ARG, { name = "id", type = "string" } };
+		desc = "Durable delivery: dead letters (all, or the one with this id) back to waiting, as if just arrived";
+		handler = durable_command(function (_, admin, id)
+			return true, ("%d dead letters replayed"):format(admin.replay(id));
+		end) };
+	{ name = "purge", args = { HOST_ARG, { name = "list", type = "string" }, { name = "id", type = "string" } };
+		desc = 'Durable delivery: give up the "waiting" stanzas (their senders get an error) or delete the "dead"'
+			.." letters; all, or the one with this id";
+		handler = durable_command(function (_, admin, which, id)
+			if which ~= "waiting" and which ~= "dead" then
+				return false, 'say which list: "waiting" or "dead"';
+			end
+			return true, ("%d %s stanzas purged"):format(admin.purge(which, id), which);
+		end) };
+};
+
+local shell = {};
+
+-- Adds this host, described by `state`, to the shell's commands. Returns the
+-- function that takes it out again (at unload).
+function shell.register(state)
+	shell_hosts[module.host] = state;
+
+	-- Prosody 13 takes shell commands as items, with help and the argument
+	-- form (`prosodyctl shell component_http status HOST`), routed to the
+	-- host named; 0.12 reads them from the shell's shared environment.
+	local have_features, features = pcall(require, "core.features");
+	if have_features and features.available:contains("loader") then
+		-- A component inherits few modules: the shell's host part, which takes
+		-- this host's commands, is loaded here when the admin enabled the shell.
+		local enabled = require "core.configmanager".get("*", "modules_enabled");
+		if set.new(type(enabled) == "table" and enabled or {}):contains("admin_shell") then
+			module:depends("admin_shell");
+		end
+		for _, command in ipairs(shell_commands) do
+			module:add_item("shell-command", {
+				section = "component_http";
+				section_desc = "Deliveries of mod_component_http, and durable delivery's held stanzas";
+				name = command.name;
+				desc = command.desc;
+				args = command.args;
+				host_selector = "host";
+				handler = command.handler;
+			});
+		end
+	else
+		local shell_env = module:shared("/*/admin_shell/env");
+		shell_env.component_http = shell_env.component_http or {};
+		for _, command in ipairs(shell_commands) do
+			shell_env.component_http[command.name] = command.handler;
+		end
+	end
+
+	return function ()
+		if shell_hosts[module.host] == state then
+			shell_hosts[module.host] = nil;
+		end
+	end;
+end
+
+return shell;

@@ -94,7 +94,8 @@ def lua(results):
         part(results, f"busted lua {version}", busted_counts,
              ["busted", f"--lua={interpreter}", "--output=utfTerminal", "lua/spec"], env=env)
     # Prosody 13's util.stanza, on its Lua.
-    env = dict(os.environ, NATIVE_LIB="build/lua-5.4/component_http.so", PROSODY_SOURCE=os.path.join(PROSODY_ROOTS["13"], "usr", "lib", "prosody"))
+    env = dict(os.environ, NATIVE_LIB="build/lua-5.4/component_http.so",
+               PROSODY_SOURCE=os.path.join(PROSODY_ROOTS["13"], "usr", "lib", "prosody"))
     part(results, "busted lua 5.4, Prosody 13", busted_counts,
          ["busted", "--lua=lua5.4", "--output=utfTerminal", "lua/spec"], env=env)
 

@@ -432,7 +432,8 @@ class ContractTest(unittest.TestCase):
         log = self.prosody.log().splitlines()
         for host, needles in [("badurl.localhost", ["component_post_url", "ftp://example.com/x"]),
                               ("nourl.localhost", ["component_post_url is not set"]),
-                              ("badtimeout.localhost", ["component_post_timeout = \"soon\" must be a number of seconds"]),
+                              ("badtimeout.localhost",
+                               ['component_post_timeout = "soon" must be a number of seconds']),
                               ("badkind.localhost", ["component_post_stanzas", "mesage"]),
                               ("badorder.localhost", ["component_post_ordering", "fifo"]),
                               ("badca.localhost", ["component_post_ca_file", "/nonexistent.pem"]),

@@ -11,7 +11,8 @@ import threading
 import time
 import unittest
 
-from harness import PROSODY, SHELL_UNRELIABLE, SHELL_UNRELIABLE_WHY, WAIT, Prosody, WebService, echo_handler, free_port, json_reply
+from harness import (PROSODY, SHELL_UNRELIABLE, SHELL_UNRELIABLE_WHY, WAIT, Prosody, WebService, echo_handler,
+                     free_port, json_reply)
 
 
 # Long enough for a circuit probe (at most every 15 s) after the service is back.

@@ -4,7 +4,8 @@ endpoint, and the module's status following the web service."""
 import re
 import unittest
 
-from harness import PROSODY, SHELL_UNRELIABLE, SHELL_UNRELIABLE_WHY, Prosody, WebService, free_port, json_reply
+from harness import (PROSODY, SHELL_UNRELIABLE, SHELL_UNRELIABLE_WHY, Prosody, WebService, free_port,
+                     json_reply)
 
 
 

@@ -217,7 +217,7 @@ end
 
 -- Sends what the native side produced: replies, stanza errors, log lines,
 -- metrics.
-local function deliver(stanzas, logs, reports, storage)
+local function apply_outcomes(stanzas, logs, reports, storage)
 	if storage and durable_store then
 		durable_store.apply(storage);
 	end
@@ -238,7 +238,7 @@ local function deliver(stanzas, logs, reports, storage)
 end
 
 local function drain()
-	deliver(client:drain());
+	apply_outcomes(client:drain());
 end
 
 local function on_readable()
@@ -364,7 +364,7 @@ local function stop(shutting_down)
 	if stopped then return; end
 	stopped = true;
 	local why = shutting_down and "the server is shutting down" or "the module was unloaded";
-	deliver(client:cancel_all(shutting_down));
+	apply_outcomes(client:cancel_all(shutting_down));
 	if push_endpoint then
 		push_endpoint.cancel(why);
 	end

@@ -632,7 +632,8 @@ impl Delivery {
                     return;
                 }
             }
-            let (result, attempts) = deliver(&client, config, &job.delivery_id, &job.json).await;
+            let (result, attempts) =
+                post_with_retries(&client, config, &job.delivery_id, &job.json).await;
             if config.durable {
                 let transient = is_transient(&result);
                 shared.note(&mut lock(&shared.held), transient, false);
@@ -842,7 +843,7 @@ impl Drop for Delivery {
 /// POSTs one stanza, retrying what may succeed on another attempt, all
 /// within the stanza's deadline. Returns the last result and the number of
 /// attempts made.
-async fn deliver(
+async fn post_with_retries(
     client: &reqwest::Client,
     config: &Config,
     id: &str,

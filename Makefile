@@ -48,11 +48,11 @@ $(PLUGIN)/mod_component_http.lua: lua/mod_component_http.lua Cargo.toml
 	mkdir -p $(PLUGIN)
 	sed 's/@VERSION@/$(VERSION)/' $< > $@.tmp && mv -f $@.tmp $@
 
-# `install` writes a new file and renames it over the old one: a running
-# Prosody that has the old library mapped is never written into.
 $(PLUGIN)/%.lib.lua: lua/%.lib.lua
 	install -D -m 644 $< $@
 
+# `install` writes a new file and renames it over the old one: a running
+# Prosody that has the old library mapped is never written into.
 $(PLUGIN)/component_http.so: FORCE
 	cargo build --release --no-default-features --features "module $(LUA_FEATURE)"
 	install -D -m 755 target/release/libcomponent_http.so $@

@@ -40,6 +40,8 @@ PROSODY = os.environ.get("PROSODY", "0.12")
 if PROSODY not in PROSODY_ROOTS:
     raise SystemExit(f"PROSODY={PROSODY}: say one of {', '.join(PROSODY_ROOTS)}")
 PROSODY_BIN = os.path.join(PROSODY_ROOTS[PROSODY], "usr", "bin")
+PROSODY_CMD = os.path.join(PROSODY_BIN, "prosody")
+PROSODYCTL = os.path.join(PROSODY_BIN, "prosodyctl")
 BACKEND = os.environ.get("NETWORK_BACKEND", "epoll")
 
 # Prosody 0.12's libevent backend loses what an admin-shell client sends
@@ -50,6 +52,8 @@ BACKEND = os.environ.get("NETWORK_BACKEND", "epoll")
 # Prosody 13's libevent backend accepts through wrapserver. Shown without
 # this module by probe_libevent_shell.py.
 SHELL_UNRELIABLE = PROSODY == "0.12" and BACKEND == "event"
+SHELL_UNRELIABLE_WHY = "Prosody 0.12's libevent backend drops admin-shell input (probe_libevent_shell.py)"
+
 # Prosody 13.0.1 on the select backend never runs its SIGTERM handler (nor
 # SIGHUP's, SIGINT's): it starts inside an async runner, and util.signal
 # hooks the Lua state that registered the handler, a coroutine that never
@@ -57,8 +61,6 @@ SHELL_UNRELIABLE = PROSODY == "0.12" and BACKEND == "event"
 # there `prosodyctl stop` does not stop it either, and the tests stop it
 # with the admin shell's server:shutdown().
 SIGTERM_IGNORED = PROSODY == "13" and BACKEND == "select"
-SHELL_UNRELIABLE_WHY = "Prosody 0.12's libevent backend drops admin-shell input (probe_libevent_shell.py)"
-PROSODYCTL = os.path.join(PROSODY_BIN, "prosodyctl")
 
 NS_CLIENT = "jabber:client"
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
@@ -175,7 +177,7 @@ class Prosody:
     def start(self):
         with open(os.path.join(self.dir, "stdout.log"), "w") as out:
             self.proc = subprocess.Popen(
-                [os.path.join(PROSODY_BIN, "prosody"), "--config", self.config, "-F"],
+                [PROSODY_CMD, "--config", self.config, "-F"],
                 stdout=out, stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + WAIT

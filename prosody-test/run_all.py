@@ -25,7 +25,6 @@ PART_TIMEOUT = 20 * 60
 LUAS = {"5.1": "lua5.1", "5.3": "lua5.3", "5.4": "lua5.4", "luajit": "luajit"}
 
 
-
 def run(title, command, cwd=ROOT, env=None):
     print(f"\n=== {title}: {' '.join(command)}", flush=True)
     try:

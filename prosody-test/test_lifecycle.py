@@ -9,8 +9,7 @@ import threading
 import time
 import unittest
 
-from harness import PROSODYCTL, PROSODY_BIN, ROOT, WAIT, Prosody, WebService, echo_handler
-
+from harness import PROSODY_CMD, PROSODYCTL, ROOT, WAIT, Prosody, WebService, echo_handler
 
 
 class ReloadTest(unittest.TestCase):
@@ -225,7 +224,7 @@ class DaemonizedTest(unittest.TestCase):
         pidfile = os.path.join(prosody.dir, "prosody.pid")
         pid = None
         try:
-            subprocess.run([os.path.join(PROSODY_BIN, "prosody"), "--config", prosody.config, "-D"], check=True, timeout=WAIT)
+            subprocess.run([PROSODY_CMD, "--config", prosody.config, "-D"], check=True, timeout=WAIT)
             deadline = time.monotonic() + WAIT
             while not os.path.exists(pidfile) and time.monotonic() < deadline:
                 time.sleep(0.05)

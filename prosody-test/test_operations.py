@@ -8,7 +8,6 @@ from harness import (PROSODY, SHELL_UNRELIABLE, SHELL_UNRELIABLE_WHY, Prosody, W
                      json_reply)
 
 
-
 class OperationsTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -31,8 +30,8 @@ class OperationsTest(unittest.TestCase):
         assert alive, "Prosody died"
 
     def status(self, host):
-        result = self.prosody.prosodyctl("shell", f"module:info('component_http', '{host}')", check=False)
-        match = re.search(r"status: \[(\w+)\] (.*)", result.stdout)
+        info = self.prosody.shell(f"module:info('component_http', '{host}')")
+        match = re.search(r"status: \[(\w+)\] (.*)", info)
         return match.groups() if match else None
 
     def test_metrics_count_outcomes_latency_and_retries(self):

@@ -3,8 +3,8 @@
 //! IQs are not forwarded (docs/contract.md §6).
 
 use crate::conversion::Envelope;
-use crate::errors::{ErrorType, StanzaError};
 use crate::jid;
+use crate::stanza_error::{ErrorType, StanzaError};
 use crate::xml::Element;
 
 const XMLNS_PING: &str = "urn:xmpp:ping";

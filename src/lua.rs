@@ -9,9 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use mlua::{Lua, LuaString, Table, UserData, UserDataMethods, Value};
 
 use crate::config::{Config, Options};
-use crate::conversion::{self, Kind, Outcome};
-use crate::delivery::Delivery;
-use crate::durable::{Record, Storage};
+use crate::conversion::{self, Kind};
+use crate::delivery::{Delivery, Outcome, Record, Storage};
 use crate::local;
 use crate::push;
 use crate::xml::{Element, Node, MAX_DEPTH};

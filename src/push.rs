@@ -4,8 +4,7 @@
 use serde_json::Value;
 use thiserror::Error;
 
-use crate::conversion::{self, Envelope, Kind};
-use crate::errors::DeliveryError;
+use crate::conversion::{self, Envelope, Kind, ReplyError};
 use crate::jid;
 use crate::signing::{self, Secret};
 use crate::xml::{self, Element};
@@ -182,7 +181,7 @@ fn from_json(host: &str, body: &[u8]) -> Result<Element, PushError> {
         stanza_type: None,
     };
     conversion::stanza_from_object(&envelope, &object).map_err(|e| match e {
-        DeliveryError::InvalidReply(reason) => refuse(400, reason),
+        ReplyError::Invalid(reason) => refuse(400, reason),
         other => refuse(400, other.to_string()),
     })
 }

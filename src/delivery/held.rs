@@ -3,7 +3,7 @@
 //! service that keeps failing, and when held stanzas are tried again.
 //!
 //! Plain state with the clock passed in; the tasks that act on it live in
-//! `delivery`, and Prosody's storage is written by the Lua shim from the
+//! `delivery::durable`, and Prosody's storage is written by the Lua shim from the
 //! [`Storage`] instructions that outcomes carry.
 
 use std::collections::{HashMap, VecDeque};

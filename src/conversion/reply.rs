@@ -1,179 +1,17 @@
-//! Stanza → request JSON (docs/contract.md §3) and HTTP answer → what the sender gets
-//! (docs/contract.md §4–§6).
+//! An HTTP answer → the reply it asks for (docs/contract.md §4, §6), or
+//! why it cannot be used. The JSON contract only: how a failed delivery is
+//! answered is decided in `delivery::outcome`.
 
-use serde::Serialize;
 use serde_json::{Map, Value};
 use thiserror::Error;
 
-use crate::errors::{status_class, DeliveryError, LogLevel};
+use super::{Envelope, Kind};
 use crate::jid;
+use crate::stanza_error::{self, ErrorType, StanzaError};
 use crate::xml::{self, Element};
 
 /// At most this much of an error body is shown to the sender.
 const MAX_ERROR_TEXT: usize = 200;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Message,
-    Presence,
-    Iq,
-}
-
-impl Kind {
-    pub fn parse(name: &str) -> Option<Kind> {
-        match name {
-            "message" => Some(Kind::Message),
-            "presence" => Some(Kind::Presence),
-            "iq" => Some(Kind::Iq),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Message => "message",
-            Kind::Presence => "presence",
-            Kind::Iq => "iq",
-        }
-    }
-}
-
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum ConversionError {
-    #[error("not a stanza: <{0}>")]
-    NotAStanza(String),
-    #[error("stanza has no '{0}' attribute")]
-    MissingAttribute(&'static str),
-}
-
-/// What an answer needs to know of the stanza it answers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Envelope {
-    pub kind: Kind,
-    pub to: String,
-    pub from: String,
-    pub id: Option<String>,
-    pub stanza_type: Option<String>,
-}
-
-impl Envelope {
-    pub fn of(stanza: &Element) -> Result<Envelope, ConversionError> {
-        let kind = Kind::parse(&stanza.name)
-            .ok_or_else(|| ConversionError::NotAStanza(stanza.name.clone()))?;
-        let attr = |name: &'static str| {
-            stanza
-                .attr(name)
-                .map(str::to_owned)
-                .ok_or(ConversionError::MissingAttribute(name))
-        };
-        Ok(Envelope {
-            kind,
-            to: attr("to")?,
-            from: attr("from")?,
-            id: stanza.attr("id").map(str::to_owned),
-            stanza_type: stanza.attr("type").map(str::to_owned),
-        })
-    }
-
-    fn type_is(&self, t: &str) -> bool {
-        self.stanza_type.as_deref() == Some(t)
-    }
-
-    /// An IQ get/set, which must get exactly one answer (docs/contract.md §6).
-    pub fn is_iq_request(&self) -> bool {
-        self.kind == Kind::Iq && (self.type_is("get") || self.type_is("set"))
-    }
-
-    /// Loop guard (docs/contract.md §5): errors and IQ results are never answered.
-    pub fn may_be_answered(&self) -> bool {
-        !(self.type_is("error") || (self.kind == Kind::Iq && self.type_is("result")))
-    }
-
-    /// The stanza error reply, as Prosody's `st.error_reply` builds it.
-    pub fn error_reply(&self, error: &crate::errors::StanzaError) -> Element {
-        self.reply_header()
-            .with_attr("type", "error")
-            .with_child(error.to_element())
-    }
-
-    /// An empty IQ result.
-    pub fn iq_result(&self) -> Element {
-        self.reply_header().with_attr("type", "result")
-    }
-
-    fn reply_header(&self) -> Element {
-        let mut reply = Element::new(self.kind.as_str())
-            .with_attr("to", self.from.as_str())
-            .with_attr("from", self.to.as_str());
-        if let Some(id) = &self.id {
-            reply.set_attr("id", id.as_str());
-        }
-        reply
-    }
-
-    /// For logs: which stanza this was.
-    pub fn describe(&self) -> String {
-        format!(
-            "{} id={} from {}",
-            self.kind.as_str(),
-            self.id.as_deref().unwrap_or("(none)"),
-            self.from
-        )
-    }
-}
-
-/// The POST for one stanza: its envelope and the JSON body.
-#[derive(Debug)]
-pub struct Request {
-    pub envelope: Envelope,
-    pub json: String,
-}
-
-#[derive(Serialize)]
-struct RequestBody<'a> {
-    to: &'a str,
-    from: &'a str,
-    kind: &'a str,
-    stanza: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    body: Option<&'a str>,
-    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
-    stanza_type: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<&'a str>,
-}
-
-/// Builds the request for `stanza` (docs/contract.md §3).
-pub fn request(stanza: &Element) -> Result<Request, ConversionError> {
-    let envelope = Envelope::of(stanza)?;
-    let body = match envelope.kind {
-        Kind::Message => stanza.child("body", None).map(Element::text),
-        _ => None,
-    };
-    let xml = stanza.to_xml();
-    let json = serde_json::to_string(&RequestBody {
-        to: &envelope.to,
-        from: &envelope.from,
-        kind: envelope.kind.as_str(),
-        stanza: &xml,
-        body: body.as_deref(),
-        stanza_type: envelope.stanza_type.as_deref(),
-        id: envelope.id.as_deref(),
-    })
-    .expect("serialising strings to JSON cannot fail");
-    Ok(Request { envelope, json })
-}
-
-/// The stanza's XML inside a request body made by [`request`].
-pub fn stanza_xml(json: &str) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Body {
-        stanza: String,
-    }
-    serde_json::from_str::<Body>(json)
-        .ok()
-        .map(|body| body.stanza)
-}
 
 /// An HTTP answer, as far as this module cares.
 #[derive(Debug, Clone, Default)]
@@ -185,75 +23,45 @@ pub struct HttpAnswer {
     pub body: Vec<u8>,
 }
 
-/// Everything the sender gets for one stanza, and what the admin is told.
-#[derive(Debug, Default)]
-pub struct Outcome {
-    pub stanzas: Vec<Element>,
-    pub log: Option<(LogLevel, String)>,
-    /// For metrics: how the delivery ended ("2xx", "timeout", ...).
-    pub label: &'static str,
-    /// For metrics: seconds from submission to outcome, and retries made.
-    pub seconds: Option<f64>,
-    pub retries: u32,
-    /// Durable delivery: what Prosody's storage must do for this stanza.
-    pub storage: Option<crate::durable::Storage>,
+/// Why an HTTP answer gives no usable reply.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ReplyError {
+    /// Not a 2xx: the status, and a short text for the sender from the body.
+    #[error("HTTP {status}{}", text.as_ref().map(|t| format!(" ({t})")).unwrap_or_default())]
+    Status { status: u16, text: Option<String> },
+    #[error("invalid reply: {0}")]
+    Invalid(String),
+    #[error("reply refused: its from '{0}' is not at this component's domain")]
+    ForeignFrom(String),
 }
 
-/// Decides what the sender of `envelope` gets, given how its POST went.
-pub fn outcome(
-    envelope: &Envelope,
-    host: &str,
-    result: Result<HttpAnswer, DeliveryError>,
-) -> Outcome {
-    let answered = result
-        .as_ref()
-        .ok()
-        .map(|answer| status_class(answer.status));
-    let reply = result.and_then(|answer| reply_for(envelope, host, &answer));
-    let mut outcome = Outcome {
-        label: match &reply {
-            Ok(_) => answered.unwrap_or("2xx"),
-            Err(error) => error.label(),
-        },
-        ..Outcome::default()
-    };
-    match reply {
-        Ok(reply) => {
-            if !envelope.may_be_answered() {
-                return outcome;
+impl ReplyError {
+    /// What the sender is told (docs/contract.md §5).
+    pub fn stanza_error(&self) -> StanzaError {
+        match self {
+            ReplyError::Status { status, text } => {
+                let mut error = stanza_error::for_status(*status);
+                if text.is_some() {
+                    error.text.clone_from(text);
+                }
+                error
             }
-            let answers_iq = reply.as_ref().is_some_and(|r| r.name == "iq");
-            if let Some(reply) = reply {
-                outcome.stanzas.push(reply);
-            }
-            if envelope.is_iq_request() && !answers_iq {
-                outcome.stanzas.push(envelope.iq_result());
-            }
-        }
-        Err(error) => {
-            outcome.log = Some((
-                error.log_level(),
-                format!("POST for {} failed: {error}", envelope.describe()),
-            ));
-            if envelope.may_be_answered() {
-                outcome
-                    .stanzas
-                    .push(envelope.error_reply(&error.stanza_error()));
+            ReplyError::Invalid(_) | ReplyError::ForeignFrom(_) => {
+                StanzaError::new(ErrorType::Cancel, "internal-server-error")
+                    .with_text(format!("the bot's web service failed: {self}"))
             }
         }
     }
-    outcome
 }
 
-/// The reply an HTTP answer asks for, if any (docs/contract.md §4), with IQ answers given
 /// the request's id (docs/contract.md §6).
 pub fn reply_for(
     envelope: &Envelope,
     host: &str,
     answer: &HttpAnswer,
-) -> Result<Option<Element>, DeliveryError> {
+) -> Result<Option<Element>, ReplyError> {
     if !(200..300).contains(&answer.status) {
-        return Err(DeliveryError::Status {
+        return Err(ReplyError::Status {
             status: answer.status,
             text: error_text(answer.content_type.as_deref(), &answer.body),
         });
@@ -265,13 +73,13 @@ pub fn reply_for(
         return Ok(None);
     }
     let value: Value = serde_json::from_slice(&answer.body)
-        .map_err(|e| DeliveryError::InvalidReply(format!("not valid JSON: {e}")))?;
+        .map_err(|e| ReplyError::Invalid(format!("not valid JSON: {e}")))?;
     let object = match value {
         Value::Null => return Ok(None),
         Value::Object(object) if object.is_empty() => return Ok(None),
         Value::Object(object) => object,
         other => {
-            return Err(DeliveryError::InvalidReply(format!(
+            return Err(ReplyError::Invalid(format!(
                 "expected a JSON object, got {}",
                 json_type_name(&other)
             )))
@@ -280,7 +88,7 @@ pub fn reply_for(
     let mut reply = stanza_from_object(envelope, &object)?;
     let from = reply.attr("from").unwrap_or_default();
     if !jid::host(from).eq_ignore_ascii_case(host) {
-        return Err(DeliveryError::ForeignFrom(from.to_owned()));
+        return Err(ReplyError::ForeignFrom(from.to_owned()));
     }
     if envelope.is_iq_request() && reply.name == "iq" {
         match &envelope.id {
@@ -300,19 +108,19 @@ pub fn reply_for(
 pub fn stanza_from_object(
     envelope: &Envelope,
     object: &Map<String, Value>,
-) -> Result<Element, DeliveryError> {
+) -> Result<Element, ReplyError> {
     match object.get("stanza") {
         Some(stanza) => reply_from_xml(envelope, stanza),
         None => reply_from_fields(envelope, object),
     }
 }
 
-fn invalid(field: &str, why: &str) -> DeliveryError {
-    DeliveryError::InvalidReply(format!("'{field}' {why}"))
+fn invalid(field: &str, why: &str) -> ReplyError {
+    ReplyError::Invalid(format!("'{field}' {why}"))
 }
 
 /// `stanza` given: sent as it is; only a missing to/from is filled in.
-fn reply_from_xml(envelope: &Envelope, stanza: &Value) -> Result<Element, DeliveryError> {
+fn reply_from_xml(envelope: &Envelope, stanza: &Value) -> Result<Element, ReplyError> {
     let xml = stanza
         .as_str()
         .ok_or_else(|| invalid("stanza", "must be a string of XML"))?;
@@ -333,7 +141,7 @@ fn reply_from_xml(envelope: &Envelope, stanza: &Value) -> Result<Element, Delive
 fn reply_from_fields(
     envelope: &Envelope,
     object: &Map<String, Value>,
-) -> Result<Element, DeliveryError> {
+) -> Result<Element, ReplyError> {
     let field = |name: &str| text_field(object, name);
     let kind = match field("kind")? {
         None => Kind::Message,
@@ -378,7 +186,7 @@ fn reply_from_fields(
 }
 
 /// A string field; numbers and booleans become their text, null is absent.
-fn text_field(object: &Map<String, Value>, name: &str) -> Result<Option<String>, DeliveryError> {
+fn text_field(object: &Map<String, Value>, name: &str) -> Result<Option<String>, ReplyError> {
     match object.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -434,28 +242,11 @@ pub fn error_text(content_type: Option<&str>, body: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::errors::ErrorType;
+    use crate::conversion::examples::message;
+    use crate::stanza_error::ErrorType;
     use serde_json::json;
 
     const HOST: &str = "bot.localhost";
-
-    fn message(body: &str) -> Element {
-        Element::new("message")
-            .with_attr("to", "echo@bot.localhost")
-            .with_attr("from", "user@localhost/res")
-            .with_attr("type", "chat")
-            .with_attr("id", "m1")
-            .with_child(Element::new("body").with_text(body))
-    }
-
-    fn iq(kind: &str) -> Element {
-        Element::new("iq")
-            .with_attr("to", "bot.localhost")
-            .with_attr("from", "user@localhost/res")
-            .with_attr("type", kind)
-            .with_attr("id", "q1")
-            .with_child(Element::new("query").with_attr("xmlns", "urn:x"))
-    }
 
     fn envelope(stanza: &Element) -> Envelope {
         Envelope::of(stanza).unwrap()
@@ -479,61 +270,8 @@ mod tests {
         }
     }
 
-    fn reply(stanza: &Element, answer: HttpAnswer) -> Result<Option<Element>, DeliveryError> {
+    fn reply(stanza: &Element, answer: HttpAnswer) -> Result<Option<Element>, ReplyError> {
         reply_for(&envelope(stanza), HOST, &answer)
-    }
-
-    fn xml_of(outcome: &Outcome) -> Vec<String> {
-        outcome.stanzas.iter().map(Element::to_xml).collect()
-    }
-
-    #[test]
-    fn request_has_every_key_of_spec_3() {
-        let request = request(&message("hi <you> & 'me'")).unwrap();
-        let value: Value = serde_json::from_str(&request.json).unwrap();
-        assert_eq!(
-            value,
-            json!({
-                "to": "echo@bot.localhost",
-                "from": "user@localhost/res",
-                "kind": "message",
-                "type": "chat",
-                "id": "m1",
-                "body": "hi <you> & 'me'",
-                "stanza": "<message to='echo@bot.localhost' from='user@localhost/res' type='chat' id='m1'>\
-                           <body>hi &lt;you&gt; &amp; &apos;me&apos;</body></message>",
-            })
-        );
-    }
-
-    #[test]
-    fn request_omits_absent_optional_keys() {
-        let presence = Element::new("presence")
-            .with_attr("to", "bot.localhost")
-            .with_attr("from", "user@localhost");
-        let value: Value = serde_json::from_str(&request(&presence).unwrap().json).unwrap();
-        assert_eq!(
-            value,
-            json!({"to": "bot.localhost", "from": "user@localhost", "kind": "presence",
-                   "stanza": "<presence to='bot.localhost' from='user@localhost'/>"})
-        );
-        let no_body = Element::new("message")
-            .with_attr("to", "bot.localhost")
-            .with_attr("from", "u@h");
-        let value: Value = serde_json::from_str(&request(&no_body).unwrap().json).unwrap();
-        assert!(value.get("body").is_none());
-    }
-
-    #[test]
-    fn request_needs_a_stanza_with_to_and_from() {
-        assert_eq!(
-            request(&Element::new("foo")).unwrap_err(),
-            ConversionError::NotAStanza("foo".into())
-        );
-        assert_eq!(
-            request(&Element::new("message").with_attr("to", "x")).unwrap_err(),
-            ConversionError::MissingAttribute("from")
-        );
     }
 
     #[test]
@@ -682,7 +420,7 @@ mod tests {
         ];
         for (a, why) in cases {
             match reply(&m, a) {
-                Err(DeliveryError::InvalidReply(reason)) => {
+                Err(ReplyError::Invalid(reason)) => {
                     assert!(reason.contains(why), "{reason} lacks {why}")
                 }
                 other => panic!("expected invalid reply ({why}), got {other:?}"),
@@ -699,7 +437,7 @@ mod tests {
         ] {
             assert!(matches!(
                 reply(&message("x"), a),
-                Err(DeliveryError::ForeignFrom(_))
+                Err(ReplyError::ForeignFrom(_))
             ));
         }
         let ok = json_answer(json!({"body": "x", "from": "BOT.localhost/r"}));
@@ -737,80 +475,5 @@ mod tests {
         // The table's own text stays when the body has none.
         let err = reply(&message("x"), answer(502, None, "")).unwrap_err();
         assert_eq!(err.stanza_error().text.as_deref(), Some("Bad gateway"));
-    }
-
-    #[test]
-    fn outcome_error_reply_goes_back_to_the_sender() {
-        let o = outcome(&envelope(&message("x")), HOST, Err(DeliveryError::Timeout));
-        assert_eq!(
-            xml_of(&o),
-            ["<message to='user@localhost/res' from='echo@bot.localhost' id='m1' type='error'>\
-              <error type='wait'><remote-server-timeout xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>\
-              <text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>timed out</text></error></message>"]
-        );
-        let (level, line) = o.log.unwrap();
-        assert_eq!(level, LogLevel::Warn);
-        assert!(
-            line.contains("message id=m1 from user@localhost/res") && line.contains("timed out")
-        );
-    }
-
-    #[test]
-    fn errors_and_iq_results_are_never_answered() {
-        let mut bounced = message("x");
-        bounced.set_attr("type", "error");
-        let mut result = iq("result");
-        result.children.clear();
-        for stanza in [bounced, result, iq("error")] {
-            let e = envelope(&stanza);
-            let ok = outcome(&e, HOST, Ok(json_answer(json!({"body": "x"}))));
-            assert!(ok.stanzas.is_empty());
-            let failed = outcome(&e, HOST, Err(DeliveryError::Timeout));
-            assert!(failed.stanzas.is_empty());
-            assert!(failed.log.is_some());
-        }
-    }
-
-    #[test]
-    fn iq_gets_exactly_one_answer_with_its_id() {
-        let get = envelope(&iq("get"));
-        // 2xx without a usable reply: an empty result.
-        for a in [answer(204, None, ""), json_answer(json!({}))] {
-            assert_eq!(
-                xml_of(&outcome(&get, HOST, Ok(a))),
-                ["<iq to='user@localhost/res' from='bot.localhost' id='q1' type='result'/>"]
-            );
-        }
-        // A reply of kind iq gets the request's id and type result.
-        let o = outcome(
-            &get,
-            HOST,
-            Ok(json_answer(json!({"kind": "iq", "id": "other"}))),
-        );
-        assert_eq!(
-            xml_of(&o),
-            ["<iq to='user@localhost/res' from='bot.localhost' type='result' id='q1'/>"]
-        );
-        // A stanza that is an iq: same, keeping its own type and payload.
-        let o = outcome(
-            &get,
-            HOST,
-            Ok(json_answer(
-                json!({"stanza": "<iq type='error'><error type='cancel'/></iq>"}),
-            )),
-        );
-        assert_eq!(
-            xml_of(&o),
-            ["<iq type='error' to='user@localhost/res' from='bot.localhost' id='q1'><error type='cancel'/></iq>"]
-        );
-        // A message reply is sent, and the iq still gets its result.
-        let o = outcome(&get, HOST, Ok(json_answer(json!({"body": "hi"}))));
-        assert_eq!(o.stanzas.len(), 2);
-        assert_eq!(o.stanzas[1].attr("type"), Some("result"));
-        // HTTP error: the mapped error.
-        let o = outcome(&get, HOST, Ok(answer(404, None, "")));
-        assert_eq!(o.stanzas.len(), 1);
-        assert!(o.stanzas[0].to_xml().contains("<item-not-found"));
-        assert_eq!(o.stanzas[0].attr("id"), Some("q1"));
     }
 }

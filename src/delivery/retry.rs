@@ -2,7 +2,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::errors::DeliveryError;
+use super::DeliveryError;
+use crate::conversion::ReplyError;
 
 const FIRST_DELAY: Duration = Duration::from_millis(250);
 const MAX_DELAY: Duration = Duration::from_secs(10);
@@ -12,7 +13,7 @@ const MAX_DELAY: Duration = Duration::from_secs(10);
 pub fn is_retryable(error: &DeliveryError) -> bool {
     match error {
         DeliveryError::Timeout | DeliveryError::Connection(_) => true,
-        DeliveryError::Status { status, .. } => is_retryable_status(*status),
+        DeliveryError::Reply(ReplyError::Status { status, .. }) => is_retryable_status(*status),
         _ => false,
     }
 }
@@ -58,17 +59,25 @@ mod tests {
         assert!(is_retryable(&DeliveryError::Connection("refused".into())));
         for status in [408, 425, 429, 502, 503, 504] {
             assert!(
-                is_retryable(&DeliveryError::Status { status, text: None }),
+                is_retryable(&DeliveryError::Reply(ReplyError::Status {
+                    status,
+                    text: None
+                })),
                 "{status}"
             );
         }
         for status in [400, 401, 403, 404, 409, 410, 413, 500, 501, 505] {
             assert!(
-                !is_retryable(&DeliveryError::Status { status, text: None }),
+                !is_retryable(&DeliveryError::Reply(ReplyError::Status {
+                    status,
+                    text: None
+                })),
                 "{status}"
             );
         }
-        assert!(!is_retryable(&DeliveryError::InvalidReply("x".into())));
+        assert!(!is_retryable(&DeliveryError::Reply(ReplyError::Invalid(
+            "x".into()
+        ))));
         assert!(!is_retryable(&DeliveryError::TooLarge(1)));
     }
 

@@ -1,0 +1,117 @@
+//! What every answer needs to know of the stanza it answers: its kind,
+//! addresses, id and type (docs/contract.md §3, §5, §6).
+
+use thiserror::Error;
+
+use crate::stanza_error::StanzaError;
+use crate::xml::Element;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Message,
+    Presence,
+    Iq,
+}
+
+impl Kind {
+    pub fn parse(name: &str) -> Option<Kind> {
+        match name {
+            "message" => Some(Kind::Message),
+            "presence" => Some(Kind::Presence),
+            "iq" => Some(Kind::Iq),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Message => "message",
+            Kind::Presence => "presence",
+            Kind::Iq => "iq",
+        }
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConversionError {
+    #[error("not a stanza: <{0}>")]
+    NotAStanza(String),
+    #[error("stanza has no '{0}' attribute")]
+    MissingAttribute(&'static str),
+}
+
+/// What an answer needs to know of the stanza it answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub kind: Kind,
+    pub to: String,
+    pub from: String,
+    pub id: Option<String>,
+    pub stanza_type: Option<String>,
+}
+
+impl Envelope {
+    pub fn of(stanza: &Element) -> Result<Envelope, ConversionError> {
+        let kind = Kind::parse(&stanza.name)
+            .ok_or_else(|| ConversionError::NotAStanza(stanza.name.clone()))?;
+        let attr = |name: &'static str| {
+            stanza
+                .attr(name)
+                .map(str::to_owned)
+                .ok_or(ConversionError::MissingAttribute(name))
+        };
+        Ok(Envelope {
+            kind,
+            to: attr("to")?,
+            from: attr("from")?,
+            id: stanza.attr("id").map(str::to_owned),
+            stanza_type: stanza.attr("type").map(str::to_owned),
+        })
+    }
+
+    fn type_is(&self, t: &str) -> bool {
+        self.stanza_type.as_deref() == Some(t)
+    }
+
+    /// An IQ get/set, which must get exactly one answer (docs/contract.md §6).
+    pub fn is_iq_request(&self) -> bool {
+        self.kind == Kind::Iq && (self.type_is("get") || self.type_is("set"))
+    }
+
+    /// Loop guard (docs/contract.md §5): errors and IQ results are never answered.
+    pub fn may_be_answered(&self) -> bool {
+        !(self.type_is("error") || (self.kind == Kind::Iq && self.type_is("result")))
+    }
+
+    /// The stanza error reply, as Prosody's `st.error_reply` builds it.
+    pub fn error_reply(&self, error: &StanzaError) -> Element {
+        self.reply_header()
+            .with_attr("type", "error")
+            .with_child(error.to_element())
+    }
+
+    /// An empty IQ result.
+    pub fn iq_result(&self) -> Element {
+        self.reply_header().with_attr("type", "result")
+    }
+
+    fn reply_header(&self) -> Element {
+        let mut reply = Element::new(self.kind.as_str())
+            .with_attr("to", self.from.as_str())
+            .with_attr("from", self.to.as_str());
+        if let Some(id) = &self.id {
+            reply.set_attr("id", id.as_str());
+        }
+        reply
+    }
+
+    /// For logs: which stanza this was.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} id={} from {}",
+            self.kind.as_str(),
+            self.id.as_deref().unwrap_or("(none)"),
+            self.from
+        )
+    }
+}

@@ -1,0 +1,37 @@
+//! The JSON contract (docs/contract.md §3–§6): a stanza becomes the request
+//! JSON POSTed for it, and an HTTP answer becomes the reply it asks for.
+//! Pure functions over [`Element`](crate::xml::Element); how a failed
+//! delivery is answered is `delivery`'s.
+
+mod envelope;
+mod reply;
+mod request;
+
+pub use envelope::{ConversionError, Envelope, Kind};
+pub(crate) use reply::json_type_name;
+pub use reply::{error_text, is_json, reply_for, stanza_from_object, HttpAnswer, ReplyError};
+pub use request::{request, stanza_xml, Request};
+
+#[cfg(test)]
+pub(crate) mod examples {
+    //! Stanzas the tests of several modules share.
+    use crate::xml::Element;
+
+    pub fn message(body: &str) -> Element {
+        Element::new("message")
+            .with_attr("to", "echo@bot.localhost")
+            .with_attr("from", "user@localhost/res")
+            .with_attr("type", "chat")
+            .with_attr("id", "m1")
+            .with_child(Element::new("body").with_text(body))
+    }
+
+    pub fn iq(kind: &str) -> Element {
+        Element::new("iq")
+            .with_attr("to", "bot.localhost")
+            .with_attr("from", "user@localhost/res")
+            .with_attr("type", kind)
+            .with_attr("id", "q1")
+            .with_child(Element::new("query").with_attr("xmlns", "urn:x"))
+    }
+}

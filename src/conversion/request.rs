@@ -1,0 +1,114 @@
+//! Stanza → the request JSON POSTed for it (docs/contract.md §3).
+
+use serde::Serialize;
+
+use super::{ConversionError, Envelope, Kind};
+use crate::xml::Element;
+
+#[derive(Debug)]
+pub struct Request {
+    pub envelope: Envelope,
+    pub json: String,
+}
+
+#[derive(Serialize)]
+struct RequestBody<'a> {
+    to: &'a str,
+    from: &'a str,
+    kind: &'a str,
+    stanza: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    stanza_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+}
+
+/// Builds the request for `stanza` (docs/contract.md §3).
+pub fn request(stanza: &Element) -> Result<Request, ConversionError> {
+    let envelope = Envelope::of(stanza)?;
+    let body = match envelope.kind {
+        Kind::Message => stanza.child("body", None).map(Element::text),
+        _ => None,
+    };
+    let xml = stanza.to_xml();
+    let json = serde_json::to_string(&RequestBody {
+        to: &envelope.to,
+        from: &envelope.from,
+        kind: envelope.kind.as_str(),
+        stanza: &xml,
+        body: body.as_deref(),
+        stanza_type: envelope.stanza_type.as_deref(),
+        id: envelope.id.as_deref(),
+    })
+    .expect("serialising strings to JSON cannot fail");
+    Ok(Request { envelope, json })
+}
+
+/// The stanza's XML inside a request body made by [`request`].
+pub fn stanza_xml(json: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        stanza: String,
+    }
+    serde_json::from_str::<Body>(json)
+        .ok()
+        .map(|body| body.stanza)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conversion::examples::message;
+    use serde_json::{json, Value};
+
+    #[test]
+    fn request_has_every_key_of_spec_3() {
+        let request = request(&message("hi <you> & 'me'")).unwrap();
+        let value: Value = serde_json::from_str(&request.json).unwrap();
+        assert_eq!(
+            value,
+            json!({
+                "to": "echo@bot.localhost",
+                "from": "user@localhost/res",
+                "kind": "message",
+                "type": "chat",
+                "id": "m1",
+                "body": "hi <you> & 'me'",
+                "stanza": "<message to='echo@bot.localhost' from='user@localhost/res' type='chat' id='m1'>\
+                           <body>hi &lt;you&gt; &amp; &apos;me&apos;</body></message>",
+            })
+        );
+    }
+
+    #[test]
+    fn request_omits_absent_optional_keys() {
+        let presence = Element::new("presence")
+            .with_attr("to", "bot.localhost")
+            .with_attr("from", "user@localhost");
+        let value: Value = serde_json::from_str(&request(&presence).unwrap().json).unwrap();
+        assert_eq!(
+            value,
+            json!({"to": "bot.localhost", "from": "user@localhost", "kind": "presence",
+                   "stanza": "<presence to='bot.localhost' from='user@localhost'/>"})
+        );
+        let no_body = Element::new("message")
+            .with_attr("to", "bot.localhost")
+            .with_attr("from", "u@h");
+        let value: Value = serde_json::from_str(&request(&no_body).unwrap().json).unwrap();
+        assert!(value.get("body").is_none());
+    }
+
+    #[test]
+    fn request_needs_a_stanza_with_to_and_from() {
+        assert_eq!(
+            request(&Element::new("foo")).unwrap_err(),
+            ConversionError::NotAStanza("foo".into())
+        );
+        assert_eq!(
+            request(&Element::new("message").with_attr("to", "x")).unwrap_err(),
+            ConversionError::MissingAttribute("from")
+        );
+    }
+}

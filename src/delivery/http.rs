@@ -1,0 +1,188 @@
+//! The web service over HTTP: one keep-alive client per component host, one
+//! signed POST, retries within the stanza's deadline, body limits, and
+//! transport errors in words for the sender.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use reqwest::header::{HeaderName, CONTENT_TYPE, RETRY_AFTER};
+use tokio::runtime::Handle;
+
+use super::retry;
+use super::runtime::{fork_generation, lock, runtime};
+use super::DeliveryError;
+use crate::config::Config;
+use crate::conversion::HttpAnswer;
+use crate::signing;
+
+/// The runtime and HTTP client (one keep-alive pool per component host) a
+/// host uses, with the fork generation they belong to: built on first use
+/// and again after a fork, for the reason the runtime starts lazily.
+#[derive(Default)]
+pub(super) struct Connector(Mutex<Option<(u64, Handle, reqwest::Client)>>);
+
+impl Connector {
+    pub(super) fn get(&self, config: &Config) -> Result<(Handle, reqwest::Client), DeliveryError> {
+        let generation = fork_generation();
+        let mut slot = lock(&self.0);
+        if let Some((started_in, runtime, client)) = slot.as_ref() {
+            if *started_in == generation {
+                return Ok((runtime.clone(), client.clone()));
+            }
+        }
+        let runtime = runtime()?;
+        let client = client(config)?;
+        *slot = Some((generation, runtime.clone(), client.clone()));
+        Ok((runtime, client))
+    }
+}
+
+fn client(config: &Config) -> Result<reqwest::Client, DeliveryError> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(config.connect_timeout)
+        // The URL is the admin's: a redirect is answered like any other
+        // unmapped status, never followed.
+        .redirect(reqwest::redirect::Policy::none())
+        .default_headers(config.headers.clone())
+        .pool_max_idle_per_host(config.max_inflight)
+        .tcp_nodelay(true)
+        .user_agent(concat!("mod_component_http/", env!("CARGO_PKG_VERSION")))
+        // Like Prosody's own HTTP client (and the original module), the
+        // environment's proxy variables are not used; it also spares a
+        // proxy lookup per request.
+        .no_proxy()
+        .danger_accept_invalid_certs(!config.tls_verify);
+    for certificate in &config.ca_certificates {
+        builder = builder.add_root_certificate(certificate.clone());
+    }
+    builder
+        .build()
+        .map_err(|e| DeliveryError::Internal(format!("cannot build the HTTP client: {e}")))
+}
+
+/// Whether another attempt, later, may succeed.
+pub(super) fn is_transient(result: &Result<HttpAnswer, DeliveryError>) -> bool {
+    match result {
+        Ok(answer) => retry::is_retryable_status(answer.status),
+        Err(error) => retry::is_retryable(error),
+    }
+}
+
+/// POSTs one stanza, retrying what may succeed on another attempt, all
+/// within the stanza's deadline. Returns the last result and the number of
+/// attempts made.
+pub(super) async fn post_with_retries(
+    client: &reqwest::Client,
+    config: &Config,
+    id: &str,
+    json: &str,
+) -> (Result<HttpAnswer, DeliveryError>, u32) {
+    let deadline = Instant::now() + config.timeout;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let result = post(client, config, id, json, remaining).await;
+        let retry_after = match &result {
+            Ok(answer) if retry::is_retryable_status(answer.status) => answer.retry_after,
+            Err(error) if retry::is_retryable(error) => None,
+            _ => return (result, attempts),
+        };
+        if attempts > config.retries {
+            return (result, attempts);
+        }
+        let wait = retry::delay(attempts, retry_after);
+        if Instant::now() + wait >= deadline {
+            return (result, attempts);
+        }
+        tokio::time::sleep(wait).await;
+    }
+}
+
+// Standard Webhooks headers, made once.
+const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
+
+pub(super) async fn post(
+    client: &reqwest::Client,
+    config: &Config,
+    id: &str,
+    json: &str,
+    timeout: Duration,
+) -> Result<HttpAnswer, DeliveryError> {
+    if timeout.is_zero() {
+        return Err(DeliveryError::Timeout);
+    }
+    let timestamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let mut request = client
+        .post(config.url.clone())
+        .timeout(timeout)
+        .header(CONTENT_TYPE, "application/json")
+        .header(WEBHOOK_ID, id)
+        .header(WEBHOOK_TIMESTAMP, timestamp);
+    if !config.secrets.is_empty() {
+        let signature = signing::signature(&config.secrets, id, timestamp, json.as_bytes());
+        request = request.header(WEBHOOK_SIGNATURE, signature);
+    }
+    let response = request
+        .body(json.to_owned())
+        .send()
+        .await
+        .map_err(transport_error)?;
+    let status = response.status().as_u16();
+    let header = |name| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let content_type = header(CONTENT_TYPE);
+    let retry_after =
+        header(RETRY_AFTER).and_then(|value| retry::parse_retry_after(&value, SystemTime::now()));
+    let body = read_body(response, config.max_response).await?;
+    Ok(HttpAnswer {
+        status,
+        content_type,
+        retry_after,
+        body,
+    })
+}
+
+async fn read_body(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, DeliveryError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+        if body.len() + chunk.len() > limit {
+            return Err(DeliveryError::TooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// What failed, in words for the sender: the innermost cause, without the URL
+/// (it may hold credentials).
+fn transport_error(error: reqwest::Error) -> DeliveryError {
+    if error.is_timeout() {
+        return DeliveryError::Timeout;
+    }
+    let mut cause: &dyn std::error::Error = &error;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    let what = if error.is_connect() {
+        "connection failed"
+    } else if error.is_body() || error.is_decode() {
+        "reading the response failed"
+    } else {
+        "request failed"
+    };
+    DeliveryError::Connection(format!("{what}: {cause}"))
+}

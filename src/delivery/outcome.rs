@@ -1,0 +1,314 @@
+//! How a delivery ends: the [`Outcome`] handed back to Prosody's thread
+//! (replies, a log line, metrics, storage), and the [`DeliveryError`] that
+//! decides a failed stanza's error, metrics label and log level.
+
+use crate::conversion::{reply_for, Envelope, HttpAnswer, ReplyError};
+use crate::stanza_error::{status_class, ErrorType, StanzaError};
+use crate::xml::Element;
+
+use super::held::Storage;
+
+/// Everything the sender gets for one stanza, and what the admin is told.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub stanzas: Vec<Element>,
+    pub log: Option<(LogLevel, String)>,
+    /// For metrics: how the delivery ended ("2xx", "timeout", ...).
+    pub label: &'static str,
+    /// For metrics: seconds from submission to outcome, and retries made.
+    pub seconds: Option<f64>,
+    pub retries: u32,
+    /// Durable delivery: what Prosody's storage must do for this stanza.
+    pub storage: Option<Storage>,
+}
+
+impl Outcome {
+    /// An outcome that only tells the admin something.
+    pub fn log_only(level: LogLevel, line: String) -> Outcome {
+        Outcome {
+            log: Some((level, line)),
+            ..Outcome::default()
+        }
+    }
+}
+
+/// Decides what the sender of `envelope` gets, given how its POST went.
+pub fn outcome(
+    envelope: &Envelope,
+    host: &str,
+    result: Result<HttpAnswer, DeliveryError>,
+) -> Outcome {
+    let answered = result
+        .as_ref()
+        .ok()
+        .map(|answer| status_class(answer.status));
+    let reply =
+        result.and_then(|answer| reply_for(envelope, host, &answer).map_err(DeliveryError::from));
+    let mut outcome = Outcome {
+        label: match &reply {
+            Ok(_) => answered.unwrap_or("2xx"),
+            Err(error) => error.label(),
+        },
+        ..Outcome::default()
+    };
+    match reply {
+        Ok(reply) => {
+            if !envelope.may_be_answered() {
+                return outcome;
+            }
+            let answers_iq = reply.as_ref().is_some_and(|r| r.name == "iq");
+            if let Some(reply) = reply {
+                outcome.stanzas.push(reply);
+            }
+            if envelope.is_iq_request() && !answers_iq {
+                outcome.stanzas.push(envelope.iq_result());
+            }
+        }
+        Err(error) => {
+            outcome.log = Some((
+                error.log_level(),
+                format!("POST for {} failed: {error}", envelope.describe()),
+            ));
+            if envelope.may_be_answered() {
+                outcome
+                    .stanzas
+                    .push(envelope.error_reply(&error.stanza_error()));
+            }
+        }
+    }
+    outcome
+}
+
+/// The reply an HTTP answer asks for, if any (docs/contract.md §4), with IQ answers given
+/// Why a stanza could not be delivered, or its answer not used. Each becomes
+/// one log line for the admin and one stanza error for the sender.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("timed out")]
+    Timeout,
+    #[error("{0}")]
+    Connection(String),
+    /// The service answered, but not with something usable.
+    #[error(transparent)]
+    Reply(#[from] ReplyError),
+    #[error("reply larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("cancelled: {0}")]
+    Cancelled(&'static str),
+    #[error("refused: too many stanzas waiting for the web service")]
+    QueueFull,
+    #[error("not sent: the web service keeps failing (circuit open)")]
+    CircuitOpen,
+    #[error("not delivered in {} s: given up", .0.as_secs_f64())]
+    Expired(std::time::Duration),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl DeliveryError {
+    /// What the sender is told (docs/contract.md §5).
+    pub fn stanza_error(&self) -> StanzaError {
+        use ErrorType::*;
+        match self {
+            DeliveryError::Timeout => {
+                StanzaError::new(Wait, "remote-server-timeout").with_text("timed out")
+            }
+            DeliveryError::Connection(what) => {
+                StanzaError::new(Cancel, "remote-server-timeout").with_text(what.as_str())
+            }
+            DeliveryError::Reply(error) => error.stanza_error(),
+            DeliveryError::Cancelled(_) => {
+                StanzaError::new(Cancel, "service-unavailable").with_text(self.to_string())
+            }
+            DeliveryError::QueueFull => StanzaError::new(Wait, "resource-constraint")
+                .with_text("too many stanzas waiting for the web service"),
+            DeliveryError::CircuitOpen => StanzaError::new(Wait, "remote-server-timeout")
+                .with_text("the bot's web service is failing; try again later"),
+            DeliveryError::Expired(_) => {
+                StanzaError::new(Cancel, "remote-server-timeout").with_text(self.to_string())
+            }
+            DeliveryError::TooLarge(_) | DeliveryError::Internal(_) => {
+                StanzaError::new(Cancel, "internal-server-error")
+                    .with_text(format!("the bot's web service failed: {self}"))
+            }
+        }
+    }
+
+    /// The metrics label of this way of failing.
+    pub fn label(&self) -> &'static str {
+        match self {
+            DeliveryError::Timeout => "timeout",
+            DeliveryError::Connection(_) => "unreachable",
+            DeliveryError::Reply(ReplyError::Status { status, .. }) => status_class(*status),
+            DeliveryError::Reply(_) => "invalid_reply",
+            DeliveryError::TooLarge(_) => "too_large",
+            DeliveryError::Cancelled(_) => "cancelled",
+            DeliveryError::QueueFull => "refused",
+            DeliveryError::CircuitOpen => "circuit_open",
+            DeliveryError::Expired(_) => "expired",
+            DeliveryError::Internal(_) => "internal",
+        }
+    }
+
+    /// How loudly the admin hears of it: a bot that answers nonsense needs
+    /// fixing; a service that is down for a moment is only a warning.
+    pub fn log_level(&self) -> LogLevel {
+        match self {
+            DeliveryError::Reply(ReplyError::Status { .. }) => LogLevel::Warn,
+            DeliveryError::Reply(_) | DeliveryError::Internal(_) => LogLevel::Error,
+            DeliveryError::Cancelled(_) => LogLevel::Info,
+            // A flood refuses many stanzas: the admin hears of it once, when
+            // the queue fills up, not once per stanza.
+            DeliveryError::QueueFull => LogLevel::Debug,
+            // Said once, when the circuit opens.
+            DeliveryError::CircuitOpen => LogLevel::Debug,
+            _ => LogLevel::Warn,
+        }
+    }
+}
+
+/// Prosody's log levels that this module uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conversion::examples::{iq, message};
+    use serde_json::{json, Value};
+
+    const HOST: &str = "bot.localhost";
+
+    fn envelope(stanza: &Element) -> Envelope {
+        Envelope::of(stanza).unwrap()
+    }
+
+    fn json_answer(value: Value) -> HttpAnswer {
+        HttpAnswer {
+            status: 200,
+            content_type: Some("application/json".into()),
+            body: value.to_string().into_bytes(),
+            ..Default::default()
+        }
+    }
+
+    fn answer(status: u16, content_type: Option<&str>, body: &str) -> HttpAnswer {
+        HttpAnswer {
+            status,
+            content_type: content_type.map(str::to_owned),
+            body: body.as_bytes().to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn xml_of(outcome: &Outcome) -> Vec<String> {
+        outcome.stanzas.iter().map(Element::to_xml).collect()
+    }
+
+    #[test]
+    fn outcome_error_reply_goes_back_to_the_sender() {
+        let o = outcome(&envelope(&message("x")), HOST, Err(DeliveryError::Timeout));
+        assert_eq!(
+            xml_of(&o),
+            ["<message to='user@localhost/res' from='echo@bot.localhost' id='m1' type='error'>\
+              <error type='wait'><remote-server-timeout xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>\
+              <text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>timed out</text></error></message>"]
+        );
+        let (level, line) = o.log.unwrap();
+        assert_eq!(level, LogLevel::Warn);
+        assert!(
+            line.contains("message id=m1 from user@localhost/res") && line.contains("timed out")
+        );
+    }
+
+    #[test]
+    fn errors_and_iq_results_are_never_answered() {
+        let mut bounced = message("x");
+        bounced.set_attr("type", "error");
+        let mut result = iq("result");
+        result.children.clear();
+        for stanza in [bounced, result, iq("error")] {
+            let e = envelope(&stanza);
+            let ok = outcome(&e, HOST, Ok(json_answer(json!({"body": "x"}))));
+            assert!(ok.stanzas.is_empty());
+            let failed = outcome(&e, HOST, Err(DeliveryError::Timeout));
+            assert!(failed.stanzas.is_empty());
+            assert!(failed.log.is_some());
+        }
+    }
+
+    #[test]
+    fn iq_gets_exactly_one_answer_with_its_id() {
+        let get = envelope(&iq("get"));
+        // 2xx without a usable reply: an empty result.
+        for a in [answer(204, None, ""), json_answer(json!({}))] {
+            assert_eq!(
+                xml_of(&outcome(&get, HOST, Ok(a))),
+                ["<iq to='user@localhost/res' from='bot.localhost' id='q1' type='result'/>"]
+            );
+        }
+        // A reply of kind iq gets the request's id and type result.
+        let o = outcome(
+            &get,
+            HOST,
+            Ok(json_answer(json!({"kind": "iq", "id": "other"}))),
+        );
+        assert_eq!(
+            xml_of(&o),
+            ["<iq to='user@localhost/res' from='bot.localhost' type='result' id='q1'/>"]
+        );
+        // A stanza that is an iq: same, keeping its own type and payload.
+        let o = outcome(
+            &get,
+            HOST,
+            Ok(json_answer(
+                json!({"stanza": "<iq type='error'><error type='cancel'/></iq>"}),
+            )),
+        );
+        assert_eq!(
+            xml_of(&o),
+            ["<iq type='error' to='user@localhost/res' from='bot.localhost' id='q1'><error type='cancel'/></iq>"]
+        );
+        // A message reply is sent, and the iq still gets its result.
+        let o = outcome(&get, HOST, Ok(json_answer(json!({"body": "hi"}))));
+        assert_eq!(o.stanzas.len(), 2);
+        assert_eq!(o.stanzas[1].attr("type"), Some("result"));
+        // HTTP error: the mapped error.
+        let o = outcome(&get, HOST, Ok(answer(404, None, "")));
+        assert_eq!(o.stanzas.len(), 1);
+        assert!(o.stanzas[0].to_xml().contains("<item-not-found"));
+        assert_eq!(o.stanzas[0].attr("id"), Some("q1"));
+    }
+
+    #[test]
+    fn each_error_has_its_label_and_level() {
+        let status = |status| DeliveryError::Reply(ReplyError::Status { status, text: None });
+        let invalid = DeliveryError::Reply(ReplyError::Invalid("x".into()));
+        assert_eq!(status(503).label(), "5xx");
+        assert_eq!(status(503).log_level(), LogLevel::Warn);
+        assert_eq!(invalid.label(), "invalid_reply");
+        assert_eq!(invalid.log_level(), LogLevel::Error);
+        assert_eq!(
+            invalid.stanza_error().text.as_deref(),
+            Some("the bot's web service failed: invalid reply: x")
+        );
+        assert_eq!(DeliveryError::QueueFull.label(), "refused");
+        assert_eq!(DeliveryError::Timeout.log_level(), LogLevel::Warn);
+    }
+}

@@ -3,7 +3,7 @@
 -- configured it), keyed by delivery id, until delivered or given up; given-up
 -- ones stay in a dead-letter store. The native library decides what is held;
 -- this writes what it says, reads the stores back at load, and does the admin
--- shell's list, replay, retry and purge.
+-- shell's list, replay, retry and purge. The native side keeps the counts.
 
 local WAITING, DEAD = "component_http_waiting", "component_http_dead";
 
@@ -58,13 +58,12 @@ end
 
 local durable = {};
 
--- Durable delivery on: opens the stores, hands what they hold to `client`
--- for delivery, and returns { apply = (storage ops from drained outcomes),
--- dead_count = (), admin = { list, replay, purge, retry } }.
-function durable.open(client)
+-- Durable delivery on: opens the stores, hands what they hold to `delivery`
+-- (the native side), and returns { apply = (storage ops from drained
+-- outcomes), admin = { list, replay, purge, retry } }.
+function durable.open(delivery)
 	local waiting_store = module:open_store(WAITING);
 	local dead_store = module:open_store(DEAD);
-	local dead_count = count_records(dead_store);
 
 	local function apply_storage(ops)
 		for i = 1, #ops do
@@ -77,7 +76,6 @@ function durable.open(client)
 				store_set(dead_store, op.id, { stanza = op.stanza, received = op.received,
 					died = os.time(), reason = op.reason });
 				store_set(waiting_store, op.id, nil);
-				dead_count = dead_count + 1;
 			end
 		end
 	end
@@ -85,7 +83,7 @@ function durable.open(client)
 	local admin = {};
 
 	function admin.list(print)
-		local records, open = client:held();
+		local records, open = delivery:held();
 		print(("waiting: %d%s"):format(#records, open and " (circuit open)" or ""));
 		for _, record in ipairs(records) do
 			print("  "..brief(record));
@@ -105,42 +103,40 @@ function durable.open(client)
 			if id == nil or record.id == id then
 				table.insert(replayed, { id = record.id, stanza = record.stanza, received = record.received });
 				store_set(dead_store, record.id, nil);
-				dead_count = dead_count - 1;
 			end
 		end
-		client:restore(replayed, true);
+		delivery:replay(replayed);
 		return #replayed;
 	end
 
 	function admin.purge(which, id)
 		if which == "waiting" then
-			return client:purge(id); -- senders get an error through the fd
+			return delivery:purge(id); -- senders get an error through the fd
 		end
 		local purged = 0;
 		for _, record in ipairs(stored(dead_store)) do
 			if id == nil or record.id == id then
 				store_set(dead_store, record.id, nil);
-				dead_count = dead_count - 1;
 				purged = purged + 1;
 			end
 		end
+		delivery:forget_dead_letters(purged);
 		return purged;
 	end
 
 	function admin.retry()
-		client:retry_held();
-		local count = client:held_counts();
-		return count;
+		delivery:retry_held();
+		local held = delivery:held_counts();
+		return held;
 	end
 
 	local records = stored(waiting_store);
-	client:restore(records, false);
+	delivery:restore(records, count_records(dead_store));
 	if #records > 0 then
 		module:log("info", "Delivering %d stanzas held from before", #records);
 	end
 	return {
 		apply = apply_storage;
-		dead_count = function () return dead_count; end;
 		admin = admin;
 	};
 end

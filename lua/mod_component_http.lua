@@ -7,7 +7,6 @@
 -- HTTP and the reply rules live in the native library, component_http.so,
 -- built from the Rust crate of this project. The contract: docs/contract.md.
 
-local st = require "util.stanza";
 local set = require "util.set";
 local server = require "net.server";
 
@@ -131,12 +130,12 @@ local options = {
 	durable_limit = number_option("component_post_durable_limit", defaults.durable_limit);
 };
 
--- new_client answers nil and a reason for a bad option; a Lua error (say, a
--- header value that is not a string) is a bad option too.
-local ok, client, config_err = pcall(native.new_client, options);
+-- new_delivery answers nil and a reason for a bad option; a Lua error (say,
+-- a header value that is not a string) is a bad option too.
+local ok, delivery, config_err = pcall(native.new_delivery, options);
 if not ok then
-	load_error("invalid option: %s", tostring(client):match("^[^\n]*"));
-elseif not client then
+	load_error("invalid option: %s", tostring(delivery):match("^[^\n]*"));
+elseif not delivery then
 	load_error("%s", config_err);
 end
 
@@ -169,11 +168,6 @@ local held_gauge = module:metric("gauge", "held", "",
 local dead_gauge = module:metric("gauge", "dead_letters", "",
 	"Durable delivery: stanzas given up after component_post_max_age, kept in storage", {}):with_labels();
 
--- The module's status follows the web service: error while it cannot be
--- reached, back to normal once it answers again.
-local UNREACHABLE = { timeout = true, unreachable = true };
-local reachable = true;
-
 local function record(reports)
 	for i = 1, #reports, 3 do
 		local outcome, seconds, extra_attempts = reports[i], reports[i + 1], reports[i + 2];
@@ -184,40 +178,18 @@ local function record(reports)
 		if extra_attempts > 0 then
 			retries:add(extra_attempts);
 		end
-		if UNREACHABLE[outcome] and reachable then
-			reachable = false;
-			module:set_status("error", "web service unreachable ("..outcome..")");
-		elseif outcome:match("^%dxx$") and not reachable then
-			reachable = true;
-			module:set_status("info", "web service answering again", true);
-		end
 	end
 end
 
 -- What the admin shell's component_http:status() shows of this host.
-local shell_state = { client = client };
+local shell_state = { delivery = delivery };
 
 -- Durable delivery's storage and admin (durable.lib.lua), when it is on.
 local durable_store;
 
-local circuit_open = false;
-
--- The module's status while the circuit is open says so.
-local function follow_circuit()
-	local _, open = client:held_counts();
-	if open ~= circuit_open then
-		circuit_open = open;
-		if open then
-			module:set_status("warn", "web service failing: holding stanzas (circuit open)");
-		else
-			module:set_status("info", "web service answering again", true);
-		end
-	end
-end
-
 -- Sends what the native side produced: replies, stanza errors, log lines,
--- metrics.
-local function apply_outcomes(stanzas, logs, reports, storage)
+-- metrics, and the module's status as it follows the web service.
+local function apply_outcomes(stanzas, logs, reports, storage, statuses)
 	if storage and durable_store then
 		durable_store.apply(storage);
 	end
@@ -232,13 +204,13 @@ local function apply_outcomes(stanzas, logs, reports, storage)
 		send(stanzas[i]);
 	end
 	record(reports);
-	if durable_store then
-		follow_circuit();
+	for i = 1, statuses and #statuses or 0, 3 do
+		module:set_status(statuses[i], statuses[i + 1], statuses[i + 2]);
 	end
 end
 
 local function drain()
-	apply_outcomes(client:drain());
+	apply_outcomes(delivery:drain());
 end
 
 local function on_readable()
@@ -249,63 +221,59 @@ local function on_readable()
 	end
 end
 
-local watcher = server.watchfd(client:fd(), on_readable);
+local watcher = server.watchfd(delivery:fd(), on_readable);
 
 module:hook_global("stats-update", function ()
-	local running, waiting = client:counts();
+	local running, waiting = delivery:counts();
 	in_flight:set(running);
 	queued:set(waiting);
 	if durable_store then
-		held_gauge:set((client:held_counts()));
-		dead_gauge:set(durable_store.dead_count());
+		local held, _, dead_letters = delivery:held_counts();
+		held_gauge:set(held);
+		dead_gauge:set(dead_letters);
 	end
 end);
 
 if options.durable then
-	durable_store = module:require("durable").open(client);
+	durable_store = module:require("durable").open(delivery);
 	shell_state.durable = durable_store.admin;
 else
 	module:require("durable").warn_if_held();
 end
 
--- Errors and IQ results are never answered (loop guard).
-local function answerable(stanza)
-	local stanza_type = stanza.attr.type;
-	return stanza_type ~= "error" and not (stanza.name == "iq" and stanza_type == "result");
-end
-
+-- For a stanza the native side cannot read it says why, for the admin, and
+-- gives the stanza error the sender gets (none for errors and IQ results:
+-- the loop guard is native too). pcall: an error escaping a hook would
+-- reach the sender's session.
 local function forward(event)
 	local stanza = event.stanza;
-	local ok, err = pcall(client.post, client, stanza);
-	if not ok then
-		module:log("error", "Could not forward %s: %s", stanza:top_tag(), tostring(err));
-		if answerable(stanza) then
-			send(st.error_reply(stanza, "cancel", "internal-server-error", "could not forward the stanza"));
-		end
+	local ok, why, reply = pcall(delivery.post, delivery, stanza);
+	if not ok or why then
+		module:log("error", "Could not forward %s: %s", stanza:top_tag(), tostring(why));
+	end
+	if ok and reply then
+		send(reply);
 	end
 	return true;
 end
 
 local function answer_presence(event)
-	local ok, answers = pcall(native.local_presence, event.stanza);
-	if not ok then
-		module:log("error", "Could not answer %s: %s", event.stanza:top_tag(), tostring(answers));
-		return true;
+	local ok, answers, why = pcall(native.local_presence, event.stanza);
+	if not ok or why then
+		module:log("error", "Could not answer %s: %s", event.stanza:top_tag(), tostring(ok and why or answers));
 	end
-	for _, answer in ipairs(answers) do
+	for _, answer in ipairs(ok and answers or {}) do
 		send(answer);
 	end
 	return true;
 end
 
 local function answer_iq(event)
-	local ok, answer = pcall(native.local_iq, event.stanza, module.host);
-	if not ok then
-		module:log("error", "Could not answer %s: %s", event.stanza:top_tag(), tostring(answer));
-		answer = answerable(event.stanza)
-			and st.error_reply(event.stanza, "cancel", "internal-server-error");
+	local ok, answer, why = pcall(native.local_iq, event.stanza, module.host);
+	if not ok or why then
+		module:log("error", "Could not answer %s: %s", event.stanza:top_tag(), tostring(ok and why or answer));
 	end
-	if answer then
+	if ok and answer then
 		send(answer);
 	end
 	return true;
@@ -314,7 +282,7 @@ end
 -- The push endpoint (push.lib.lua): off unless component_push_token is set.
 local push_endpoint;
 if options.push_token then
-	push_endpoint = module:require("push").serve(client, native, send,
+	push_endpoint = module:require("push").serve(delivery, native, send,
 		number_option("component_push_rate", defaults.push_rate),
 		duration_option("component_push_timeout", defaults.push_timeout));
 end
@@ -339,7 +307,7 @@ local local_handlers = { presence = answer_presence, iq = answer_iq };
 local PRIORITY = 10;
 
 for _, kind in ipairs({ "message", "presence", "iq" }) do
-	local handler = client:forwards(kind) and forward or local_handlers[kind];
+	local handler = delivery:forwards(kind) and forward or local_handlers[kind];
 	if handler and kind == "iq" and push_endpoint then
 		handler = with_pushed_iqs(handler);
 	end
@@ -364,7 +332,7 @@ local function stop(shutting_down)
 	if stopped then return; end
 	stopped = true;
 	local why = shutting_down and "the server is shutting down" or "the module was unloaded";
-	apply_outcomes(client:cancel_all(shutting_down));
+	apply_outcomes(delivery:cancel_all(shutting_down));
 	if push_endpoint then
 		push_endpoint.cancel(why);
 	end

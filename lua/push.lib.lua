@@ -15,12 +15,12 @@ end
 
 local push = {};
 
--- Serves /component_http on this host: `client` checks credentials and reads
+-- Serves /component_http on this host: `delivery` checks credentials and reads
 -- the body, `send` sends a stanza as the component; `rate` pushes a second,
 -- `timeout` seconds for a pushed IQ's answer. Returns { answer = (an IQ
 -- result or error: true if it answered a pushed IQ, now sent back over
 -- HTTP), cancel = (every pushed IQ still waiting gets 503 and `why`) }.
-function push.serve(client, native, send, rate, timeout)
+function push.serve(delivery, native, send, rate, timeout)
 	-- IQs pushed and waiting for their answer: id -> { response, timer }.
 	local pushed_iqs = {};
 	local push_throttle = throttle.create(rate, 1);
@@ -42,7 +42,7 @@ function push.serve(client, native, send, rate, timeout)
 	local function handle_push(event)
 		local request, response = event.request, event.response;
 		local headers, body = request.headers, request.body or "";
-		local status, why = client:push_authorize(headers.authorization, headers.webhook_id,
+		local status, why = delivery:push_authorize(headers.authorization, headers.webhook_id,
 			headers.webhook_timestamp, headers.webhook_signature, body);
 		if status then
 			if status == 401 then
@@ -55,7 +55,7 @@ function push.serve(client, native, send, rate, timeout)
 			return json_response(response, 429, { error = "too many pushes, slow down" });
 		end
 		local stanza;
-		stanza, status, why = client:push_stanza(headers.content_type, body);
+		stanza, status, why = delivery:push_stanza(headers.content_type, body);
 		if not stanza then
 			return json_response(response, status, { error = why });
 		end

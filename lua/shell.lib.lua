@@ -4,7 +4,7 @@
 
 local set = require "util.set";
 
--- Each component host of this module: { client =, durable = (the admin
+-- Each component host of this module: { delivery =, durable = (the admin
 -- functions of durable.lib.lua, with durable delivery), last_error = }.
 local shell_hosts = module:shared("/*/component_http/hosts");
 
@@ -36,8 +36,8 @@ local shell_commands = {
 			local print, count = self.session.print, 0;
 			for name, state in pairs(shell_hosts) do
 				if host == nil or host == name then
-					local running, waiting = state.client:counts();
-					local held = state.durable and (", %d held"):format((state.client:held_counts())) or "";
+					local running, waiting = state.delivery:counts();
+					local held = state.durable and (", %d held"):format((state.delivery:held_counts())) or "";
 					print(("%s: %d in flight, %d queued%s; last error: %s"):format(name, running, waiting, held,
 						state.last_error or "none"));
 					count = count + 1;

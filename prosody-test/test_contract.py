@@ -206,6 +206,22 @@ class ContractTest(unittest.TestCase):
                 self.assertIn(reason, self.prosody.log())
         self.assertNotIn("stack traceback", self.prosody.log())
 
+    def test_a_stanza_the_module_cannot_read_gets_an_error(self):
+        """Nested deeper than the native side reads (64): the sender gets
+        internal-server-error, the admin one line, the service nothing; an
+        error stanza that deep is not answered (loop guard)."""
+        deep = "<x>" * 70 + "</x>" * 70
+        id_ = self.alice.message("deep@bot.localhost", "deep", extra=deep)
+        stanza = self.alice.expect_id(id_)
+        self.assertEqual(stanza.attr.get("type"), "error")
+        self.assertEqual(stanza.error(), ("cancel", "internal-server-error", "could not forward the stanza"))
+        self.assertIn("Could not forward <message", self.prosody.log())
+        self.assertIn("nested too deeply", self.prosody.log())
+        self.alice.message("deep@bot.localhost", "deep", type_="error", extra=deep)
+        self.barrier(self.alice, "deep@bot.localhost")
+        self.assert_nothing_from(self.alice, "deep@bot.localhost")
+        self.assertFalse(any((r["json"] or {}).get("body") == "deep" for r in self.ws.requests))
+
     def test_reply_from_outside_the_domain_is_refused(self):
         self.script(lambda r: json_reply({"from": f"admin@{DOMAIN}", "to": f"bob@{DOMAIN}",
                                           "body": "spoofed"}))

@@ -237,6 +237,9 @@ class DurableInternalTest(unittest.TestCase):
                                 timeout=REDELIVERY_WAIT).body for _ in range(6)}
         self.assertEqual(replies, {f"Did you say m{i}?" for i in range(6)})
         self.wait_log(r"circuit closed")
+        if not SHELL_UNRELIABLE:
+            info = self.shell("module:info('component_http', 'breaker.localhost')")
+            self.assertIn("status: [info] web service answering again", info)
         self.assertEqual([s for s in alice.received(is_error) if s.attr.get("id") != iq_id], [])
         by_body = {}
         for request in service.requests:

@@ -1,5 +1,5 @@
-//! The Lua face of the core: `util.stanza` tables in and out, the delivery
-//! client as userdata, errors turned into Lua errors. Everything Lua-specific
+//! The Lua face of the core: `util.stanza` tables in and out, a host's
+//! [`Delivery`] as userdata, errors turned into Lua errors. Everything Lua-specific
 //! lives here; the rest of the crate knows nothing of mlua.
 
 use std::sync::Once;
@@ -9,10 +9,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use mlua::{Lua, LuaString, Table, UserData, UserDataMethods, Value};
 
 use crate::config::{Config, Options};
-use crate::conversion::{self, Kind};
-use crate::delivery::{Delivery, Outcome, Record, Storage};
+use crate::conversion::{self, Envelope, Kind};
+use crate::delivery::{Delivery, Outcome, Record, Source, Storage};
 use crate::local;
 use crate::push;
+use crate::stanza_error::{ErrorType, StanzaError};
 use crate::xml::{Element, Node, MAX_DEPTH};
 
 const STANZA_MT_KEY: &str = "mod_component_http.stanza_mt";
@@ -23,7 +24,7 @@ pub fn exports(lua: &Lua) -> mlua::Result<Table> {
     let exports = lua.create_table()?;
     exports.set("version", env!("CARGO_PKG_VERSION"))?;
     exports.set("defaults", defaults_table(lua)?)?;
-    exports.set("new_client", lua.create_function(new_client)?)?;
+    exports.set("new_delivery", lua.create_function(new_delivery)?)?;
     exports.set(
         "request_json",
         lua.create_function(|_, stanza: Table| {
@@ -32,20 +33,26 @@ pub fn exports(lua: &Lua) -> mlua::Result<Table> {
             Ok(request.json)
         })?,
     )?;
+    // What the component answers itself, and, for a stanza that cannot be
+    // read, why (for the log).
     exports.set(
         "local_presence",
         lua.create_function(|lua, stanza: Table| {
-            let answers = local::presence(&element_from_lua(&stanza, 0)?);
-            stanzas_to_lua(lua, answers.iter())
+            Ok(match element_from_lua(&stanza, 0) {
+                Ok(stanza) => (stanzas_to_lua(lua, local::presence(&stanza).iter())?, None),
+                Err(why) => (lua.create_table()?, Some(why.to_string())),
+            })
         })?,
     )?;
     exports.set(
         "local_iq",
         lua.create_function(|lua, (stanza, host): (Table, String)| {
-            match local::iq(&element_from_lua(&stanza, 0)?, &host) {
-                Some(answer) => Ok(Value::Table(element_to_lua(lua, &answer)?)),
-                None => Ok(Value::Nil),
-            }
+            let (answer, why) = match element_from_lua(&stanza, 0) {
+                Ok(element) => (local::iq(&element, &host), None),
+                Err(why) => (unreadable_reply(&stanza, None), Some(why.to_string())),
+            };
+            let answer = answer.map(|a| element_to_lua(lua, &a)).transpose()?;
+            Ok((answer, why))
         })?,
     )?;
     Ok(exports)
@@ -83,10 +90,10 @@ fn quiet_panics() {
     });
 }
 
-/// `new_client{ host=, url=, stanzas={...}, timeout=, ... }` (the option
-/// names without `component_post_`) → client, or nil and the reason (a bad
-/// option), Lua style, so the shim can log it as one line.
-fn new_client(_: &Lua, table: Table) -> mlua::Result<(Option<Client>, Option<String>)> {
+/// `new_delivery{ host=, url=, stanzas={...}, timeout=, ... }` (the option
+/// names without `component_post_`) → a host's delivery, or nil and the
+/// reason (a bad option), Lua style, so the shim can log it as one line.
+fn new_delivery(_: &Lua, table: Table) -> mlua::Result<(Option<Delivery>, Option<String>)> {
     let headers = match table.get::<Option<Table>>("headers")? {
         Some(headers) => headers
             .pairs::<String, String>()
@@ -118,16 +125,35 @@ fn new_client(_: &Lua, table: Table) -> mlua::Result<(Option<Client>, Option<Str
         max_age: table.get("max_age")?,
         durable_limit: table.get("durable_limit")?,
     };
-    let client = Config::new(options)
+    let delivery = Config::new(options)
         .map_err(|e| e.to_string())
         .and_then(|config| Delivery::new(config).map_err(|e| e.to_string()));
-    Ok(match client {
-        Ok(delivery) => (Some(Client(delivery)), None),
+    Ok(match delivery {
+        Ok(delivery) => (Some(delivery), None),
         Err(reason) => (None, Some(reason)),
     })
 }
 
-struct Client(Delivery);
+/// The stanza error for a stanza this module cannot read, built from its
+/// top-level attributes; none when it must not be answered (an error or an
+/// IQ result: docs/contract.md §5) or has no addresses.
+fn unreadable_reply(stanza: &Table, text: Option<&str>) -> Option<Element> {
+    let mut top = Element::new(stanza.raw_get::<String>("name").ok()?);
+    let attr = stanza.raw_get::<Table>("attr").ok()?;
+    for name in ["to", "from", "id", "type"] {
+        if let Ok(value) = attr.raw_get::<String>(name) {
+            top.attrs.push((name.to_owned(), value));
+        }
+    }
+    let envelope = Envelope::of(&top).ok()?;
+    let mut error = StanzaError::new(ErrorType::Cancel, "internal-server-error");
+    if let Some(text) = text {
+        error = error.with_text(text);
+    }
+    envelope
+        .may_be_answered()
+        .then(|| envelope.error_reply(&error))
+}
 
 /// Authorization, webhook-id, webhook-timestamp, webhook-signature, body.
 type PushHeaders = (
@@ -138,27 +164,36 @@ type PushHeaders = (
     LuaString,
 );
 
-impl UserData for Client {
+impl UserData for Delivery {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        methods.add_method("fd", |_, this, ()| Ok(this.0.fd()));
-        methods.add_method("counts", |_, this, ()| Ok(this.0.counts()));
+        methods.add_method("fd", |_, this, ()| Ok(this.fd()));
+        methods.add_method("counts", |_, this, ()| Ok(this.counts()));
         methods.add_method("forwards", |_, this, kind: String| {
-            Ok(Kind::parse(&kind).is_some_and(|k| this.0.config().forwards(k)))
+            Ok(Kind::parse(&kind).is_some_and(|k| this.config().forwards(k)))
         });
-        methods.add_method("post", |_, this, stanza: Table| {
-            let request = conversion::request(&element_from_lua(&stanza, 0)?)
-                .map_err(mlua::Error::external)?;
-            this.0.submit(request);
-            Ok(())
+        // nil, or for a stanza that cannot be read why, and the stanza
+        // error its sender gets (nil when it must not be answered).
+        methods.add_method("post", |lua, this, stanza: Table| {
+            let request = element_from_lua(&stanza, 0)
+                .and_then(|e| conversion::request(&e).map_err(mlua::Error::external));
+            Ok(match request {
+                Ok(request) => {
+                    this.submit(request);
+                    (None, None)
+                }
+                Err(why) => {
+                    let reply = unreadable_reply(&stanza, Some("could not forward the stanza"));
+                    let reply = reply.map(|r| element_to_lua(lua, &r)).transpose()?;
+                    (Some(why.to_string()), reply)
+                }
+            })
         });
-        methods.add_method("drain", |lua, this, ()| {
-            outcomes_to_lua(lua, this.0.drain())
-        });
+        methods.add_method("drain", |lua, this, ()| outcomes_to_lua(lua, this.drain()));
         // Push endpoint: nil when allowed, else the HTTP status and why.
         methods.add_method(
             "push_authorize",
             |_, this, (authorization, id, timestamp, signature, body): PushHeaders| {
-                let config = this.0.config();
+                let config = this.config();
                 let Some(token) = &config.push_token else {
                     return Ok((Some(404), Some("push is not enabled".to_owned())));
                 };
@@ -188,7 +223,7 @@ impl UserData for Client {
         methods.add_method(
             "push_stanza",
             |lua, this, (content_type, body): (Option<String>, LuaString)| {
-                let host = &this.0.config().host;
+                let host = &this.config().host;
                 Ok(
                     match push::stanza(host, content_type.as_deref(), &body.as_bytes()) {
                         Ok(stanza) => (Some(element_to_lua(lua, &stanza)?), None, None),
@@ -203,34 +238,44 @@ impl UserData for Client {
             } else {
                 "the module was unloaded"
             };
-            outcomes_to_lua(lua, this.0.cancel_all(why))
+            outcomes_to_lua(lua, this.cancel_all(why))
         });
         // Durable delivery.
-        methods.add_method("held_counts", |_, this, ()| Ok(this.0.held_counts()));
+        // Held, circuit open, dead letters.
+        methods.add_method("held_counts", |_, this, ()| {
+            let counts = this.held_counts();
+            Ok((counts.held, counts.circuit_open, counts.dead_letters))
+        });
         methods.add_method("held", |lua, this, ()| {
-            let (records, open) = this.0.held();
+            let (records, open) = this.held();
             let list = lua.create_table_with_capacity(records.len(), 0)?;
             for record in &records {
                 list.raw_push(record_to_lua(lua, record)?)?;
             }
             Ok((list, open))
         });
+        // At load: the waiting records, and how many dead letters the store keeps.
         methods.add_method(
             "restore",
-            |_, this, (records, fresh): (Vec<Table>, bool)| {
-                let records = records
-                    .iter()
-                    .map(record_from_lua)
-                    .collect::<mlua::Result<_>>()?;
-                this.0.restore(records, fresh);
+            |_, this, (records, dead_letters): (Vec<Table>, usize)| {
+                this.restore(records_from_lua(&records)?, Source::Store { dead_letters });
                 Ok(())
             },
         );
+        // Dead letters back to waiting (removed from the dead store by the caller).
+        methods.add_method("replay", |_, this, records: Vec<Table>| {
+            this.restore(records_from_lua(&records)?, Source::DeadLetters);
+            Ok(())
+        });
+        methods.add_method("forget_dead_letters", |_, this, count: usize| {
+            this.forget_dead_letters(count);
+            Ok(())
+        });
         methods.add_method("purge", |_, this, id: Option<String>| {
-            Ok(this.0.purge(id.as_deref()))
+            Ok(this.purge(id.as_deref()))
         });
         methods.add_method("retry_held", |_, this, ()| {
-            this.0.retry_held();
+            this.retry_held();
             Ok(())
         });
     }
@@ -245,12 +290,17 @@ fn record_to_lua(lua: &Lua, record: &Record) -> mlua::Result<Table> {
     Ok(table)
 }
 
-fn record_from_lua(table: &Table) -> mlua::Result<Record> {
-    Ok(Record {
-        id: table.get("id")?,
-        stanza: table.get("stanza")?,
-        received: table.get("received")?,
-    })
+fn records_from_lua(tables: &[Table]) -> mlua::Result<Vec<Record>> {
+    tables
+        .iter()
+        .map(|table| {
+            Ok(Record {
+                id: table.get("id")?,
+                stanza: table.get("stanza")?,
+                received: table.get("received")?,
+            })
+        })
+        .collect()
 }
 
 /// Storage instructions as `{ op = "hold"|"forget"|"dead", id=, stanza=,
@@ -286,14 +336,15 @@ fn storage_to_lua(lua: &Lua, outcomes: &[Outcome]) -> mlua::Result<Option<Table>
     Ok(list)
 }
 
+/// Stanzas, logs, reports, storage, statuses: see [`outcomes_to_lua`].
+type Drained = (Table, Option<Table>, Table, Option<Table>, Option<Table>);
+
 /// Outcomes as flat arrays, cheap to walk in Lua: the stanzas to send; the
 /// log lines as level, message, level, message, ... (nil when there are
 /// none, the usual case); for metrics label, seconds (-1 when not timed),
-/// retries, label, ...; and the storage instructions of durable delivery.
-fn outcomes_to_lua(
-    lua: &Lua,
-    outcomes: Vec<Outcome>,
-) -> mlua::Result<(Table, Option<Table>, Table, Option<Table>)> {
+/// retries, label, ...; the storage instructions of durable delivery; and
+/// the module's status changes as level, text, override, ... (nil when none).
+fn outcomes_to_lua(lua: &Lua, outcomes: Vec<Outcome>) -> mlua::Result<Drained> {
     let stanzas = stanzas_to_lua(lua, outcomes.iter().flat_map(|o| o.stanzas.iter()))?;
     let mut logs = None;
     for (level, line) in outcomes.iter().filter_map(|o| o.log.as_ref()) {
@@ -310,7 +361,18 @@ fn outcomes_to_lua(
         reports.raw_push(outcome.seconds.unwrap_or(-1.0))?;
         reports.raw_push(outcome.retries)?;
     }
-    Ok((stanzas, logs, reports, storage_to_lua(lua, &outcomes)?))
+    let mut statuses = None;
+    for status in outcomes.iter().filter_map(|o| o.status) {
+        let table = match &statuses {
+            Some(table) => table,
+            None => statuses.insert(lua.create_table()?),
+        };
+        table.raw_push(status.level().as_str())?;
+        table.raw_push(status.text())?;
+        table.raw_push(status.overrides())?;
+    }
+    let storage = storage_to_lua(lua, &outcomes)?;
+    Ok((stanzas, logs, reports, storage, statuses))
 }
 
 fn stanzas_to_lua<'a>(

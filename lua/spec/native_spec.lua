@@ -83,24 +83,41 @@ describe("local answers", function ()
 	end);
 end);
 
-describe("new_client", function ()
+describe("new_delivery", function ()
 	it("returns nil and the reason for a bad option", function ()
-		local client, err = native.new_client({ host = "bot.localhost", url = "ftp://x/", stanzas = { "message" } });
-		assert.is_nil(client);
+		local delivery, err = native.new_delivery({ host = "bot.localhost", url = "ftp://x/", stanzas = { "message" } });
+		assert.is_nil(delivery);
 		assert.matches("component_post_url", err);
-		client, err = native.new_client({ host = "bot.localhost", url = "http://x/", timeout = -1, stanzas = {} });
-		assert.is_nil(client);
+		delivery, err = native.new_delivery({ host = "bot.localhost", url = "http://x/", timeout = -1, stanzas = {} });
+		assert.is_nil(delivery);
 		assert.matches("component_post_timeout", err);
 	end);
 
 	it("gives an fd to watch and knows what it forwards", function ()
-		local client = assert(native.new_client({ host = "bot.localhost", url = "http://127.0.0.1:9/", stanzas = { "message", "iq" } }));
-		assert.is_true(client:fd() > 2);
-		assert.is_true(client:forwards("iq"));
-		assert.is_false(client:forwards("presence"));
-		local stanzas, logs, reports = client:drain();
+		local delivery = assert(native.new_delivery({ host = "bot.localhost", url = "http://127.0.0.1:9/", stanzas = { "message", "iq" } }));
+		assert.is_true(delivery:fd() > 2);
+		assert.is_true(delivery:forwards("iq"));
+		assert.is_false(delivery:forwards("presence"));
+		local stanzas, logs, reports, storage, statuses = delivery:drain();
 		assert.are.same({}, stanzas);
 		assert.is_nil(logs);
 		assert.are.same({}, reports);
+		assert.is_nil(storage);
+		assert.is_nil(statuses);
+	end);
+
+	it("answers a stanza it cannot read with a stanza error, and never an error", function ()
+		local delivery = assert(native.new_delivery({ host = "bot.localhost", url = "http://127.0.0.1:9/", stanzas = { "message" } }));
+		local deep = st.message({ to = "b@bot.localhost", from = "u@localhost/r", id = "deep" });
+		for _ = 1, 70 do deep:tag("x"); end
+		local why, reply = delivery:post(deep);
+		assert.matches("nested too deeply", why);
+		assert.is_true(st.is_stanza(reply));
+		assert.are.same({ to = "u@localhost/r", from = "b@bot.localhost", id = "deep", type = "error" }, reply.attr);
+		assert.are.equal("internal-server-error", reply.tags[1].tags[1].name);
+		deep.attr.type = "error";
+		why, reply = delivery:post(deep);
+		assert.matches("nested too deeply", why);
+		assert.is_nil(reply);
 	end);
 end);

@@ -16,7 +16,7 @@ use super::held::{self, Gate, Held, Record, Storage};
 use super::http::{is_transient, post};
 use super::ordering::conversation_of;
 use super::runtime::lock;
-use super::{outcome, unix_millis, DeliveryError, Job, LogLevel, Outcome, Shared};
+use super::{outcome, unix_millis, DeliveryError, Job, LogLevel, Outcome, Shared, Status};
 use crate::conversion::{self, HttpAnswer, Request};
 use crate::xml;
 
@@ -28,6 +28,8 @@ pub(super) struct State {
     redeliverers: HashMap<String, AbortHandle>,
     /// Set while held stanzas are bounced for want of room.
     full: bool,
+    /// Stanzas given up and kept in the dead-letter store.
+    dead_letters: usize,
     /// Set by `close_durable`: what is held from then on is only stored, for
     /// the next start, never redelivered by this instance.
     closed: bool,
@@ -38,6 +40,27 @@ pub(super) struct Durable {
     state: Mutex<State>,
     /// Wakes the redeliverers: the circuit closed, or an admin hurried them.
     changed: Notify,
+}
+
+/// Durable delivery's figures, for metrics and the admin shell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldCounts {
+    /// Stanzas held for later delivery.
+    pub held: usize,
+    pub circuit_open: bool,
+    /// Stanzas given up and kept in the dead-letter store.
+    pub dead_letters: usize,
+}
+
+/// Where restored stanzas come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The store of held stanzas, read at load; it also keeps this many
+    /// dead letters.
+    Store { dead_letters: usize },
+    /// Dead letters the admin replays: they arrive anew (a new arrival
+    /// stamp, written to the store again).
+    DeadLetters,
 }
 
 /// What a conversation's redeliverer does next.
@@ -148,24 +171,30 @@ impl Shared {
     fn count_result_in(&self, state: &mut State, transient: bool, probe: bool) {
         if transient {
             if state.held.breaker.failure(Instant::now(), probe) {
-                self.outbox.queue(Outcome::log_only(
-                    LogLevel::Warn,
-                    format!(
-                        "The web service failed {} times in a row: holding stanzas and \
-                         probing it every {} s at most (circuit open)",
-                        held::BREAKER_THRESHOLD,
-                        held::MAX_WAIT.as_secs()
-                    ),
-                ));
+                self.outbox.queue(Outcome {
+                    status: Some(Status::CircuitOpen),
+                    ..Outcome::log_only(
+                        LogLevel::Warn,
+                        format!(
+                            "The web service failed {} times in a row: holding stanzas and \
+                             probing it every {} s at most (circuit open)",
+                            held::BREAKER_THRESHOLD,
+                            held::MAX_WAIT.as_secs()
+                        ),
+                    )
+                });
             }
         } else if state.held.breaker.success() {
-            self.outbox.queue(Outcome::log_only(
-                LogLevel::Info,
-                format!(
-                    "The web service answers again: delivering {} held stanzas (circuit closed)",
-                    state.held.len()
-                ),
-            ));
+            self.outbox.queue(Outcome {
+                status: Some(Status::Answering),
+                ..Outcome::log_only(
+                    LogLevel::Info,
+                    format!(
+                        "The web service answers again: delivering {} held stanzas (circuit closed)",
+                        state.held.len()
+                    ),
+                )
+            });
             self.durable.changed.notify_waiters();
         }
     }
@@ -197,6 +226,7 @@ impl Shared {
                     .map(|(_, l)| l.clone())
                     .unwrap_or_default();
                 outcome.storage = Some(Storage::Dead(record, reason));
+                state.dead_letters += 1;
                 self.outbox.queue(outcome);
                 continue;
             }
@@ -252,13 +282,35 @@ impl Shared {
         }
     }
 
-    pub(super) fn held_counts(&self) -> (usize, bool) {
+    pub(super) fn held_counts(&self) -> HeldCounts {
         let state = self.durable_state();
-        (state.held.len(), state.held.breaker.is_open())
+        HeldCounts {
+            held: state.held.len(),
+            circuit_open: state.held.breaker.is_open(),
+            dead_letters: state.dead_letters,
+        }
     }
 
-    pub(super) fn restore(self: &Arc<Self>, records: Vec<Record>, fresh: bool) {
+    /// Dead letters the admin deleted from the store.
+    pub(super) fn forget_dead_letters(&self, count: usize) {
         let mut state = self.durable_state();
+        state.dead_letters = state.dead_letters.saturating_sub(count);
+    }
+
+    /// `source`: the store at load (with the number of dead letters it
+    /// keeps), or dead letters replayed by the admin.
+    pub(super) fn restore(self: &Arc<Self>, records: Vec<Record>, source: Source) {
+        let mut state = self.durable_state();
+        let fresh = match source {
+            Source::Store { dead_letters } => {
+                state.dead_letters = dead_letters;
+                false
+            }
+            Source::DeadLetters => {
+                state.dead_letters = state.dead_letters.saturating_sub(records.len());
+                true
+            }
+        };
         for mut record in records {
             let request = xml::parse(&record.stanza)
                 .map_err(|e| e.to_string())
@@ -267,6 +319,7 @@ impl Shared {
                 Ok(request) => request,
                 Err(why) => {
                     let reason = format!("held stanza {} cannot be read: {why}", record.id);
+                    state.dead_letters += 1;
                     self.outbox.queue(Outcome {
                         log: Some((LogLevel::Error, reason.clone())),
                         storage: Some(Storage::Dead(record, reason)),

@@ -32,8 +32,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 
+pub use durable::{HeldCounts, Source};
 pub use held::{Record, Storage};
-pub use outcome::{outcome, DeliveryError, LogLevel, Outcome};
+pub use outcome::{outcome, DeliveryError, LogLevel, Outcome, Status};
 
 use crate::config::{Config, Ordering};
 use crate::conversion::{self, Envelope, Kind, Request};
@@ -293,19 +294,23 @@ impl Delivery {
         outcomes
     }
 
-    /// Durable delivery: stanzas held for later, and whether the circuit is
-    /// open.
-    pub fn held_counts(&self) -> (usize, bool) {
+    /// Durable delivery: stanzas held and dead letters kept, and whether
+    /// the circuit is open. This is the one count of them: the Lua side
+    /// only writes the store.
+    pub fn held_counts(&self) -> HeldCounts {
         self.shared.held_counts()
     }
 
-    /// Durable delivery: takes back stanzas from the store (at start, or
-    /// replayed from the dead letters) to deliver them in arrival order.
-    /// `fresh`: they arrive now (a replay), so they get a new arrival stamp
-    /// and are written to the store again. A record that cannot be read is
-    /// moved to the dead letters.
-    pub fn restore(&self, records: Vec<Record>, fresh: bool) {
-        self.shared.restore(records, fresh);
+    /// Durable delivery: takes back stanzas (from the store at load, or
+    /// dead letters replayed) to deliver them in arrival order. A record
+    /// that cannot be read is moved to the dead letters.
+    pub fn restore(&self, records: Vec<Record>, source: Source) {
+        self.shared.restore(records, source);
+    }
+
+    /// Durable delivery: the admin deleted `count` dead letters.
+    pub fn forget_dead_letters(&self, count: usize) {
+        self.shared.forget_dead_letters(count);
     }
 
     /// Durable delivery: the held stanzas, oldest first per conversation,

@@ -4,7 +4,7 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 
-use super::outcome::Outcome;
+use super::outcome::{Health, Outcome};
 use super::runtime::lock;
 
 /// A non-blocking eventfd: written by workers, watched by Prosody.
@@ -40,14 +40,22 @@ impl Signal {
 /// taken under any other and never holds one.
 pub(super) struct Outbox {
     signal: Signal,
-    waiting: Mutex<Vec<Outcome>>,
+    waiting: Mutex<Waiting>,
+}
+
+/// The queue, and the web service's health, which follows the outcomes in
+/// the order they are queued (so it is under the same lock).
+#[derive(Default)]
+struct Waiting {
+    outcomes: Vec<Outcome>,
+    health: Health,
 }
 
 impl Outbox {
     pub(super) fn new() -> std::io::Result<Outbox> {
         Ok(Outbox {
             signal: Signal::new()?,
-            waiting: Mutex::new(Vec::new()),
+            waiting: Mutex::new(Waiting::default()),
         })
     }
 
@@ -55,10 +63,13 @@ impl Outbox {
         self.signal.0.as_raw_fd()
     }
 
-    pub(super) fn queue(&self, outcome: Outcome) {
+    pub(super) fn queue(&self, mut outcome: Outcome) {
         let mut waiting = lock(&self.waiting);
-        let was_empty = waiting.is_empty();
-        waiting.push(outcome);
+        if outcome.status.is_none() {
+            outcome.status = waiting.health.observe(outcome.label);
+        }
+        let was_empty = waiting.outcomes.is_empty();
+        waiting.outcomes.push(outcome);
         drop(waiting);
         // One wake per batch: Prosody drains everything queued by then.
         if was_empty {
@@ -69,6 +80,6 @@ impl Outbox {
     /// The outcomes queued since the last drain.
     pub(super) fn drain(&self) -> Vec<Outcome> {
         self.signal.clear();
-        std::mem::take(&mut *lock(&self.waiting))
+        std::mem::take(&mut lock(&self.waiting).outcomes)
     }
 }

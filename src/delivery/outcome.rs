@@ -20,6 +20,73 @@ pub struct Outcome {
     pub retries: u32,
     /// Durable delivery: what Prosody's storage must do for this stanza.
     pub storage: Option<Storage>,
+    /// The module's status (`module:set_status`) changes.
+    pub status: Option<Status>,
+}
+
+/// The module's status, as the admin sees it in Prosody: it follows
+/// whether the web service answers, and the circuit of durable delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// The last stanza could not reach it: timed out or unreachable.
+    Unreachable(&'static str),
+    /// It answered again (any HTTP status), or the circuit closed.
+    Answering,
+    /// Durable delivery holds stanzas while the service keeps failing.
+    CircuitOpen,
+}
+
+impl Status {
+    pub fn level(self) -> LogLevel {
+        match self {
+            Status::Unreachable(_) => LogLevel::Error,
+            Status::Answering => LogLevel::Info,
+            Status::CircuitOpen => LogLevel::Warn,
+        }
+    }
+
+    pub fn text(self) -> String {
+        match self {
+            Status::Unreachable(how) => format!("web service unreachable ({how})"),
+            Status::Answering => "web service answering again".into(),
+            Status::CircuitOpen => "web service failing: holding stanzas (circuit open)".into(),
+        }
+    }
+
+    /// Whether it replaces a more severe status: only good news does.
+    pub fn overrides(self) -> bool {
+        self == Status::Answering
+    }
+}
+
+/// Follows the outcomes, in the order they are queued, to say when the web
+/// service stops or starts answering.
+#[derive(Debug)]
+pub struct Health {
+    reachable: bool,
+}
+
+impl Default for Health {
+    fn default() -> Health {
+        Health { reachable: true }
+    }
+}
+
+impl Health {
+    /// The status change an outcome with metrics label `label` makes, if any.
+    pub fn observe(&mut self, label: &'static str) -> Option<Status> {
+        let unreachable = matches!(label, "timeout" | "unreachable");
+        let answered = label.len() == 3 && label.ends_with("xx");
+        if unreachable && self.reachable {
+            self.reachable = false;
+            Some(Status::Unreachable(label))
+        } else if answered && !self.reachable {
+            self.reachable = true;
+            Some(Status::Answering)
+        } else {
+            None
+        }
+    }
 }
 
 impl Outcome {
@@ -294,6 +361,25 @@ mod tests {
         assert_eq!(o.stanzas.len(), 1);
         assert!(o.stanzas[0].to_xml().contains("<item-not-found"));
         assert_eq!(o.stanzas[0].attr("id"), Some("q1"));
+    }
+
+    #[test]
+    fn health_changes_status_once_per_change() {
+        let mut health = Health::default();
+        assert_eq!(health.observe("2xx"), None);
+        assert_eq!(
+            health.observe("timeout"),
+            Some(Status::Unreachable("timeout"))
+        );
+        assert_eq!(health.observe("unreachable"), None);
+        assert_eq!(health.observe("refused"), None);
+        assert_eq!(health.observe("5xx"), Some(Status::Answering));
+        assert_eq!(health.observe("4xx"), None);
+        assert_eq!(
+            Status::Unreachable("timeout").text(),
+            "web service unreachable (timeout)"
+        );
+        assert!(Status::Answering.overrides() && !Status::CircuitOpen.overrides());
     }
 
     #[test]

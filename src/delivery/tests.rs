@@ -213,7 +213,7 @@ fn durable_delivery_holds_what_the_service_cannot_take_without_answering() {
     assert!(replies.is_empty(), "the sender hears nothing yet");
     assert!(record.id.starts_with("msg_"));
     assert!(record.stanza.starts_with("<message") && record.stanza.contains("<body>hi</body>"));
-    assert_eq!(d.held_counts().0, 1);
+    assert_eq!(d.held_counts().held, 1);
     assert_eq!(d.held().0, vec![record.clone()]);
 
     // Purged by the admin: the sender is answered, the store forgets it.
@@ -221,7 +221,7 @@ fn durable_delivery_holds_what_the_service_cannot_take_without_answering() {
     let purged = storage(&d);
     assert_eq!(purged[0].1, Storage::Forget(record.id.clone()));
     assert!(purged[0].0[0].contains("service-unavailable"));
-    assert_eq!(d.held_counts().0, 0);
+    assert_eq!(d.held_counts().held, 0);
 }
 
 #[test]
@@ -256,7 +256,7 @@ fn past_the_durable_limit_stanzas_bounce_as_without_durable_delivery() {
     assert!(
         replies[0].contains("remote-server-timeout") && replies[0].contains("connection failed")
     );
-    assert_eq!(d.held_counts().0, 1);
+    assert_eq!(d.held_counts().held, 1);
 }
 
 #[test]
@@ -287,6 +287,7 @@ fn held_stanzas_past_max_age_become_dead_letters_and_bounce() {
         .expect("a dead letter");
     assert!(dead.0[0].contains("remote-server-timeout"), "{dead:?}");
     assert!(dead.0[0].contains("not delivered in 0.2 s"), "{dead:?}");
+    assert_eq!(d.held_counts().dead_letters, 1);
 }
 
 #[test]
@@ -311,9 +312,10 @@ fn restore_keeps_ids_and_dead_letters_unreadable_records() {
                 received: 1,
             },
         ],
-        false,
+        Source::Store { dead_letters: 3 },
     );
     let dead = storage(&d);
+    assert_eq!(d.held_counts().dead_letters, 4, "3 kept and 1 unreadable");
     assert!(
         matches!(&dead[0].1, Storage::Dead(r, why) if r.id == "msg_bad" && why.contains("cannot be read"))
     );
@@ -321,7 +323,27 @@ fn restore_keeps_ids_and_dead_letters_unreadable_records() {
     assert_eq!(ids, ["msg_a", "msg_b"], "oldest first");
     // Unloading keeps them in the store: nothing to answer, nothing to store.
     assert!(d.cancel_all("test").iter().all(|o| o.stanzas.is_empty()));
-    assert_eq!(d.held_counts().0, 0);
+    assert_eq!(d.held_counts().held, 0);
+}
+
+#[test]
+fn replayed_dead_letters_leave_the_count_and_arrive_anew() {
+    let d = durable_delivery(&refused_url(), 3600.0);
+    d.restore(Vec::new(), Source::Store { dead_letters: 2 });
+    let replayed = Record {
+        id: "msg_r".into(),
+        stanza: request_xml(),
+        received: 1,
+    };
+    d.restore(vec![replayed], Source::DeadLetters);
+    assert_eq!(d.held_counts().dead_letters, 1);
+    let stored = storage(&d);
+    assert!(
+        matches!(&stored[0].1, Storage::Hold(r) if r.id == "msg_r" && r.received > 1),
+        "{stored:?}"
+    );
+    d.forget_dead_letters(5);
+    assert_eq!(d.held_counts().dead_letters, 0);
 }
 
 fn request_xml() -> String {

@@ -32,7 +32,7 @@ DEB_PACKAGES := prosody lua5.4 liblua5.4-dev lua5.1 lua5.3 luajit lua-busted lua
 PROSODY13_DEB := 13.0.1-1~bpo12+1
 PROSODY13 := .cache/prosody-13.0.1
 
-.PHONY: all build install rock deps deps-bench prosody13 run test test-fresh bench soak test-rust test-lua test-e2e clean
+.PHONY: all build install rock deps deps-bench prosody13 run test test-fresh bench soak test-rust test-lua test-e2e readme-options clean
 
 all: build
 
@@ -139,6 +139,11 @@ test-lua: $(SPEC_LIBS) prosody13
 
 test-e2e: build prosody13
 	$(PYTHON) prosody-test/run_all.py e2e
+
+# The README's option tables, made again from src/options.rs (where every
+# option is declared); `make test` fails while they differ.
+readme-options:
+	UPDATE_README=1 cargo test --no-default-features --features "lua54 vendored" readme_tables
 
 clean:
 	cargo clean

@@ -61,8 +61,6 @@ if native.version ~= VERSION and VERSION ~= "@".."VERSION@" then
 		.." restart Prosody to load the new library", VERSION, native.version);
 end
 
-local defaults = native.defaults;
-
 local function number_option(name, default, what)
 	local value = module:get_option_number(name, default);
 	if value == nil then -- Prosody has logged that it is not a number
@@ -85,50 +83,47 @@ local function duration_option(name, default)
 	return value;
 end
 
-local kinds = module:get_option_set("component_post_stanzas");
-if not kinds then
-	kinds = module:get_option_set("post_stanza_types");
-	if kinds then
-		module:log("warn", "Option post_stanza_types is deprecated, rename it to component_post_stanzas");
-	end
-end
-kinds = kinds or set.new({ "message" });
-local kind_list = {};
-for kind in kinds do
-	table.insert(kind_list, kind);
+-- How each type of option in native.options is read; the native side
+-- validates what is read, and holds every option's default and help.
+local readers = {
+	string = function (option) return module:get_option_string(option.name, option.default); end;
+	number = function (option) return number_option(option.name, option.default); end;
+	duration = function (option) return duration_option(option.name, option.default); end;
+	boolean = function (option) return module:get_option_boolean(option.name, option.default); end;
+	array = function (option) return module:get_option_array(option.name); end;
+	path = function (option) return module:get_option_path(option.name, nil, "config"); end;
+	table = function (option)
+		local value = module:get_option(option.name);
+		if value ~= nil and type(value) ~= "table" then
+			load_error("%s must be a table of header names and values", option.name);
+		end
+		return value;
+	end;
+	-- A set, handed over as a list; the original module's name still works.
+	set = function (option)
+		local value = module:get_option_set(option.name);
+		if not value and option.alias then
+			value = module:get_option_set(option.alias);
+			if value then
+				module:log("warn", "Option %s is deprecated, rename it to %s", option.alias, option.name);
+			end
+		end
+		local list = {};
+		for item in value or set.new(option.default) do
+			table.insert(list, item);
+		end
+		return list;
+	end;
+};
+
+local options = { host = module.host };
+for _, option in ipairs(native.options) do
+	options[option.key] = readers[option.type](option);
 end
 
-local headers = module:get_option("component_post_headers");
-if headers ~= nil and type(headers) ~= "table" then
-	load_error("component_post_headers must be a table of header names and values");
-end
-
-local tls_verify = module:get_option_boolean("component_post_tls_verify", defaults.tls_verify);
-if tls_verify == false then
+if options.tls_verify == false then
 	module:log("warn", "component_post_tls_verify = false: the web service's certificate is not checked");
 end
-
-local options = {
-	host = module.host;
-	url = module:get_option_string("component_post_url");
-	stanzas = kind_list;
-	timeout = duration_option("component_post_timeout", defaults.timeout);
-	connect_timeout = duration_option("component_post_connect_timeout", defaults.connect_timeout);
-	max_inflight = number_option("component_post_max_inflight", defaults.max_inflight);
-	queue_size = number_option("component_post_queue_size", defaults.queue_size);
-	retries = number_option("component_post_retries", defaults.retries);
-	ordering = module:get_option_string("component_post_ordering", defaults.ordering);
-	secrets = module:get_option_array("component_post_secret");
-	headers = headers;
-	ca_file = module:get_option_path("component_post_ca_file", nil, "config");
-	tls_verify = tls_verify;
-	max_response = number_option("component_post_max_response", defaults.max_response);
-	push_token = module:get_option_string("component_push_token");
-	push_max_size = number_option("component_push_max_size", defaults.push_max_size);
-	durable = module:get_option_boolean("component_post_durable", defaults.durable);
-	max_age = duration_option("component_post_max_age", defaults.max_age);
-	durable_limit = number_option("component_post_durable_limit", defaults.durable_limit);
-};
 
 -- new_delivery answers nil and a reason for a bad option; a Lua error (say,
 -- a header value that is not a string) is a bad option too.
@@ -282,9 +277,7 @@ end
 -- The push endpoint (push.lib.lua): off unless component_push_token is set.
 local push_endpoint;
 if options.push_token then
-	push_endpoint = module:require("push").serve(delivery, native, send,
-		number_option("component_push_rate", defaults.push_rate),
-		duration_option("component_push_timeout", defaults.push_timeout));
+	push_endpoint = module:require("push").serve(delivery, native, send);
 end
 
 -- IQ answers to pushed IQs are the push endpoint's; the rest go on.
@@ -321,7 +314,7 @@ end
 -- Admin shell commands (shell.lib.lua).
 local leave_shell = module:require("shell").register(shell_state);
 
-module:log("info", "Forwarding %s to the web service%s", tostring(kinds),
+module:log("info", "Forwarding %s to the web service%s", tostring(set.new(options.stanzas)),
 	options.durable and ", holding what it cannot take (durable)" or "");
 
 -- Every stanza still in flight gets an error reply now (or is held in

@@ -15,12 +15,13 @@ end
 
 local push = {};
 
--- Serves /component_http on this host: `delivery` checks credentials and reads
--- the body, `send` sends a stanza as the component; `rate` pushes a second,
--- `timeout` seconds for a pushed IQ's answer. Returns { answer = (an IQ
+-- Serves /component_http on this host: `delivery` checks credentials, reads
+-- the body and knows the limits (component_push_rate, _timeout), `send`
+-- sends a stanza as the component. Returns { answer = (an IQ
 -- result or error: true if it answered a pushed IQ, now sent back over
 -- HTTP), cancel = (every pushed IQ still waiting gets 503 and `why`) }.
-function push.serve(delivery, native, send, rate, timeout)
+function push.serve(delivery, native, send)
+	local rate, timeout = delivery:push_limits();
 	-- IQs pushed and waiting for their answer: id -> { response, timer }.
 	local pushed_iqs = {};
 	local push_throttle = throttle.create(rate, 1);

@@ -1,7 +1,9 @@
-//! The module's options, validated once at load (docs/contract.md §1–§2 and the
-//! delivery options). Every error names the option and, unless it is secret,
-//! the bad value, so the admin's one log line says what to fix.
+//! The module's options, validated once at load against their declarations
+//! in [`options`](crate::options) (docs/contract.md §1–§2 and the delivery
+//! options). Every error names the option and, unless it is secret, the bad
+//! value, so the admin's one log line says what to fix.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -9,6 +11,7 @@ use reqwest::Url;
 use thiserror::Error;
 
 use crate::conversion::Kind;
+use crate::options::{self, Spec, Type};
 use crate::signing::{Secret, SecretError};
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -23,7 +26,7 @@ pub enum ConfigError {
     Invalid {
         option: &'static str,
         value: String,
-        expected: &'static str,
+        expected: String,
     },
     #[error("component_post_headers: {0}")]
     BadHeader(String),
@@ -31,25 +34,6 @@ pub enum ConfigError {
     BadCaFile { path: String, reason: String },
     #[error(transparent)]
     Secret(#[from] SecretError),
-}
-
-/// Option defaults, in one place; the Lua shim reads them from here.
-pub mod defaults {
-    pub const TIMEOUT: f64 = 30.0;
-    pub const CONNECT_TIMEOUT: f64 = 5.0;
-    pub const MAX_INFLIGHT: usize = 64;
-    pub const QUEUE_SIZE: usize = 1000;
-    pub const RETRIES: usize = 2;
-    pub const ORDERING: &str = "conversation";
-    pub const TLS_VERIFY: bool = true;
-    pub const MAX_RESPONSE: usize = 1024 * 1024;
-    pub const PUSH_MAX_SIZE: usize = 64 * 1024;
-    pub const PUSH_RATE: f64 = 10.0;
-    pub const PUSH_TIMEOUT: f64 = 30.0;
-    pub const DURABLE: bool = false;
-    /// One day.
-    pub const MAX_AGE: f64 = 86_400.0;
-    pub const DURABLE_LIMIT: usize = 100_000;
 }
 
 /// Whether stanzas of one conversation wait for each other.
@@ -61,8 +45,10 @@ pub enum Ordering {
     None,
 }
 
-/// The options as the admin wrote them (numbers as Lua gives them).
-#[derive(Debug, Default, Clone)]
+/// The options as the admin wrote them (numbers as Lua gives them), keyed
+/// as [`Spec::key`] says; absent ones are `None` or empty.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(default)]
 pub struct Options {
     pub host: String,
     pub url: Option<String>,
@@ -74,12 +60,14 @@ pub struct Options {
     pub retries: Option<f64>,
     pub ordering: Option<String>,
     pub secrets: Vec<String>,
-    pub headers: Vec<(String, String)>,
+    pub headers: BTreeMap<String, String>,
     pub ca_file: Option<String>,
     pub tls_verify: Option<bool>,
     pub max_response: Option<f64>,
     pub push_token: Option<String>,
     pub push_max_size: Option<f64>,
+    pub push_rate: Option<f64>,
+    pub push_timeout: Option<f64>,
     pub durable: Option<bool>,
     pub max_age: Option<f64>,
     pub durable_limit: Option<f64>,
@@ -106,6 +94,10 @@ pub struct Config {
     /// The push endpoint's token; without one the endpoint is off.
     pub push_token: Option<PushToken>,
     pub push_max_size: usize,
+    /// Pushes a second (and burst).
+    pub push_rate: f64,
+    /// How long a pushed IQ waits for its answer.
+    pub push_timeout: Duration,
     /// Hold stanzas the service could not take, and deliver them later.
     pub durable: bool,
     /// How long a held stanza is tried before it is given up (dead-letter).
@@ -152,44 +144,18 @@ impl Config {
             .iter()
             .map(|k| Kind::parse(k).ok_or_else(|| ConfigError::BadKind(k.clone())))
             .collect::<Result<_, _>>()?;
-        let ordering = match options.ordering.as_deref().unwrap_or(defaults::ORDERING) {
-            "conversation" => Ordering::Conversation,
+        let ordering = match choice(&options::ORDERING, options.ordering.as_deref())? {
             "none" => Ordering::None,
-            other => {
-                return Err(ConfigError::Invalid {
-                    option: "component_post_ordering",
-                    value: format!("{other:?}"),
-                    expected: "\"conversation\" or \"none\"",
-                })
-            }
+            _ => Ordering::Conversation,
         };
         Ok(Config {
             host: options.host,
             url,
-            timeout: seconds("component_post_timeout", options.timeout, defaults::TIMEOUT)?,
-            connect_timeout: seconds(
-                "component_post_connect_timeout",
-                options.connect_timeout,
-                defaults::CONNECT_TIMEOUT,
-            )?,
-            max_inflight: count(
-                "component_post_max_inflight",
-                options.max_inflight,
-                defaults::MAX_INFLIGHT,
-                1,
-            )?,
-            queue_size: count(
-                "component_post_queue_size",
-                options.queue_size,
-                defaults::QUEUE_SIZE,
-                0,
-            )?,
-            retries: count(
-                "component_post_retries",
-                options.retries,
-                defaults::RETRIES,
-                0,
-            )? as u32,
+            timeout: seconds(&options::TIMEOUT, options.timeout)?,
+            connect_timeout: seconds(&options::CONNECT_TIMEOUT, options.connect_timeout)?,
+            max_inflight: count(&options::MAX_INFLIGHT, options.max_inflight)?,
+            queue_size: count(&options::QUEUE_SIZE, options.queue_size)?,
+            retries: count(&options::RETRIES, options.retries)? as u32,
             ordering,
             secrets: options
                 .secrets
@@ -201,37 +167,20 @@ impl Config {
                 Some(path) => ca_certificates(path)?,
                 None => Vec::new(),
             },
-            tls_verify: options.tls_verify.unwrap_or(defaults::TLS_VERIFY),
-            max_response: count(
-                "component_post_max_response",
-                options.max_response,
-                defaults::MAX_RESPONSE,
-                1,
-            )?,
+            tls_verify: flag(&options::TLS_VERIFY, options.tls_verify),
+            max_response: count(&options::MAX_RESPONSE, options.max_response)?,
             push_token: match options.push_token {
                 Some(token) if token.is_empty() => {
-                    return Err(ConfigError::Invalid {
-                        option: "component_push_token",
-                        value: "\"\"".into(),
-                        expected: "a non-empty secret",
-                    })
+                    return Err(invalid(&options::PUSH_TOKEN, "\"\"", "a non-empty secret"))
                 }
                 token => token.map(PushToken),
             },
-            push_max_size: count(
-                "component_push_max_size",
-                options.push_max_size,
-                defaults::PUSH_MAX_SIZE,
-                1,
-            )?,
-            durable: options.durable.unwrap_or(defaults::DURABLE),
-            max_age: seconds("component_post_max_age", options.max_age, defaults::MAX_AGE)?,
-            durable_limit: count(
-                "component_post_durable_limit",
-                options.durable_limit,
-                defaults::DURABLE_LIMIT,
-                1,
-            )?,
+            push_max_size: count(&options::PUSH_MAX_SIZE, options.push_max_size)?,
+            push_rate: rate(&options::PUSH_RATE, options.push_rate)?,
+            push_timeout: seconds(&options::PUSH_TIMEOUT, options.push_timeout)?,
+            durable: flag(&options::DURABLE, options.durable),
+            max_age: seconds(&options::MAX_AGE, options.max_age)?,
+            durable_limit: count(&options::DURABLE_LIMIT, options.durable_limit)?,
             forwarded,
         })
     }
@@ -241,48 +190,77 @@ impl Config {
     }
 }
 
-fn seconds(
-    option: &'static str,
-    value: Option<f64>,
-    default: f64,
-) -> Result<Duration, ConfigError> {
+fn invalid(option: &Spec, value: impl ToString, expected: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        option: option.name,
+        value: value.to_string(),
+        expected: expected.into(),
+    }
+}
+
+fn seconds(option: &Spec, value: Option<f64>) -> Result<Duration, ConfigError> {
+    let Type::Seconds(default) = option.kind else {
+        unreachable!("{} is not a duration", option.name)
+    };
     let secs = value.unwrap_or(default);
     if !(secs.is_finite() && secs > 0.0) {
-        return Err(ConfigError::Invalid {
-            option,
-            value: secs.to_string(),
-            expected: "a positive number of seconds",
-        });
+        return Err(invalid(option, secs, "a positive number of seconds"));
     }
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// A whole number, at least `min`; at most a billion, which is plenty for
-/// any count here and keeps conversions exact.
-fn count(
-    option: &'static str,
-    value: Option<f64>,
-    default: usize,
-    min: usize,
-) -> Result<usize, ConfigError> {
+fn rate(option: &Spec, value: Option<f64>) -> Result<f64, ConfigError> {
+    let Type::Rate(default) = option.kind else {
+        unreachable!("{} is not a rate", option.name)
+    };
+    let rate = value.unwrap_or(default);
+    if !(rate.is_finite() && rate > 0.0) {
+        return Err(invalid(option, rate, "a positive number (per second)"));
+    }
+    Ok(rate)
+}
+
+/// A whole number, at least the option's minimum; at most a billion, which
+/// is plenty for any count here and keeps conversions exact.
+fn count(option: &Spec, value: Option<f64>) -> Result<usize, ConfigError> {
+    let Type::Count { default, min } = option.kind else {
+        unreachable!("{} is not a count", option.name)
+    };
     let Some(n) = value else {
         return Ok(default);
     };
     if n.fract() != 0.0 || !(min as f64..=1e9).contains(&n) {
-        return Err(ConfigError::Invalid {
-            option,
-            value: n.to_string(),
-            expected: if min == 0 {
-                "a whole number, 0 or more"
-            } else {
-                "a whole number, 1 or more"
-            },
-        });
+        let expected = if min == 0 {
+            "a whole number, 0 or more"
+        } else {
+            "a whole number, 1 or more"
+        };
+        return Err(invalid(option, n, expected));
     }
     Ok(n as usize)
 }
 
-fn headers(pairs: &[(String, String)]) -> Result<HeaderMap, ConfigError> {
+fn flag(option: &Spec, value: Option<bool>) -> bool {
+    let Type::Flag(default) = option.kind else {
+        unreachable!("{} is not a flag", option.name)
+    };
+    value.unwrap_or(default)
+}
+
+/// One of the option's words (the first by default).
+fn choice<'a>(option: &Spec, value: Option<&'a str>) -> Result<&'a str, ConfigError> {
+    let Type::Choice(words) = option.kind else {
+        unreachable!("{} is not a choice", option.name)
+    };
+    let word = value.unwrap_or(words[0]);
+    if !words.contains(&word) {
+        let quoted: Vec<String> = words.iter().map(|w| format!("{w:?}")).collect();
+        return Err(invalid(option, format!("{word:?}"), quoted.join(" or ")));
+    }
+    Ok(word)
+}
+
+fn headers(pairs: &BTreeMap<String, String>) -> Result<HeaderMap, ConfigError> {
     let mut map = HeaderMap::new();
     for (name, value) in pairs {
         let header = HeaderName::from_bytes(name.as_bytes())
@@ -348,6 +326,8 @@ mod tests {
         assert!(!c.durable);
         assert_eq!(c.max_age, Duration::from_secs(86_400));
         assert_eq!(c.durable_limit, 100_000);
+        assert_eq!(c.push_rate, 10.0);
+        assert_eq!(c.push_timeout, Duration::from_secs(30));
     }
 
     #[test]
@@ -394,6 +374,8 @@ mod tests {
         assert!(
             error(with(|o| o.durable_limit = Some(0.0))).contains("component_post_durable_limit")
         );
+        assert!(error(with(|o| o.push_rate = Some(0.0))).contains("component_push_rate = 0 "));
+        assert!(error(with(|o| o.push_timeout = Some(-2.0))).contains("component_push_timeout"));
         let c = Config::new(with(|o| {
             o.timeout = Some(0.5);
             o.queue_size = Some(0.0);
@@ -424,18 +406,18 @@ mod tests {
     #[test]
     fn headers_are_checked_and_their_values_never_shown() {
         let mut o = options("http://x/");
-        o.headers = vec![("Authorization".into(), "Bearer s3cret".into())];
+        o.headers = [("Authorization".into(), "Bearer s3cret".into())].into();
         let c = Config::new(o.clone()).unwrap();
         assert!(c.headers["authorization"].is_sensitive());
         assert!(!format!("{c:?}").contains("s3cret"));
-        o.headers = vec![("bad name".into(), "v".into())];
+        o.headers = [("bad name".into(), "v".into())].into();
         assert!(error(o.clone()).contains("\"bad name\" is not a valid header name"));
-        o.headers = vec![("X-Token".into(), "line\nbreak s3cret".into())];
+        o.headers = [("X-Token".into(), "line\nbreak s3cret".into())].into();
         let e = error(o.clone());
         assert!(e.contains("X-Token") && !e.contains("s3cret"));
-        o.headers = vec![("Content-Type".into(), "text/plain".into())];
+        o.headers = [("Content-Type".into(), "text/plain".into())].into();
         assert!(error(o.clone()).contains("set by the module"));
-        o.headers = vec![("Webhook-Id".into(), "x".into())];
+        o.headers = [("Webhook-Id".into(), "x".into())].into();
         assert!(error(o).contains("set by the module"));
     }
 

@@ -5,7 +5,8 @@
 //! before it: [`xml`], [`jid`], [`stanza_error`] (stanza errors, HTTP
 //! status → stanza error), [`conversion`] (the JSON contract: stanza →
 //! request, HTTP answer → reply), [`local`] (what the component answers on
-//! its own), [`signing`] (Standard Webhooks), [`config`] (the options),
+//! its own), [`signing`] (Standard Webhooks), [`options`] (every option, declared
+//! once), [`config`] (the options validated),
 //! [`delivery`] (HTTP off Prosody's thread: ordering, retries, durable
 //! delivery), [`push`] (stanzas the service sends on its own). [`lua`] is
 //! the only module that knows about Lua.
@@ -16,6 +17,7 @@ pub mod delivery;
 pub mod jid;
 pub mod local;
 pub mod lua;
+pub mod options;
 pub mod push;
 pub mod signing;
 pub mod stanza_error;

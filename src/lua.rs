@@ -6,12 +6,13 @@ use std::sync::Once;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use mlua::{Lua, LuaString, Table, UserData, UserDataMethods, Value};
+use mlua::{Lua, LuaSerdeExt, LuaString, Table, UserData, UserDataMethods, Value};
 
 use crate::config::{Config, Options};
 use crate::conversion::{self, Envelope, Kind};
 use crate::delivery::{Delivery, Outcome, Record, Source, Storage};
 use crate::local;
+use crate::options::{self, Default};
 use crate::push;
 use crate::stanza_error::{ErrorType, StanzaError};
 use crate::xml::{Element, Node, MAX_DEPTH};
@@ -23,7 +24,7 @@ pub fn exports(lua: &Lua) -> mlua::Result<Table> {
     quiet_panics();
     let exports = lua.create_table()?;
     exports.set("version", env!("CARGO_PKG_VERSION"))?;
-    exports.set("defaults", defaults_table(lua)?)?;
+    exports.set("options", options_table(lua)?)?;
     exports.set("new_delivery", lua.create_function(new_delivery)?)?;
     exports.set(
         "request_json",
@@ -58,25 +59,29 @@ pub fn exports(lua: &Lua) -> mlua::Result<Table> {
     Ok(exports)
 }
 
-/// Option defaults, keyed like `new_client`'s options.
-fn defaults_table(lua: &Lua) -> mlua::Result<Table> {
-    use crate::config::defaults;
-    let table = lua.create_table()?;
-    table.set("timeout", defaults::TIMEOUT)?;
-    table.set("connect_timeout", defaults::CONNECT_TIMEOUT)?;
-    table.set("max_inflight", defaults::MAX_INFLIGHT)?;
-    table.set("queue_size", defaults::QUEUE_SIZE)?;
-    table.set("retries", defaults::RETRIES)?;
-    table.set("ordering", defaults::ORDERING)?;
-    table.set("tls_verify", defaults::TLS_VERIFY)?;
-    table.set("max_response", defaults::MAX_RESPONSE)?;
-    table.set("push_max_size", defaults::PUSH_MAX_SIZE)?;
-    table.set("push_rate", defaults::PUSH_RATE)?;
-    table.set("push_timeout", defaults::PUSH_TIMEOUT)?;
-    table.set("durable", defaults::DURABLE)?;
-    table.set("max_age", defaults::MAX_AGE)?;
-    table.set("durable_limit", defaults::DURABLE_LIMIT)?;
-    Ok(table)
+/// `native.options`: every option as `{ name=, key=, type=, default=,
+/// alias= }`, for the shim to read with the `module:get_option_*` that
+/// `type` names (see [`crate::options`]).
+fn options_table(lua: &Lua) -> mlua::Result<Table> {
+    let list = lua.create_table_with_capacity(options::ALL.len(), 0)?;
+    for option in options::ALL {
+        let entry = lua.create_table_with_capacity(0, 5)?;
+        entry.raw_set("name", option.name)?;
+        entry.raw_set("key", option.key)?;
+        entry.raw_set("type", option.reader())?;
+        match option.default() {
+            Default::None => {}
+            Default::Number(n) => entry.raw_set("default", n)?,
+            Default::Flag(on) => entry.raw_set("default", on)?,
+            Default::Word(word) => entry.raw_set("default", word)?,
+            Default::Words(words) => entry.raw_set("default", words.to_vec())?,
+        }
+        if let Some(alias) = option.alias {
+            entry.raw_set("alias", alias)?;
+        }
+        list.raw_push(entry)?;
+    }
+    Ok(list)
 }
 
 /// One line per panic, and no backtrace: with RUST_BACKTRACE set, unwinding
@@ -90,40 +95,14 @@ fn quiet_panics() {
     });
 }
 
-/// `new_delivery{ host=, url=, stanzas={...}, timeout=, ... }` (the option
-/// names without `component_post_`) → a host's delivery, or nil and the
+/// `new_delivery{ host=, url=, stanzas={...}, timeout=, ... }` (keyed as
+/// `native.options` says) → a host's delivery, or nil and the
 /// reason (a bad option), Lua style, so the shim can log it as one line.
-fn new_delivery(_: &Lua, table: Table) -> mlua::Result<(Option<Delivery>, Option<String>)> {
-    let headers = match table.get::<Option<Table>>("headers")? {
-        Some(headers) => headers
-            .pairs::<String, String>()
-            .collect::<mlua::Result<_>>()?,
-        None => Vec::new(),
-    };
-    let options = Options {
-        host: table.get("host")?,
-        url: table.get("url")?,
-        stanzas: table
-            .get::<Option<Vec<String>>>("stanzas")?
-            .unwrap_or_default(),
-        timeout: table.get("timeout")?,
-        connect_timeout: table.get("connect_timeout")?,
-        max_inflight: table.get("max_inflight")?,
-        queue_size: table.get("queue_size")?,
-        retries: table.get("retries")?,
-        ordering: table.get("ordering")?,
-        secrets: table
-            .get::<Option<Vec<String>>>("secrets")?
-            .unwrap_or_default(),
-        headers,
-        ca_file: table.get("ca_file")?,
-        tls_verify: table.get("tls_verify")?,
-        max_response: table.get("max_response")?,
-        push_token: table.get("push_token")?,
-        push_max_size: table.get("push_max_size")?,
-        durable: table.get("durable")?,
-        max_age: table.get("max_age")?,
-        durable_limit: table.get("durable_limit")?,
+fn new_delivery(lua: &Lua, table: Table) -> mlua::Result<(Option<Delivery>, Option<String>)> {
+    let options: Options = match lua.from_value(Value::Table(table)) {
+        Ok(options) => options,
+        // Say, a header value that is not a string.
+        Err(e) => return Ok((None, Some(format!("invalid option: {e}")))),
     };
     let delivery = Config::new(options)
         .map_err(|e| e.to_string())
@@ -168,6 +147,11 @@ impl UserData for Delivery {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         methods.add_method("fd", |_, this, ()| Ok(this.fd()));
         methods.add_method("counts", |_, this, ()| Ok(this.counts()));
+        // The push endpoint's pushes a second, and seconds a pushed IQ waits.
+        methods.add_method("push_limits", |_, this, ()| {
+            let config = this.config();
+            Ok((config.push_rate, config.push_timeout.as_secs_f64()))
+        });
         methods.add_method("forwards", |_, this, kind: String| {
             Ok(Kind::parse(&kind).is_some_and(|k| this.config().forwards(k)))
         });

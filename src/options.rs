@@ -1,0 +1,359 @@
+//! Every option of the module, declared once: its name in Prosody's config,
+//! the key the shim passes it under, how Prosody reads it, its default and
+//! its help. The shim reads the options from this list (`native.options`),
+//! [`config`](crate::config) validates them against it, and the README's
+//! option tables are made from it (a test keeps them the same).
+
+/// How an option is read and what it holds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Type {
+    /// An http(s) URL; required.
+    Url,
+    /// A set of stanza kinds, with its default.
+    Kinds(&'static [&'static str]),
+    /// Seconds (or, where Prosody reads them, a period such as `"30s"`).
+    Seconds(f64),
+    /// A whole number at least `min`.
+    Count {
+        default: usize,
+        min: usize,
+    },
+    /// A positive number, per second.
+    Rate(f64),
+    Flag(bool),
+    /// One of the words listed, the first being the default.
+    Choice(&'static [&'static str]),
+    /// A string or a list of them.
+    Secrets,
+    /// A table of header names and values.
+    Headers,
+    /// A file, relative to the config file's folder.
+    Path,
+    /// A secret string; without it the feature is off.
+    Token,
+}
+
+/// One option.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spec {
+    /// As the admin writes it in Prosody's config.
+    pub name: &'static str,
+    /// What the shim passes it as to `new_delivery`.
+    pub key: &'static str,
+    pub kind: Type,
+    /// The name the original module used, still read (with a warning).
+    pub alias: Option<&'static str>,
+    /// For the README: what it does.
+    pub help: &'static str,
+    /// For the README, when the default says more than its value.
+    pub shown_default: Option<&'static str>,
+}
+
+const fn spec(name: &'static str, key: &'static str, kind: Type, help: &'static str) -> Spec {
+    Spec {
+        name,
+        key,
+        kind,
+        alias: None,
+        help,
+        shown_default: None,
+    }
+}
+
+pub const URL: Spec = spec(
+    "component_post_url",
+    "url",
+    Type::Url,
+    "where stanzas are POSTed (`http://` or `https://`)",
+);
+pub const STANZAS: Spec = Spec {
+    alias: Some("post_stanza_types"),
+    ..spec(
+        "component_post_stanzas",
+        "stanzas",
+        Type::Kinds(&["message"]),
+        "kinds forwarded: any of `\"message\"`, `\"presence\"`, `\"iq\"`. The original \
+         module's `post_stanza_types` is still read, with a deprecation warning",
+    )
+};
+pub const TIMEOUT: Spec = spec(
+    "component_post_timeout",
+    "timeout",
+    Type::Seconds(30.0),
+    "seconds one stanza's delivery may take in all, retries included; then the sender gets \
+     `wait`/`remote-server-timeout`",
+);
+pub const CONNECT_TIMEOUT: Spec = spec(
+    "component_post_connect_timeout",
+    "connect_timeout",
+    Type::Seconds(5.0),
+    "seconds to set up a connection (TCP and TLS)",
+);
+pub const MAX_INFLIGHT: Spec = spec(
+    "component_post_max_inflight",
+    "max_inflight",
+    Type::Count {
+        default: 64,
+        min: 1,
+    },
+    "POSTs in progress at once, per component host",
+);
+pub const QUEUE_SIZE: Spec = spec(
+    "component_post_queue_size",
+    "queue_size",
+    Type::Count {
+        default: 1000,
+        min: 0,
+    },
+    "further stanzas that may wait for a free slot; beyond that a stanza is refused at once \
+     with `wait`/`resource-constraint` (logged once as a warning, not once per stanza)",
+);
+pub const RETRIES: Spec = spec(
+    "component_post_retries",
+    "retries",
+    Type::Count { default: 2, min: 0 },
+    "extra attempts after a connection failure, a timeout, or HTTP 408, 425, 429, 502, 503, \
+     504; never after other 4xx, 500, 501. Backoff is exponential from 250 ms with jitter, \
+     capped at 10 s; a `Retry-After` asking for longer is honoured; no retry starts past the \
+     stanza's deadline",
+);
+pub const ORDERING: Spec = spec(
+    "component_post_ordering",
+    "ordering",
+    Type::Choice(&["conversation", "none"]),
+    "`\"conversation\"`: stanzas between one sender (bare JID) and one component JID (bare) \
+     are POSTed one at a time in arrival order, so replies come back in order, while other \
+     conversations go on in parallel; `\"none\"`: every stanza at once",
+);
+pub const SECRET: Spec = spec(
+    "component_post_secret",
+    "secrets",
+    Type::Secrets,
+    "sign requests the Standard Webhooks way; `\"whsec_<base64>\"` or a plain string; a list \
+     signs with each (key rotation)",
+);
+pub const HEADERS: Spec = spec(
+    "component_post_headers",
+    "headers",
+    Type::Headers,
+    "extra request headers, e.g. `{ Authorization = \"Bearer …\" }`",
+);
+pub const CA_FILE: Spec = spec(
+    "component_post_ca_file",
+    "ca_file",
+    Type::Path,
+    "a PEM file of extra CAs to trust for the web service (relative to the config file's \
+     folder)",
+);
+pub const TLS_VERIFY: Spec = spec(
+    "component_post_tls_verify",
+    "tls_verify",
+    Type::Flag(true),
+    "`false` accepts any certificate (logs a warning at load)",
+);
+pub const MAX_RESPONSE: Spec = spec(
+    "component_post_max_response",
+    "max_response",
+    Type::Count {
+        default: 1024 * 1024,
+        min: 1,
+    },
+    "bytes of answer read at most; a larger answer is cut off and the sender gets \
+     `cancel`/`internal-server-error`",
+);
+pub const DURABLE: Spec = spec(
+    "component_post_durable",
+    "durable",
+    Type::Flag(false),
+    "hold what the web service cannot take and deliver it later (see \
+     [Durable delivery](#durable-delivery))",
+);
+pub const MAX_AGE: Spec = spec(
+    "component_post_max_age",
+    "max_age",
+    Type::Seconds(86_400.0),
+    "durable: seconds a held stanza is tried before it is given up (dead letter, sender gets \
+     an error)",
+);
+pub const DURABLE_LIMIT: Spec = spec(
+    "component_post_durable_limit",
+    "durable_limit",
+    Type::Count {
+        default: 100_000,
+        min: 1,
+    },
+    "durable: stanzas held at most per host; past it they bounce as without durable delivery \
+     (logged once)",
+);
+pub const PUSH_TOKEN: Spec = Spec {
+    shown_default: Some("none: endpoint off"),
+    ..spec(
+        "component_push_token",
+        "push_token",
+        Type::Token,
+        "`Authorization: Bearer <token>` (compared in constant time), or a Standard Webhooks \
+         signature made with it as the secret (`whsec_…` or plain)",
+    )
+};
+pub const PUSH_RATE: Spec = spec(
+    "component_push_rate",
+    "push_rate",
+    Type::Rate(10.0),
+    "pushes per second (burst as many), through Prosody's `util.throttle`; beyond: 429 with \
+     `Retry-After: 1`",
+);
+pub const PUSH_TIMEOUT: Spec = spec(
+    "component_push_timeout",
+    "push_timeout",
+    Type::Seconds(30.0),
+    "seconds a pushed IQ get/set waits for its answer; then 504",
+);
+pub const PUSH_MAX_SIZE: Spec = spec(
+    "component_push_max_size",
+    "push_max_size",
+    Type::Count {
+        default: 64 * 1024,
+        min: 1,
+    },
+    "bytes of request body; larger: 413",
+);
+
+/// Every option, in the README's order.
+pub const ALL: [&Spec; 20] = [
+    &URL,
+    &STANZAS,
+    &TIMEOUT,
+    &CONNECT_TIMEOUT,
+    &MAX_INFLIGHT,
+    &QUEUE_SIZE,
+    &RETRIES,
+    &ORDERING,
+    &SECRET,
+    &HEADERS,
+    &CA_FILE,
+    &TLS_VERIFY,
+    &MAX_RESPONSE,
+    &DURABLE,
+    &MAX_AGE,
+    &DURABLE_LIMIT,
+    &PUSH_TOKEN,
+    &PUSH_RATE,
+    &PUSH_TIMEOUT,
+    &PUSH_MAX_SIZE,
+];
+
+/// A default as the shim hands it to `module:get_option_*`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Default {
+    None,
+    Number(f64),
+    Flag(bool),
+    Word(&'static str),
+    Words(&'static [&'static str]),
+}
+
+impl Spec {
+    /// Which `module:get_option_*` reads it, by the shim's name for it.
+    pub fn reader(&self) -> &'static str {
+        match self.kind {
+            Type::Url | Type::Choice(_) | Type::Token => "string",
+            Type::Kinds(_) => "set",
+            Type::Seconds(_) => "duration",
+            Type::Count { .. } | Type::Rate(_) => "number",
+            Type::Flag(_) => "boolean",
+            Type::Secrets => "array",
+            Type::Headers => "table",
+            Type::Path => "path",
+        }
+    }
+
+    pub fn default(&self) -> Default {
+        match self.kind {
+            Type::Kinds(kinds) => Default::Words(kinds),
+            Type::Seconds(s) | Type::Rate(s) => Default::Number(s),
+            Type::Count { default, .. } => Default::Number(default as f64),
+            Type::Flag(on) => Default::Flag(on),
+            Type::Choice(words) => Default::Word(words[0]),
+            Type::Url | Type::Secrets | Type::Headers | Type::Path | Type::Token => Default::None,
+        }
+    }
+
+    /// The default as the README shows it.
+    fn shown(&self) -> String {
+        if let Some(shown) = self.shown_default {
+            return shown.to_owned();
+        }
+        match (self.kind, self.default()) {
+            (Type::Url, _) => "required".into(),
+            (_, Default::None) => "none".into(),
+            (_, Default::Number(n)) => format!("`{n}`"),
+            (_, Default::Flag(on)) => format!("`{on}`"),
+            (_, Default::Word(word)) => format!("`\"{word}\"`"),
+            (_, Default::Words(words)) => {
+                let quoted: Vec<String> = words.iter().map(|w| format!("\"{w}\"")).collect();
+                format!("`{{ {} }}`", quoted.join(", "))
+            }
+        }
+    }
+}
+
+/// The README table of the options whose names start with `prefix`.
+pub fn markdown_table(prefix: &str) -> String {
+    let mut table = String::from("| option | default | meaning |\n|---|---|---|\n");
+    for option in ALL.iter().filter(|o| o.name.starts_with(prefix)) {
+        table.push_str(&format!(
+            "| `{}` | {} | {} |\n",
+            option.name,
+            option.shown(),
+            option.help
+        ));
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_keys_are_unique() {
+        for (i, a) in ALL.iter().enumerate() {
+            for b in &ALL[i + 1..] {
+                assert_ne!(a.name, b.name);
+                assert_ne!(a.key, b.key);
+            }
+        }
+    }
+
+    /// The README's option tables are made from this list: run
+    /// `make readme-options` after changing an option.
+    #[test]
+    fn readme_tables_are_made_from_the_declarations() {
+        let readme_path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+        let mut readme = std::fs::read_to_string(readme_path).unwrap();
+        let update = std::env::var_os("UPDATE_README").is_some();
+        for prefix in ["component_post_", "component_push_"] {
+            let table = markdown_table(prefix);
+            let start = readme
+                .find(&format!(
+                    "| option | default | meaning |\n|---|---|---|\n| `{prefix}"
+                ))
+                .unwrap_or_else(|| panic!("README has no table of {prefix}* options"));
+            let end = readme[start..]
+                .find("\n\n")
+                .map_or(readme.len(), |e| start + e + 1);
+            if update {
+                readme.replace_range(start..end, &table);
+            } else {
+                assert_eq!(
+                    readme[start..end],
+                    table,
+                    "README's {prefix}* table is out of date: run `make readme-options`"
+                );
+            }
+        }
+        if update {
+            std::fs::write(readme_path, readme).unwrap();
+        }
+    }
+}

@@ -29,3 +29,105 @@ pub mod xml;
 fn component_http(lua: &mlua::Lua) -> mlua::Result<mlua::Table> {
     lua::exports(lua)
 }
+
+#[cfg(test)]
+mod layers {
+    //! The modules form layers: none uses, directly or not, one that uses it.
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::Path;
+
+    /// The top-level modules each file of `module` names as `crate::x`.
+    fn uses(src: &Path, module: &str) -> BTreeSet<String> {
+        let mut files = vec![src.join(format!("{module}.rs"))];
+        let dir = src.join(module);
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            files.extend(entries.map(|e| e.unwrap().path()));
+        }
+        let mut used = BTreeSet::new();
+        for file in files.iter().filter(|f| f.exists()) {
+            let text = std::fs::read_to_string(file).unwrap();
+            for (i, _) in text.match_indices("crate::") {
+                let name: String = text[i + 7..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if name != module && !name.is_empty() {
+                    used.insert(name);
+                }
+            }
+        }
+        used
+    }
+
+    /// Whether `graph` has a cycle through `start`.
+    fn cycle_through(graph: &BTreeMap<String, BTreeSet<String>>, start: &str) -> bool {
+        let mut seen = BTreeSet::new();
+        let mut todo: Vec<&String> = graph[start].iter().collect();
+        while let Some(next) = todo.pop() {
+            if next == start {
+                return true;
+            }
+            if seen.insert(next) {
+                todo.extend(graph.get(next).into_iter().flatten());
+            }
+        }
+        false
+    }
+
+    /// Inside a folder module the files form layers too: each names its
+    /// siblings as `super::x`; `mod.rs` (the API on top) and tests aside.
+    #[test]
+    fn no_file_of_a_folder_module_depends_on_itself() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        for folder in ["delivery", "conversion"] {
+            let mut graph = BTreeMap::new();
+            for entry in std::fs::read_dir(src.join(folder)).unwrap() {
+                let path = entry.unwrap().path();
+                let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+                if name == "mod" || name == "tests" {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+                let used: BTreeSet<String> = code
+                    .match_indices("super::")
+                    .map(|(i, _)| {
+                        code[i + 7..]
+                            .chars()
+                            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                            .collect::<String>()
+                    })
+                    .filter(|used| !used.is_empty() && *used != name)
+                    .collect();
+                graph.insert(name, used);
+            }
+            for file in graph.keys() {
+                assert!(
+                    !cycle_through(&graph, file),
+                    "{folder}/{file}.rs depends on itself: {graph:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn no_module_depends_on_itself() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let lib = std::fs::read_to_string(src.join("lib.rs")).unwrap();
+        let modules: Vec<&str> = lib
+            .lines()
+            .filter_map(|l| l.strip_prefix("pub mod ")?.strip_suffix(';'))
+            .collect();
+        assert!(modules.len() > 10, "{modules:?}");
+        let graph: BTreeMap<String, BTreeSet<String>> = modules
+            .iter()
+            .map(|m| (m.to_string(), uses(&src, m)))
+            .collect();
+        for module in &modules {
+            assert!(
+                !cycle_through(&graph, module),
+                "{module} depends on itself: {graph:?}"
+            );
+        }
+    }
+}

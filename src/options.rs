@@ -1,7 +1,7 @@
 //! Every option of the module, declared once: its name in Prosody's config,
 //! the key the shim passes it under, how Prosody reads it, its default and
 //! its help. The shim reads the options from this list (`native.options`),
-//! [`config`](crate::config) validates them against it, and the README's
+//! `config` validates them against it, and the README's
 //! option tables are made from it (a test keeps them the same).
 
 /// How an option is read and what it holds.

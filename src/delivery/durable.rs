@@ -5,42 +5,17 @@
 //! breaker stops sending while the service keeps failing. The pure state
 //! machines are in [`held`](super::held); this is their glue.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
-use tokio::task::AbortHandle;
-
-use super::held::{self, Gate, Held, Record, Storage};
+use super::held::{self, Gate, Record, Storage};
 use super::http::{is_transient, post};
 use super::ordering::conversation_of;
+use super::outcome::{outcome, DeliveryError, LogLevel, Outcome, Status};
 use super::runtime::lock;
-use super::{outcome, unix_millis, DeliveryError, Job, LogLevel, Outcome, Shared, Status};
+use super::shared::{unix_millis, Job, Shared, State};
 use crate::conversion::{self, HttpAnswer, Request};
 use crate::xml;
-
-/// What one lock guards: the held stanzas and the breaker, and the task
-/// delivering each blocked conversation's stanzas.
-#[derive(Default)]
-pub(super) struct State {
-    held: Held<Job>,
-    redeliverers: HashMap<String, AbortHandle>,
-    /// Set while held stanzas are bounced for want of room.
-    full: bool,
-    /// Stanzas given up and kept in the dead-letter store.
-    dead_letters: usize,
-    /// Set by `close_durable`: what is held from then on is only stored, for
-    /// the next start, never redelivered by this instance.
-    closed: bool,
-}
-
-#[derive(Default)]
-pub(super) struct Durable {
-    state: Mutex<State>,
-    /// Wakes the redeliverers: the circuit closed, or an admin hurried them.
-    changed: Notify,
-}
 
 /// Durable delivery's figures, for metrics and the admin shell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use reqwest::header::{HeaderName, CONTENT_TYPE, RETRY_AFTER};
 use tokio::runtime::Handle;
 
+use super::outcome::DeliveryError;
 use super::retry;
 use super::runtime::{fork_generation, lock, runtime};
-use super::DeliveryError;
 use crate::config::Config;
 use crate::conversion::HttpAnswer;
 use crate::signing;

@@ -20,6 +20,7 @@ mod outcome;
 mod pipeline;
 pub mod retry;
 mod runtime;
+mod shared;
 #[cfg(test)]
 mod tests;
 
@@ -27,136 +28,22 @@ use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use tokio::sync::Semaphore;
-use tokio::task::AbortHandle;
 
 pub use durable::{HeldCounts, Source};
 pub use held::{Record, Storage};
 pub use outcome::{outcome, DeliveryError, LogLevel, Outcome, Status};
 
 use crate::config::{Config, Ordering};
-use crate::conversion::{self, Envelope, Kind, Request};
+use crate::conversion::Request;
 use crate::signing;
 use ordering::{conversation_of, Conversations, Place};
 use outbox::Outbox;
 use pipeline::TaskGuard;
 use runtime::lock;
-
-/// One stanza to deliver: shared by its task and, when held, the held list.
-#[derive(Debug)]
-struct Job {
-    envelope: Envelope,
-    json: String,
-    /// The `webhook-id` of every attempt, first to last.
-    delivery_id: String,
-    /// Arrival, in milliseconds since the Unix epoch, unique per host.
-    received: u64,
-    /// Sender's bare JID and the component JID it wrote to (only made when
-    /// ordering or durable delivery needs it).
-    conversation: String,
-}
-
-impl Job {
-    /// Durable delivery holds messages and presence; an IQ wants its answer
-    /// now, so it bounces as in the default mode.
-    fn may_be_held(&self) -> bool {
-        self.envelope.kind != Kind::Iq
-    }
-
-    fn record(&self) -> Record {
-        Record {
-            id: self.delivery_id.clone(),
-            stanza: conversion::stanza_xml(&self.json).unwrap_or_default(),
-            received: self.received,
-        }
-    }
-}
-
-/// A stanza accepted and still owed an answer.
-struct InFlight {
-    job: Arc<Job>,
-    abort: Option<AbortHandle>,
-}
-
-fn unix_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
-}
-
-/// What the tasks of one component host share. Each lock guards one thing;
-/// where two are held at once they are taken in the order
-/// `durable` → `owed` → `outbox`. `conversations` and `connector` are
-/// leaves, never held while another is taken.
-struct Shared {
-    config: Config,
-    /// Durable delivery: the held stanzas, the breaker, the redeliverers.
-    durable: durable::Durable,
-    /// Every accepted stanza until its outcome is queued: running, waiting
-    /// for a slot, or waiting behind its conversation.
-    owed: Mutex<HashMap<u64, InFlight>>,
-    outbox: Outbox,
-    conversations: Conversations,
-    /// One per POST that may run at once (`max_inflight`).
-    slots: Semaphore,
-    connector: http::Connector,
-    /// Set while stanzas are being refused, so the admin hears it once.
-    refusing: AtomicBool,
-    /// The last arrival stamp given, so that stamps never repeat.
-    last_received: AtomicU64,
-}
-
-impl Shared {
-    /// Ends delivery `id` with the outcome `make` builds, unless it has
-    /// already ended (cancelled). Exactly one outcome per stanza.
-    fn finish(&self, id: u64, make: impl FnOnce(&Envelope) -> Outcome) {
-        let Some(entry) = lock(&self.owed).remove(&id) else {
-            return;
-        };
-        self.outbox.queue(make(&entry.job.envelope));
-    }
-
-    fn fail(&self, id: u64, error: DeliveryError) {
-        let host = &self.config.host;
-        self.finish(id, |envelope| outcome(envelope, host, Err(error)));
-    }
-
-    fn stamp(&self) -> u64 {
-        let now = unix_millis();
-        let previous = self
-            .last_received
-            .fetch_update(AtomicOrdering::Relaxed, AtomicOrdering::Relaxed, |last| {
-                Some(now.max(last + 1))
-            })
-            .unwrap_or_default();
-        now.max(previous + 1)
-    }
-
-    /// Refuses `envelope` at once when `max_inflight + queue_size` stanzas
-    /// are owed answers already; the admin hears of it once per flood.
-    fn admit(&self, owed: usize, envelope: &Envelope) -> bool {
-        let config = &self.config;
-        let limit = config.max_inflight + config.queue_size;
-        if owed < limit {
-            self.refusing.store(false, AtomicOrdering::Relaxed);
-            return true;
-        }
-        if !self.refusing.swap(true, AtomicOrdering::Relaxed) {
-            self.outbox.queue(Outcome::log_only(
-                LogLevel::Warn,
-                format!(
-                    "{limit} stanzas in flight or waiting: refusing more with resource-constraint"
-                ),
-            ));
-        }
-        let refused = outcome(envelope, &config.host, Err(DeliveryError::QueueFull));
-        self.outbox.queue(refused);
-        false
-    }
-}
+use shared::{InFlight, Job, Shared};
 
 /// The deliveries of one component host.
 pub struct Delivery {
@@ -172,7 +59,7 @@ impl Delivery {
             shared: Arc::new(Shared {
                 slots: Semaphore::new(config.max_inflight),
                 config,
-                durable: durable::Durable::default(),
+                durable: shared::Durable::default(),
                 owed: Mutex::new(HashMap::new()),
                 outbox,
                 conversations: Conversations::default(),

@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use super::http::{is_transient, post_with_retries};
 use super::ordering::Place;
-use super::{outcome, DeliveryError, Job, Shared};
+use super::outcome::{outcome, DeliveryError};
+use super::shared::{Job, Shared};
 
 /// Whatever way a delivery task ends (done, aborted, panicked), its stanza
 /// is answered once and its conversation moves on.

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::DeliveryError;
+use super::outcome::DeliveryError;
 use crate::conversion::ReplyError;
 
 const FIRST_DELAY: Duration = Duration::from_millis(250);

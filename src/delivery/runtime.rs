@@ -7,7 +7,7 @@ use std::sync::{Mutex, MutexGuard};
 use once_cell::sync::Lazy;
 use tokio::runtime::{Handle, Runtime};
 
-use super::DeliveryError;
+use super::outcome::DeliveryError;
 
 /// Worker threads for HTTP: enough to keep up, leaving a core to Prosody's
 /// own (Lua) thread, which is the one that limits a Prosody server. On two

@@ -2,6 +2,7 @@
 
 use super::pipeline::TaskGuard;
 use super::runtime::lock;
+use super::shared::{unix_millis, InFlight, Job};
 use super::*;
 use crate::config::Options;
 use crate::conversion;

@@ -1,0 +1,155 @@
+//! What the tasks of one component host share. Each lock guards one thing;
+//! where two are held at once they are taken in the order
+//! `durable` → `owed` → `outbox`. `conversations` and `connector` are
+//! leaves, never held while another is taken.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::AbortHandle;
+
+use super::held::{Held, Record};
+use super::http::Connector;
+use super::ordering::Conversations;
+use super::outbox::Outbox;
+use super::outcome::{outcome, DeliveryError, LogLevel, Outcome};
+use super::runtime::lock;
+use crate::config::Config;
+use crate::conversion::{self, Envelope, Kind};
+
+/// What one lock guards: the held stanzas and the breaker, and the task
+/// delivering each blocked conversation's stanzas.
+#[derive(Default)]
+pub(super) struct State {
+    pub(super) held: Held<Job>,
+    pub(super) redeliverers: HashMap<String, AbortHandle>,
+    /// Set while held stanzas are bounced for want of room.
+    pub(super) full: bool,
+    /// Stanzas given up and kept in the dead-letter store.
+    pub(super) dead_letters: usize,
+    /// Set by `close_durable`: what is held from then on is only stored, for
+    /// the next start, never redelivered by this instance.
+    pub(super) closed: bool,
+}
+
+#[derive(Default)]
+pub(super) struct Durable {
+    pub(super) state: Mutex<State>,
+    /// Wakes the redeliverers: the circuit closed, or an admin hurried them.
+    pub(super) changed: Notify,
+}
+
+/// One stanza to deliver: shared by its task and, when held, the held list.
+#[derive(Debug)]
+pub(super) struct Job {
+    pub(super) envelope: Envelope,
+    pub(super) json: String,
+    /// The `webhook-id` of every attempt, first to last.
+    pub(super) delivery_id: String,
+    /// Arrival, in milliseconds since the Unix epoch, unique per host.
+    pub(super) received: u64,
+    /// Sender's bare JID and the component JID it wrote to (only made when
+    /// ordering or durable delivery needs it).
+    pub(super) conversation: String,
+}
+
+impl Job {
+    /// Durable delivery holds messages and presence; an IQ wants its answer
+    /// now, so it bounces as in the default mode.
+    pub(super) fn may_be_held(&self) -> bool {
+        self.envelope.kind != Kind::Iq
+    }
+
+    pub(super) fn record(&self) -> Record {
+        Record {
+            id: self.delivery_id.clone(),
+            stanza: conversion::stanza_xml(&self.json).unwrap_or_default(),
+            received: self.received,
+        }
+    }
+}
+
+/// A stanza accepted and still owed an answer.
+pub(super) struct InFlight {
+    pub(super) job: Arc<Job>,
+    pub(super) abort: Option<AbortHandle>,
+}
+
+pub(super) fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+/// What the tasks of one component host share (see the module's comment
+/// for the lock order).
+pub(super) struct Shared {
+    pub(super) config: Config,
+    /// Durable delivery: the held stanzas, the breaker, the redeliverers.
+    pub(super) durable: Durable,
+    /// Every accepted stanza until its outcome is queued: running, waiting
+    /// for a slot, or waiting behind its conversation.
+    pub(super) owed: Mutex<HashMap<u64, InFlight>>,
+    pub(super) outbox: Outbox,
+    pub(super) conversations: Conversations,
+    /// One per POST that may run at once (`max_inflight`).
+    pub(super) slots: Semaphore,
+    pub(super) connector: Connector,
+    /// Set while stanzas are being refused, so the admin hears it once.
+    pub(super) refusing: AtomicBool,
+    /// The last arrival stamp given, so that stamps never repeat.
+    pub(super) last_received: AtomicU64,
+}
+
+impl Shared {
+    /// Ends delivery `id` with the outcome `make` builds, unless it has
+    /// already ended (cancelled). Exactly one outcome per stanza.
+    pub(super) fn finish(&self, id: u64, make: impl FnOnce(&Envelope) -> Outcome) {
+        let Some(entry) = lock(&self.owed).remove(&id) else {
+            return;
+        };
+        self.outbox.queue(make(&entry.job.envelope));
+    }
+
+    pub(super) fn fail(&self, id: u64, error: DeliveryError) {
+        let host = &self.config.host;
+        self.finish(id, |envelope| outcome(envelope, host, Err(error)));
+    }
+
+    pub(super) fn stamp(&self) -> u64 {
+        let now = unix_millis();
+        let previous = self
+            .last_received
+            .fetch_update(AtomicOrdering::Relaxed, AtomicOrdering::Relaxed, |last| {
+                Some(now.max(last + 1))
+            })
+            .unwrap_or_default();
+        now.max(previous + 1)
+    }
+
+    /// Refuses `envelope` at once when `max_inflight + queue_size` stanzas
+    /// are owed answers already; the admin hears of it once per flood.
+    pub(super) fn admit(&self, owed: usize, envelope: &Envelope) -> bool {
+        let config = &self.config;
+        let limit = config.max_inflight + config.queue_size;
+        if owed < limit {
+            self.refusing.store(false, AtomicOrdering::Relaxed);
+            return true;
+        }
+        if !self.refusing.swap(true, AtomicOrdering::Relaxed) {
+            self.outbox.queue(Outcome::log_only(
+                LogLevel::Warn,
+                format!(
+                    "{limit} stanzas in flight or waiting: refusing more with resource-constraint"
+                ),
+            ));
+        }
+        let refused = outcome(envelope, &config.host, Err(DeliveryError::QueueFull));
+        self.outbox.queue(refused);
+        false
+    }
+}

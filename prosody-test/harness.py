@@ -1,5 +1,7 @@
 """The Prosody test environment: a real Prosody (0.12 or 13) from a temp
-config on 127.0.0.1, a scriptable web service, and a minimal real XMPP client.
+config on 127.0.0.1, a scriptable web service, a minimal real XMPP client,
+and ProsodyTestCase, the base of every end-to-end test, which starts and
+stops them and reads Prosody's log, metrics, shell and module status.
 
 Which Prosody and which network backend every test runs on is chosen here,
 from the environment: PROSODY=0.12 (Debian 12's package, the default) or
@@ -10,6 +12,7 @@ Standard library only. Every process started here is ended here, by its PID.
 """
 
 import base64
+import functools
 import http.client
 import http.server
 import json
@@ -23,7 +26,9 @@ import struct
 import subprocess
 import tempfile
 import threading
+import re
 import time
+import unittest
 import xml.etree.ElementTree as ET
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -432,18 +437,100 @@ class Certificates:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def web_services(test_class):
-    """Sets up a test class's web services: `ws` (HTTP), and with `certs`,
-    `https` (trusted through the private CA) and `untrusted`."""
-    test_class.ws = WebService()
-    test_class.certs = Certificates()
-    test_class.https, test_class.untrusted = test_class.certs.services()
+class either:
+    """A method that gets the class when called on it (in setUpClass) and the
+    instance when called on one (in a test or setUp)."""
+
+    def __init__(self, method):
+        self.method = method
+
+    def __get__(self, obj, cls):
+        return functools.partial(self.method, cls if obj is None else obj)
 
 
-def stop_web_services(test_class):
-    for service in (test_class.ws, test_class.https, test_class.untrusted):
-        service.stop()
-    test_class.certs.cleanup()
+def _on_teardown(owner, stop, *args):
+    """Stops what a class (at its end) or a test (at its end) started."""
+    if isinstance(owner, type):
+        owner.addClassCleanup(stop, *args)
+    else:
+        owner.addCleanup(stop, *args)
+
+
+def _stop_prosody(prosody, secrets):
+    started, alive = prosody.proc is not None, prosody.alive()
+    log = prosody.log()
+    prosody.cleanup()
+    assert alive or not started, "Prosody died during the tests"
+    for secret in secrets:
+        assert secret not in log, "a secret reached Prosody's log"
+
+
+class ProsodyTestCase(unittest.TestCase):
+    """The base of every end-to-end test: a Prosody (the harness's PROSODY and
+    NETWORK_BACKEND), web services, XMPP clients, and readers of Prosody's
+    log, metrics, admin shell and module status. What a class starts in
+    setUpClass lives until the class ends; what a test starts, until the test
+    ends. A Prosody that died fails its tests, and so does a secret (one of
+    SECRETS) found in its log."""
+
+    SECRETS = ()
+    prosody = None
+
+    @either
+    def start_prosody(owner, components, start=True, **options):
+        """A Prosody with these components (`start=False`: configured only)."""
+        owner.prosody = Prosody(components, **options)
+        _on_teardown(owner, _stop_prosody, owner.prosody, owner.SECRETS)
+        return owner.prosody.start() if start else owner.prosody
+
+    @either
+    def web_service(owner, handler=None, port=0, certificate=None):
+        service = WebService(handler=handler, port=port, certificate=certificate)
+        _on_teardown(owner, service.stop)
+        return service
+
+    @either
+    def web_services(owner):
+        """`ws` (HTTP), and with `certs`, `https` (trusted through the
+        private CA) and `untrusted`."""
+        owner.ws = owner.web_service()
+        owner.certs = Certificates()
+        owner.https, owner.untrusted = owner.certs.services()
+        for service in (owner.https, owner.untrusted):
+            _on_teardown(owner, service.stop)
+        _on_teardown(owner, owner.certs.cleanup)
+
+    @either
+    def connect(owner, user, resource="test"):
+        client = owner.prosody.client(user, resource)
+        _on_teardown(owner, client.close)
+        return client
+
+    def log(self):
+        return self.prosody.log()
+
+    def wait_log(self, pattern, count=1, timeout=WAIT):
+        """Waits (bounded) until Prosody's log has `count` lines matching."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = len(re.findall(pattern, self.prosody.log()))
+            if found >= count:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"log has {found} of {count} x {pattern!r}")
+            time.sleep(0.05)
+
+    def metric(self, name, text=None, **labels):
+        return self.prosody.metric(name, text, **labels)
+
+    def shell(self, *args):
+        return self.prosody.shell(*args)
+
+    def status(self, host):
+        """The module's status on `host` (module:set_status), as (level, text)."""
+        info = self.shell(f"module:info('component_http', '{host}')")
+        match = re.search(r"status: \[(\w+)\] (.*)", info)
+        return match.groups() if match else None
 
 
 def reset_mid_body(handler):

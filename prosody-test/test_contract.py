@@ -8,8 +8,8 @@ import threading
 import time
 import unittest
 
-from harness import (BACKEND, PROSODY, DOMAIN, NS_STANZAS, Prosody, WebService, echo_handler, free_port,
-                     json_reply, stop_web_services, web_services)
+from harness import (BACKEND, PROSODY, DOMAIN, NS_STANZAS, ProsodyTestCase, echo_handler, free_port,
+                     json_reply)
 
 USERS = ["alice", "bob", "carol"] + [f"user{i}" for i in range(10)]
 
@@ -23,10 +23,10 @@ def answering(handler):
     return wrapped
 
 
-class ContractTest(unittest.TestCase):
+class ContractTest(ProsodyTestCase):
     @classmethod
     def setUpClass(cls):
-        web_services(cls)
+        cls.web_services()
         url = cls.ws.url
         cls.components = {
             "bot.localhost": {"component_post_url": url + "/bot"},
@@ -58,20 +58,11 @@ class ContractTest(unittest.TestCase):
             "badsecret.localhost": {"component_post_url": url, "component_post_secret": "whsec_%%%"},
             "badinflight.localhost": {"component_post_url": url, "component_post_max_inflight": 0},
         }
-        cls.prosody = Prosody(cls.components, users=USERS).start()
+        cls.start_prosody(cls.components, users=USERS)
         name = "libevent" if BACKEND == "event" else BACKEND
         assert f"using the {name} " in cls.prosody.log(), f"Prosody is not on the {BACKEND} backend"
-        cls.alice = cls.prosody.client("alice")
-        cls.bob = cls.prosody.client("bob")
-
-    @classmethod
-    def tearDownClass(cls):
-        for c in (cls.alice, cls.bob):
-            c.close()
-        alive = cls.prosody.alive()
-        cls.prosody.cleanup()
-        stop_web_services(cls)
-        assert alive, "Prosody died during the tests"
+        cls.alice = cls.connect("alice")
+        cls.bob = cls.connect("bob")
 
     def setUp(self):
         self.ws.handler = echo_handler
@@ -203,8 +194,8 @@ class ContractTest(unittest.TestCase):
                 error = self.error_to(self.alice, "invalid@bot.localhost")
                 self.assertEqual(error[:2], ("cancel", "internal-server-error"))
                 self.assertIn(reason, error[2])
-                self.assertIn(reason, self.prosody.log())
-        self.assertNotIn("stack traceback", self.prosody.log())
+                self.assertIn(reason, self.log())
+        self.assertNotIn("stack traceback", self.log())
 
     def test_a_stanza_the_module_cannot_read_gets_an_error(self):
         """Nested deeper than the native side reads (64): the sender gets
@@ -215,8 +206,8 @@ class ContractTest(unittest.TestCase):
         stanza = self.alice.expect_id(id_)
         self.assertEqual(stanza.attr.get("type"), "error")
         self.assertEqual(stanza.error(), ("cancel", "internal-server-error", "could not forward the stanza"))
-        self.assertIn("Could not forward <message", self.prosody.log())
-        self.assertIn("nested too deeply", self.prosody.log())
+        self.assertIn("Could not forward <message", self.log())
+        self.assertIn("nested too deeply", self.log())
         self.alice.message("deep@bot.localhost", "deep", type_="error", extra=deep)
         self.barrier(self.alice, "deep@bot.localhost")
         self.assert_nothing_from(self.alice, "deep@bot.localhost")
@@ -230,7 +221,7 @@ class ContractTest(unittest.TestCase):
         self.assertIn(f"admin@{DOMAIN}", error[2])
         self.barrier(self.bob)
         self.assertEqual(self.bob.received(lambda s: s.body == "spoofed"), [])
-        self.assertIn("reply refused", self.prosody.log())
+        self.assertIn("reply refused", self.log())
 
     # §5 errors ---------------------------------------------------------------
 
@@ -303,7 +294,7 @@ class ContractTest(unittest.TestCase):
 
     @unittest.skipIf(PROSODY != "0.12", "Prosody 13 reads periods")
     def test_durations_as_periods_are_refused_by_prosody_0_12(self):
-        lines = [l for l in self.prosody.log().splitlines()
+        lines = [l for l in self.log().splitlines()
                  if "on 'period.localhost'" in l and "Error initializing" in l]
         self.assertEqual(len(lines), 1, lines)
         self.assertIn('component_post_timeout = "1s" must be a number of seconds', lines[0])
@@ -381,7 +372,7 @@ class ContractTest(unittest.TestCase):
         self.assertEqual(len(self.ws.requests), before, "IQs must not be POSTed")
 
     def test_legacy_option_name_still_works(self):
-        self.assertIn("post_stanza_types is deprecated", self.prosody.log())
+        self.assertIn("post_stanza_types is deprecated", self.log())
         self.script(lambda r: json_reply({"kind": "iq"}))
         id_, answer = self.iq("q@legacy.localhost")
         self.assertEqual(answer.attr["type"], "result")
@@ -397,33 +388,30 @@ class ContractTest(unittest.TestCase):
     def test_presence_probe_and_subscriptions_are_answered_locally(self):
         # Subscription answers reach, through Prosody's roster logic, only
         # resources that are online and have fetched the roster: carol.
-        carol = self.prosody.client("carol")
+        carol = self.connect("carol")
         carol.send("<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>")
         carol.expect_id("roster")
         carol.send("<presence/>")
         before = len(self.ws.requests)
         is_presence = lambda s, frm, t=None: (s.name == "presence" and s.attr.get("from") == frm
                                               and s.attr.get("type") == t)
-        try:
-            for to, contact in [("bot.localhost", "bot.localhost"),
-                                ("p@bot.localhost", "p@bot.localhost"),
-                                ("p@bot.localhost/x", "p@bot.localhost")]:
-                with self.subTest(to=to):
-                    self.presence(to, "probe", client=carol)
-                    carol.expect(lambda s: is_presence(s, contact + "/default"))
+        for to, contact in [("bot.localhost", "bot.localhost"),
+                            ("p@bot.localhost", "p@bot.localhost"),
+                            ("p@bot.localhost/x", "p@bot.localhost")]:
+            with self.subTest(to=to):
+                self.presence(to, "probe", client=carol)
+                carol.expect(lambda s: is_presence(s, contact + "/default"))
 
-                    self.presence(to, "subscribe", client=carol)
-                    carol.expect(lambda s: is_presence(s, contact, "subscribed"))
-                    carol.expect(lambda s: is_presence(s, contact + "/default"))
+                self.presence(to, "subscribe", client=carol)
+                carol.expect(lambda s: is_presence(s, contact, "subscribed"))
+                carol.expect(lambda s: is_presence(s, contact + "/default"))
 
-                    self.presence(to, "unsubscribe", client=carol)
-                    carol.expect(lambda s: is_presence(s, contact + "/default", "unavailable"))
-                    # carol's own unsubscribe already updated her roster, so
-                    # Prosody takes the component's unsubscribed silently.
-                    self.assertIn(f"inbound presence unsubscribed from {contact} for carol@{DOMAIN}",
-                                  self.prosody.log())
-        finally:
-            carol.close()
+                self.presence(to, "unsubscribe", client=carol)
+                carol.expect(lambda s: is_presence(s, contact + "/default", "unavailable"))
+                # carol's own unsubscribe already updated her roster, so
+                # Prosody takes the component's unsubscribed silently.
+                self.assertIn(f"inbound presence unsubscribed from {contact} for carol@{DOMAIN}",
+                              self.log())
         self.assertEqual(len(self.ws.requests), before, "presence must not be POSTed")
 
     def test_other_presence_gets_nothing(self):
@@ -445,7 +433,7 @@ class ContractTest(unittest.TestCase):
     # Options and load errors ---------------------------------------------------
 
     def test_bad_config_fails_to_load_with_one_line(self):
-        log = self.prosody.log().splitlines()
+        log = self.log().splitlines()
         for host, needles in [("badurl.localhost", ["component_post_url", "ftp://example.com/x"]),
                               ("nourl.localhost", ["component_post_url is not set"]),
                               ("badtimeout.localhost",
@@ -511,19 +499,14 @@ class ContractTest(unittest.TestCase):
             time.sleep(0.2)  # so the conversations overlap
             return echo_handler(request)
         self.script(handler)
-        clients = [self.prosody.client(f"user{i}") for i in range(10)]
-        try:
-            for c in clients:
-                for j in range(5):
-                    c.message(f"conv{j}@bot.localhost", f"{c.bare} #{j}")
-            for c in clients:
-                for j in range(5):
-                    got = c.expect(lambda s: s.attr.get("from") == f"conv{j}@bot.localhost")
-                    self.assertEqual(got.body, f"Did you say {c.bare} #{j}?")
-        finally:
-            for c in clients:
-                c.close()
-
+        clients = [self.connect(f"user{i}") for i in range(10)]
+        for c in clients:
+            for j in range(5):
+                c.message(f"conv{j}@bot.localhost", f"{c.bare} #{j}")
+        for c in clients:
+            for j in range(5):
+                got = c.expect(lambda s: s.attr.get("from") == f"conv{j}@bot.localhost")
+                self.assertEqual(got.body, f"Did you say {c.bare} #{j}?")
 
 if __name__ == "__main__":
     unittest.main()

@@ -13,8 +13,8 @@ import threading
 import time
 import unittest
 
-from harness import (BACKEND, DOMAIN, Prosody, WebService, echo_handler, free_port,
-                     json_reply, reset_mid_body, stop_web_services, web_services)
+from harness import (BACKEND, DOMAIN, ProsodyTestCase, echo_handler, free_port, json_reply,
+                     reset_mid_body)
 
 
 SECRET_KEY = b"test-secret-key-0123456789"
@@ -31,13 +31,16 @@ def verify(secret_key, request):
     return f"v1,{expected}" in headers.get("webhook-signature", "").split(" ")
 
 
-class DeliveryTest(unittest.TestCase):
+class DeliveryTest(ProsodyTestCase):
+    SECRETS = (TOKEN, PLAIN_SECRET, WHSEC, SECRET_KEY.decode())
+
     @classmethod
     def setUpClass(cls):
-        web_services(cls)
+        cls.web_services()
         url = cls.ws.url
         cls.release = threading.Event()  # lets blocked handlers go at teardown
-        cls.prosody = Prosody({
+        cls.addClassCleanup(cls.release.set)
+        cls.start_prosody({
             "retry.localhost": {"component_post_url": url + "/retry", "component_post_timeout": 10},
             "slow.localhost": {"component_post_url": url + "/slow", "component_post_timeout": 1},
             "refused.localhost": {"component_post_url": f"http://127.0.0.1:{free_port()}/"},
@@ -54,26 +57,16 @@ class DeliveryTest(unittest.TestCase):
                              "component_post_ca_file": cls.certs.ca},
             "noverify.localhost": {"component_post_url": cls.untrusted.url + "/noverify",
                                    "component_post_tls_verify": False},
-        }).start()
-        cls.alice = cls.prosody.client("alice")
-        cls.bob = cls.prosody.client("bob")
+        })
+        cls.alice = cls.connect("alice")
+        cls.bob = cls.connect("bob")
         cls.rtts = []
 
     @classmethod
     def tearDownClass(cls):
-        cls.release.set()
-        for c in (cls.alice, cls.bob):
-            c.close()
-        alive = cls.prosody.alive()
-        log = cls.prosody.log()
-        cls.prosody.cleanup()
-        stop_web_services(cls)
         if cls.rtts:
             print(f"\n  [{BACKEND}] Prosody ping RTT while the service misbehaved: "
                   f"max {max(cls.rtts) * 1000:.1f} ms over {len(cls.rtts)} pings", flush=True)
-        assert alive, "Prosody died during the tests"
-        for secret in (TOKEN, PLAIN_SECRET, WHSEC, SECRET_KEY.decode()):
-            assert secret not in log, "a secret reached Prosody's log"
 
     def setUp(self):
         self.ws.handler = echo_handler
@@ -94,7 +87,7 @@ class DeliveryTest(unittest.TestCase):
         return [r for r in self.ws.requests if (r["json"] or {}).get("id") == id_]
 
     def log_line(self, id_):
-        return [l for l in self.prosody.log().splitlines() if f"id={id_} " in l]
+        return [l for l in self.log().splitlines() if f"id={id_} " in l]
 
     # Retries ------------------------------------------------------------------
 
@@ -211,7 +204,7 @@ class DeliveryTest(unittest.TestCase):
                    for _ in range(5)]
         self.assertEqual(len(refused) + len(replies), total)
         self.assertEqual(len([r for r in self.ws.requests if r["path"] == "/flood"]), 5)
-        self.assertEqual(self.prosody.log().count("refusing more with resource-constraint"), 1)
+        self.assertEqual(self.log().count("refusing more with resource-constraint"), 1)
         # The queue drains and the host takes stanzas again.
         self.ws.handler = echo_handler
         self.alice.message("f@flood.localhost", "after")
@@ -297,7 +290,7 @@ class DeliveryTest(unittest.TestCase):
         self.ping()
         got = self.alice.expect(lambda s: s.attr.get("from") == "t@noverify.localhost")
         self.assertEqual(got.body, "Did you say unchecked?")
-        self.assertIn("component_post_tls_verify = false", self.prosody.log())
+        self.assertIn("component_post_tls_verify = false", self.log())
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import threading
 import time
 import unittest
 
-from harness import (PROSODY, SHELL_UNRELIABLE, SHELL_UNRELIABLE_WHY, WAIT, Prosody, WebService, echo_handler,
+from harness import (PROSODY, SHELL_UNRELIABLE, SHELL_UNRELIABLE_WHY, WAIT, ProsodyTestCase, echo_handler,
                      free_port, json_reply)
 
 
@@ -36,57 +36,20 @@ def is_error(stanza):
     return stanza.attr.get("type") == "error"
 
 
-class DurableInternalTest(unittest.TestCase):
+class DurableInternalTest(ProsodyTestCase):
     STORAGE = ('storage = "internal"',)
 
-    def setUp(self):
-        self.services = []
-        self.prosody = None
-        self.clients = []
-
-    def tearDown(self):
-        for client in self.clients:
-            client.close()
-        if self.prosody:
-            self.prosody.cleanup()
-        for service in self.services:
-            service.stop()
-
     def start(self, components):
-        self.prosody = Prosody(components, extra_config=self.STORAGE, metrics=True).start()
-        return self.prosody
-
-    def metric(self, name, **labels):
-        return self.prosody.metric(name, **labels)
+        return self.start_prosody(components, extra_config=self.STORAGE, metrics=True)
 
     def service(self, port, handler=None):
-        service = WebService(handler=handler, port=port)
-        self.services.append(service)
-        return service
-
-    def connect(self, user):
-        client = self.prosody.client(user)
-        self.clients.append(client)
-        return client
-
-    def wait_log(self, pattern, count=1, timeout=WAIT):
-        deadline = time.monotonic() + timeout
-        while True:
-            found = len(re.findall(pattern, self.prosody.log()))
-            if found >= count:
-                return found
-            if time.monotonic() > deadline:
-                raise AssertionError(f"log has {found} of {count} x {pattern!r}")
-            time.sleep(0.05)
+        return self.web_service(handler=handler, port=port)
 
     def stored(self, host):
         """How many stanzas wait in the storage the admin configured."""
         files = glob.glob(os.path.join(self.prosody.dir, "data", host.replace(".", "%2e"),
                                        "component_http_waiting", "*.dat"))
         return len(files)
-
-    def shell(self, *args):
-        return self.prosody.shell(*args)
 
     def test_outage_across_a_restart_delivers_every_stanza_once_in_order(self):
         port = free_port()

@@ -7,7 +7,7 @@ import sys
 import time
 import unittest
 
-from harness import ROOT, WAIT, Prosody, free_port
+from harness import ROOT, WAIT, ProsodyTestCase, free_port
 
 EXAMPLES = os.path.join(ROOT, "examples")
 
@@ -31,38 +31,36 @@ def wait_for_port(port, proc):
     raise RuntimeError(f"the bot did not listen: {proc.args}")
 
 
-class ExampleBotsTest(unittest.TestCase):
+def stop_bot(proc):
+    proc.terminate()
+    proc.wait(timeout=WAIT)
+
+
+class ExampleBotsTest(ProsodyTestCase):
     def test_each_example_bot_echoes(self):
         ports = {name: free_port() for name in BOTS}
-        bots = {name: subprocess.Popen(command(ports[name]), stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.DEVNULL)
-                for name, command in BOTS.items()}
-        prosody = None
-        try:
-            for name, proc in bots.items():
-                wait_for_port(ports[name], proc)
-            prosody = Prosody({f"{name}.localhost": {"component_post_url": f"http://127.0.0.1:{port}/",
-                                                      "component_post_stanzas": ["message", "presence"]}
-                               for name, port in ports.items()}).start()
-            alice = prosody.client("alice")
-            for name in BOTS:
-                with self.subTest(bot=name):
-                    bot = f"echo@{name}.localhost"
-                    alice.message(bot, f"hello {name} & <friends>")
-                    got = alice.expect(lambda s: s.attr.get("from") == bot)
-                    self.assertEqual(got.body, f"Did you say hello {name} & <friends>?")
-                    # Presence has no body: the bot answers 204, nothing is sent.
-                    alice.send(f"<presence to='{bot}' type='probe'/>")
-                    alice.message(bot, "barrier")
-                    got = alice.expect(lambda s: s.attr.get("from") == bot)
-                    self.assertEqual(got.body, "Did you say barrier?")
-            alice.close()
-        finally:
-            if prosody:
-                prosody.cleanup()
-            for proc in bots.values():
-                proc.terminate()
-                proc.wait(timeout=WAIT)
+        bots = {}
+        for name, command in BOTS.items():
+            bots[name] = subprocess.Popen(command(ports[name]), stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL)
+            self.addCleanup(stop_bot, bots[name])
+        for name, proc in bots.items():
+            wait_for_port(ports[name], proc)
+        self.start_prosody({f"{name}.localhost": {"component_post_url": f"http://127.0.0.1:{port}/",
+                                                  "component_post_stanzas": ["message", "presence"]}
+                            for name, port in ports.items()})
+        alice = self.connect("alice")
+        for name in BOTS:
+            with self.subTest(bot=name):
+                bot = f"echo@{name}.localhost"
+                alice.message(bot, f"hello {name} & <friends>")
+                got = alice.expect(lambda s: s.attr.get("from") == bot)
+                self.assertEqual(got.body, f"Did you say hello {name} & <friends>?")
+                # Presence has no body: the bot answers 204, nothing is sent.
+                alice.send(f"<presence to='{bot}' type='probe'/>")
+                alice.message(bot, "barrier")
+                got = alice.expect(lambda s: s.attr.get("from") == bot)
+                self.assertEqual(got.body, "Did you say barrier?")
 
 
 if __name__ == "__main__":

@@ -9,21 +9,14 @@ import threading
 import time
 import unittest
 
-from harness import PROSODY_CMD, PROSODYCTL, ROOT, WAIT, Prosody, WebService, echo_handler
+from harness import PROSODY_CMD, PROSODYCTL, ROOT, WAIT, ProsodyTestCase, echo_handler
 
 
-class ReloadTest(unittest.TestCase):
+class ReloadTest(ProsodyTestCase):
     def setUp(self):
-        self.ws = WebService()
-        self.prosody = Prosody({"bot.localhost": {"component_post_url": self.ws.url + "/"}}).start()
-        self.alice = self.prosody.client("alice")
-
-    def tearDown(self):
-        self.alice.close()
-        alive = self.prosody.alive()
-        self.prosody.cleanup()
-        self.ws.stop()
-        self.assertTrue(alive, "Prosody died")
+        self.ws = self.web_service()
+        self.start_prosody({"bot.localhost": {"component_post_url": self.ws.url + "/"}})
+        self.alice = self.connect("alice")
 
     def reload(self):
         self.prosody.reload_module("bot.localhost")
@@ -67,7 +60,7 @@ class ReloadTest(unittest.TestCase):
         error = self.alice.expect_id(id_)
         self.assertEqual(error.error()[:2], ("cancel", "service-unavailable"))
         self.assertIn("the server is shutting down", error.error()[2])
-        self.prosody.start()  # tearDown wants it alive
+        self.prosody.start()  # the teardown wants it alive
 
     def test_reload_under_traffic_answers_every_stanza(self):
         def handler(request):
@@ -109,92 +102,74 @@ class ReloadTest(unittest.TestCase):
         self.assertEqual(answered + errors, len(sent))
         self.assertGreater(answered, 0)
         self.assertGreater(errors, 0, "no request was in flight at a reload")
-        self.assertEqual(self.prosody.log().count("Error initializing"), 0)
+        self.assertEqual(self.log().count("Error initializing"), 0)
 
 
-class InstallTest(unittest.TestCase):
+class InstallTest(ProsodyTestCase):
     """`make install` into a plugin directory, also under a running Prosody."""
 
     def test_install_then_upgrade_under_a_running_prosody(self):
         plugins = tempfile.mkdtemp(prefix="plugins-")
-        ws = WebService()
-        prosody = None
-        try:
-            install = lambda: subprocess.run(["make", "-s", "install", f"PLUGIN_DIR={plugins}"],
-                                             cwd=ROOT, check=True, capture_output=True, timeout=600)
-            install()
-            installed = os.path.join(plugins, "mod_component_http")
-            self.assertEqual(sorted(os.listdir(installed)),
-                             ["component_http.so", "durable.lib.lua", "mod_component_http.lua",
-                              "push.lib.lua", "shell.lib.lua"])
-            prosody = Prosody({"bot.localhost": {"component_post_url": ws.url + "/"}},
-                              plugin_dir=plugins).start()
-            alice = prosody.client("alice")
-            self.assertEqual(self.echo(alice, "installed"), "Did you say installed?")
-            # Installing again renames new files into place: the library
-            # Prosody has mapped keeps its inode and Prosody keeps working.
-            library = os.path.join(installed, "component_http.so")
-            inode = os.stat(library).st_ino
-            install()
-            self.assertNotEqual(os.stat(library).st_ino, inode)
-            self.assertEqual(self.echo(alice, "after install"), "Did you say after install?")
-            # A shim of another version, reloaded, says the library is old.
-            shim = os.path.join(installed, "mod_component_http.lua")
-            with open(shim) as f:
-                text = f.read()
-            with open(shim + ".new", "w") as f:
-                f.write(re.sub(r'local VERSION = "[^"]*"', 'local VERSION = "99.0.0"', text))
-            os.rename(shim + ".new", shim)
-            prosody.reload_module("bot.localhost")
-            self.assertIn("This module is version 99.0.0 but the native library loaded in Prosody is",
-                          prosody.log())
-            self.assertEqual(self.echo(alice, "reloaded"), "Did you say reloaded?")
-            alice.close()
-        finally:
-            if prosody:
-                alive = prosody.alive()
-                prosody.cleanup()
-                self.assertTrue(alive, "Prosody died")
-            ws.stop()
-            shutil.rmtree(plugins, ignore_errors=True)
+        self.addCleanup(shutil.rmtree, plugins, ignore_errors=True)
+        ws = self.web_service()
+        install = lambda: subprocess.run(["make", "-s", "install", f"PLUGIN_DIR={plugins}"],
+                                         cwd=ROOT, check=True, capture_output=True, timeout=600)
+        install()
+        installed = os.path.join(plugins, "mod_component_http")
+        self.assertEqual(sorted(os.listdir(installed)),
+                         ["component_http.so", "durable.lib.lua", "mod_component_http.lua",
+                          "push.lib.lua", "shell.lib.lua"])
+        self.start_prosody({"bot.localhost": {"component_post_url": ws.url + "/"}}, plugin_dir=plugins)
+        alice = self.connect("alice")
+        self.assertEqual(self.echo(alice, "installed"), "Did you say installed?")
+        # Installing again renames new files into place: the library
+        # Prosody has mapped keeps its inode and Prosody keeps working.
+        library = os.path.join(installed, "component_http.so")
+        inode = os.stat(library).st_ino
+        install()
+        self.assertNotEqual(os.stat(library).st_ino, inode)
+        self.assertEqual(self.echo(alice, "after install"), "Did you say after install?")
+        # A shim of another version, reloaded, says the library is old.
+        shim = os.path.join(installed, "mod_component_http.lua")
+        with open(shim) as f:
+            text = f.read()
+        with open(shim + ".new", "w") as f:
+            f.write(re.sub(r'local VERSION = "[^"]*"', 'local VERSION = "99.0.0"', text))
+        os.rename(shim + ".new", shim)
+        self.prosody.reload_module("bot.localhost")
+        self.assertIn("This module is version 99.0.0 but the native library loaded in Prosody is", self.log())
+        self.assertEqual(self.echo(alice, "reloaded"), "Did you say reloaded?")
 
     def echo(self, client, text):
         client.message("echo@bot.localhost", text)
         return client.expect(lambda s: s.attr.get("from") == "echo@bot.localhost").body
 
 
-class LuarocksTest(unittest.TestCase):
+class LuarocksTest(ProsodyTestCase):
     """The luarocks paths: a source build into Prosody's installer tree, and
     a binary rock installed with prosodyctl. Prosody loads each with no
     plugin_paths pointing at this checkout."""
 
     def setUp(self):
-        self.ws = WebService()
+        self.ws = self.web_service()
         self.dir = tempfile.mkdtemp(prefix="rocks-")
+        self.addCleanup(shutil.rmtree, self.dir, ignore_errors=True)
         self.tree = os.path.join(self.dir, "tree")
         # With a push token and durable delivery, so every Lua file of the
         # module is loaded from the tree.
-        self.prosody = Prosody({"bot.localhost": {"component_post_url": self.ws.url + "/",
-                                                  "component_push_token": "rock-token",
-                                                  "component_post_durable": True}},
-                               plugin_dir=os.path.join(self.dir, "none"),
-                               extra_config=[f'installer_plugin_path = "{self.tree}"'])
-
-    def tearDown(self):
-        alive = self.prosody.alive()
-        self.prosody.cleanup()
-        self.ws.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-        self.assertTrue(alive, "Prosody died")
+        self.start_prosody({"bot.localhost": {"component_post_url": self.ws.url + "/",
+                                              "component_push_token": "rock-token",
+                                              "component_post_durable": True}},
+                           start=False, plugin_dir=os.path.join(self.dir, "none"),
+                           extra_config=[f'installer_plugin_path = "{self.tree}"'])
 
     def assert_loads_and_echoes(self):
         self.assertTrue(os.path.exists(os.path.join(self.tree, "lib", "lua", "5.4", "component_http.so")))
         self.prosody.start()
-        alice = self.prosody.client("alice")
+        alice = self.connect("alice")
         alice.message("rock@bot.localhost", "installed")
         got = alice.expect(lambda s: s.attr.get("from") == "rock@bot.localhost")
         self.assertEqual(got.body, "Did you say installed?")
-        alice.close()
 
     def test_luarocks_make_into_the_installer_tree(self):
         rockspec = next(f for f in os.listdir(ROOT) if f.endswith(".rockspec"))
@@ -214,37 +189,30 @@ class LuarocksTest(unittest.TestCase):
         self.assert_loads_and_echoes()
 
 
-class DaemonizedTest(unittest.TestCase):
+class DaemonizedTest(ProsodyTestCase):
     """`prosody -D` forks after loading modules: the runtime must start
     lazily, in the child."""
 
     def test_works_after_fork(self):
-        ws = WebService()
-        prosody = Prosody({"bot.localhost": {"component_post_url": ws.url + "/"}})
+        ws = self.web_service()
+        prosody = self.start_prosody({"bot.localhost": {"component_post_url": ws.url + "/"}}, start=False)
         pidfile = os.path.join(prosody.dir, "prosody.pid")
-        pid = None
-        try:
-            subprocess.run([PROSODY_CMD, "--config", prosody.config, "-D"], check=True, timeout=WAIT)
-            deadline = time.monotonic() + WAIT
-            while not os.path.exists(pidfile) and time.monotonic() < deadline:
+        subprocess.run([PROSODY_CMD, "--config", prosody.config, "-D"], check=True, timeout=WAIT)
+        deadline = time.monotonic() + WAIT
+        while not os.path.exists(pidfile) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with open(pidfile) as f:
+            pid = int(f.read().strip())
+        self.addCleanup(prosody.stop_daemon, pid)
+        client = None
+        while client is None and time.monotonic() < deadline:
+            try:
+                client = self.connect("alice")
+            except OSError:
                 time.sleep(0.05)
-            with open(pidfile) as f:
-                pid = int(f.read().strip())
-            client = None
-            while client is None and time.monotonic() < deadline:
-                try:
-                    client = prosody.client("alice")
-                except OSError:
-                    time.sleep(0.05)
-            client.message("fork@bot.localhost", "forked")
-            got = client.expect(lambda s: s.attr.get("from") == "fork@bot.localhost")
-            self.assertEqual(got.body, "Did you say forked?")
-            client.close()
-        finally:
-            if pid:
-                prosody.stop_daemon(pid)
-            prosody.cleanup()
-            ws.stop()
+        client.message("fork@bot.localhost", "forked")
+        got = client.expect(lambda s: s.attr.get("from") == "fork@bot.localhost")
+        self.assertEqual(got.body, "Did you say forked?")
 
 
 if __name__ == "__main__":

@@ -1,38 +1,24 @@
 """End-to-end: what an admin sees. Metrics through Prosody's OpenMetrics
 endpoint, and the module's status following the web service."""
 
-import re
 import unittest
 
-from harness import (PROSODY, SHELL_UNRELIABLE, SHELL_UNRELIABLE_WHY, Prosody, WebService, free_port,
+from harness import (PROSODY, SHELL_UNRELIABLE, SHELL_UNRELIABLE_WHY, ProsodyTestCase, free_port,
                      json_reply)
 
 
-class OperationsTest(unittest.TestCase):
+class OperationsTest(ProsodyTestCase):
     @classmethod
     def setUpClass(cls):
-        cls.ws = WebService()
+        cls.ws = cls.web_service()
         cls.flaky_port = free_port()  # nothing listens here until a test says so
-        cls.prosody = Prosody({
+        cls.start_prosody({
             "bot.localhost": {"component_post_url": cls.ws.url + "/", "component_post_retries": 0},
             "retry.localhost": {"component_post_url": cls.ws.url + "/"},
             "flaky.localhost": {"component_post_url": f"http://127.0.0.1:{cls.flaky_port}/",
                                 "component_post_retries": 0},
-        }, metrics=True).start()
-        cls.alice = cls.prosody.client("alice")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.alice.close()
-        alive = cls.prosody.alive()
-        cls.prosody.cleanup()
-        cls.ws.stop()
-        assert alive, "Prosody died"
-
-    def status(self, host):
-        info = self.prosody.shell(f"module:info('component_http', '{host}')")
-        match = re.search(r"status: \[(\w+)\] (.*)", info)
-        return match.groups() if match else None
+        }, metrics=True)
+        cls.alice = cls.connect("alice")
 
     def test_metrics_count_outcomes_latency_and_retries(self):
         before = self.prosody.metrics()
@@ -50,8 +36,8 @@ class OperationsTest(unittest.TestCase):
         self.alice.expect(lambda s: s.attr.get("from") == "m@retry.localhost")
         after = self.prosody.metrics()
         host = "bot.localhost"
-        delta = lambda metric, **labels: (self.prosody.metric(metric, after, **labels)
-                                          - self.prosody.metric(metric, before, **labels))
+        delta = lambda metric, **labels: (self.metric(metric, after, **labels)
+                                          - self.metric(metric, before, **labels))
         self.assertEqual(delta("requests_total", host=host, outcome="2xx"), 3)
         self.assertEqual(delta("requests_total", host=host, outcome="4xx"), 1)
         self.assertEqual(delta("requests_total", host="flaky.localhost", outcome="unreachable"), 1)
@@ -68,14 +54,11 @@ class OperationsTest(unittest.TestCase):
         self.alice.message("s@flaky.localhost", "down")
         self.alice.expect(lambda s: s.attr.get("type") == "error" and s.attr.get("from") == "s@flaky.localhost")
         self.assertEqual(self.status("flaky.localhost"), ("error", "web service unreachable (unreachable)"))
-        up = WebService(port=self.flaky_port)
-        try:
-            self.alice.message("s@flaky.localhost", "up")
-            got = self.alice.expect(lambda s: s.attr.get("from") == "s@flaky.localhost")
-            self.assertEqual(got.body, "Did you say up?")
-            self.assertEqual(self.status("flaky.localhost"), ("info", "web service answering again"))
-        finally:
-            up.stop()
+        self.web_service(port=self.flaky_port)  # up until this test ends
+        self.alice.message("s@flaky.localhost", "up")
+        got = self.alice.expect(lambda s: s.attr.get("from") == "s@flaky.localhost")
+        self.assertEqual(got.body, "Did you say up?")
+        self.assertEqual(self.status("flaky.localhost"), ("info", "web service answering again"))
 
 
     @unittest.skipIf(SHELL_UNRELIABLE, SHELL_UNRELIABLE_WHY)
@@ -83,27 +66,27 @@ class OperationsTest(unittest.TestCase):
         self.alice.message("c@flaky.localhost", "down")
         self.alice.expect(lambda s: s.attr.get("type") == "error" and s.attr.get("from") == "c@flaky.localhost")
         # The Lua form and the argument form.
-        out = self.prosody.shell("component_http:status('retry.localhost')")
+        out = self.shell("component_http:status('retry.localhost')")
         self.assertIn("retry.localhost: 0 in flight, 0 queued; last error: none", out)
         self.assertNotIn("flaky.localhost", out)
         self.assertIn("1 component host", out)
-        out = self.prosody.shell("component_http", "status", "flaky.localhost")
+        out = self.shell("component_http", "status", "flaky.localhost")
         self.assertRegex(out, r"flaky\.localhost: 0 in flight, 0 queued; last error: \S+ \S+ POST for message")
         self.assertNotIn("retry.localhost", out)
         if PROSODY == "0.12":  # without a host: every host (13 routes a command by its host)
-            out = self.prosody.shell("component_http:status()")
+            out = self.shell("component_http:status()")
             self.assertIn("retry.localhost: 0 in flight, 0 queued; last error: none", out)
             self.assertRegex(out, r"flaky\.localhost: 0 in flight, 0 queued; last error: \S+ \S+ POST for message")
             self.assertIn("3 component hosts", out)
 
     @unittest.skipIf(PROSODY == "0.12", "Prosody 0.12's shell help lists only its own sections")
     def test_shell_help_lists_the_commands(self):
-        sections = self.prosody.shell("help")
+        sections = self.shell("help")
         # (13 cuts section names to 7 characters in this list)
         self.assertRegex(sections, r"\ncompone\S*\s*\|\s*Deliveries of mod_component_http")
         # `help component_http` would be read as `help component`: 13.0.1
         # takes a section name up to its first underscore there.
-        out = self.prosody.shell("help:component_http()")
+        out = self.shell("help:component_http()")
         for usage in ["status <host>", "held <host>", "retry <host>", "replay <host> <id>", "purge <host> <list> <id>"]:
             self.assertIn("component_http " + usage, out)
         self.assertIn("the last error of a component host", out)
@@ -115,10 +98,10 @@ class OperationsTest(unittest.TestCase):
         self.ws.handler = lambda r: (404, {}, b"")
         self.alice.message("r@retry.localhost", "x")
         self.alice.expect(lambda s: s.attr.get("type") == "error" and s.attr.get("from") == "r@retry.localhost")
-        self.assertIn("last error: ", self.prosody.shell("component_http", "status", "retry.localhost"))
-        self.assertNotIn("last error: none", self.prosody.shell("component_http", "status", "retry.localhost"))
+        self.assertIn("last error: ", self.shell("component_http", "status", "retry.localhost"))
+        self.assertNotIn("last error: none", self.shell("component_http", "status", "retry.localhost"))
         self.prosody.reload_module("retry.localhost")
-        out = self.prosody.shell("component_http", "status", "retry.localhost")
+        out = self.shell("component_http", "status", "retry.localhost")
         self.assertIn("retry.localhost: 0 in flight, 0 queued; last error: none", out)
 
 

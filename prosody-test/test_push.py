@@ -12,7 +12,7 @@ import sys
 import time
 import unittest
 
-from harness import DOMAIN, PROSODY, ROOT, Prosody, WebService, echo_handler, free_port
+from harness import DOMAIN, PROSODY, ROOT, ProsodyTestCase, echo_handler, free_port
 
 TOKEN = "push-s3cret-token"
 PATH = "/component_http"
@@ -29,12 +29,14 @@ def forward_to(port, request):
         conn.close()
 
 
-class PushTest(unittest.TestCase):
+class PushTest(ProsodyTestCase):
+    SECRETS = (TOKEN,)
+
     @classmethod
     def setUpClass(cls):
-        cls.ws = WebService()
+        cls.ws = cls.web_service()
         url = cls.ws.url + "/"
-        cls.prosody = Prosody({
+        cls.start_prosody({
             "bot.localhost": {"component_post_url": url, "component_push_token": TOKEN,
                               "component_push_rate": 1000},
             "slowiq.localhost": {"component_post_url": url, "component_push_token": TOKEN,
@@ -44,19 +46,9 @@ class PushTest(unittest.TestCase):
             "small.localhost": {"component_post_url": url, "component_push_token": TOKEN,
                                 "component_push_max_size": 200},
             "nopush.localhost": {"component_post_url": url},
-        }, http=True).start()
+        }, http=True)
         cls.http_port = cls.prosody.http_port
-        cls.alice = cls.prosody.client("alice")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.alice.close()
-        alive = cls.prosody.alive()
-        log = cls.prosody.log()
-        cls.prosody.cleanup()
-        cls.ws.stop()
-        assert alive, "Prosody died"
-        assert TOKEN not in log, "the push token reached Prosody's log"
+        cls.alice = cls.connect("alice")
 
     def post(self, body, host="bot.localhost", content_type="application/json", token=TOKEN,
              headers=None):

@@ -125,8 +125,8 @@ if options.tls_verify == false then
 	module:log("warn", "component_post_tls_verify = false: the web service's certificate is not checked");
 end
 
--- new_delivery answers nil and a reason for a bad option; a Lua error (say,
--- a header value that is not a string) is a bad option too.
+-- new_delivery answers nil and a reason for a bad option (say, a header
+-- value that is not a string); pcall: a Lua error is reported the same way.
 local ok, delivery, config_err = pcall(native.new_delivery, options);
 if not ok then
 	load_error("invalid option: %s", tostring(delivery):match("^[^\n]*"));

@@ -533,6 +533,20 @@ class ProsodyTestCase(unittest.TestCase):
         return match.groups() if match else None
 
 
+def wait_for_port(port, proc):
+    """Waits (bounded) until the process `proc` listens on `port`."""
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the bot exited: {proc.args}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"the bot did not listen: {proc.args}")
+
+
 def reset_mid_body(handler):
     """Promise a body, send part of it, then reset the connection."""
     handler.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"

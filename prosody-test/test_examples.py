@@ -1,13 +1,12 @@
 """End-to-end: each example bot in examples/ behind a real Prosody."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
 import unittest
 
-from harness import ROOT, WAIT, ProsodyTestCase, free_port
+from harness import ROOT, WAIT, ProsodyTestCase, free_port, wait_for_port
 
 EXAMPLES = os.path.join(ROOT, "examples")
 
@@ -16,19 +15,6 @@ BOTS = {
     "php": lambda port: ["php", "-S", f"127.0.0.1:{port}", os.path.join(EXAMPLES, "echo_bot.php")],
     "node": lambda port: ["node", os.path.join(EXAMPLES, "echo_bot.js"), str(port)],
 }
-
-
-def wait_for_port(port, proc):
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the bot exited: {proc.args}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"the bot did not listen: {proc.args}")
 
 
 def stop_bot(proc):

@@ -12,7 +12,7 @@ import sys
 import time
 import unittest
 
-from harness import DOMAIN, PROSODY, ROOT, ProsodyTestCase, echo_handler, free_port
+from harness import DOMAIN, PROSODY, ROOT, ProsodyTestCase, echo_handler, free_port, wait_for_port
 
 TOKEN = "push-s3cret-token"
 PATH = "/component_http"
@@ -195,6 +195,7 @@ class PushTest(ProsodyTestCase):
              "--push-url", f"http://127.0.0.1:{self.http_port}{PATH}", "--push-host", "bot.localhost",
              "--push-token", TOKEN], stdout=subprocess.DEVNULL)
         try:
+            wait_for_port(bot_port, bot)
             self.ws.handler = lambda r: forward_to(bot_port, r)
             self.alice.message("echo@bot.localhost", "remind me in 1 s: tea")
             got = self.alice.expect(lambda s: s.attr.get("from") == "echo@bot.localhost")

@@ -13,7 +13,7 @@ use super::http::{is_transient, post};
 use super::ordering::conversation_of;
 use super::outcome::{outcome, DeliveryError, LogLevel, Outcome, Status};
 use super::runtime::lock;
-use super::shared::{unix_millis, Job, Shared, State};
+use super::shared::{unix_millis, DurableState, Job, Shared};
 use crate::conversion::{self, HttpAnswer, Request};
 use crate::xml;
 
@@ -48,7 +48,7 @@ enum Next {
 }
 
 impl Shared {
-    fn durable_state(&self) -> MutexGuard<'_, State> {
+    fn durable_state(&self) -> MutexGuard<'_, DurableState> {
         lock(&self.durable.state)
     }
 
@@ -115,7 +115,7 @@ impl Shared {
 
     /// Puts a stanza on the held list, starting its conversation's
     /// redeliverer if it has none. Returns true if it started one.
-    fn add_held(self: &Arc<Self>, state: &mut State, record: Record, job: Arc<Job>) -> bool {
+    fn add_held(self: &Arc<Self>, state: &mut DurableState, record: Record, job: Arc<Job>) -> bool {
         let conversation = job.conversation.clone();
         if !state.held.push(&conversation, record, job) {
             return false;
@@ -143,7 +143,7 @@ impl Shared {
 
     /// The same, under the lock already taken; says so when the circuit
     /// opens or closes.
-    fn count_result_in(&self, state: &mut State, transient: bool, probe: bool) {
+    fn count_result_in(&self, state: &mut DurableState, transient: bool, probe: bool) {
         if transient {
             if state.held.breaker.failure(Instant::now(), probe) {
                 self.outbox.queue(Outcome {

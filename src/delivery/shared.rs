@@ -20,10 +20,10 @@ use super::runtime::lock;
 use crate::config::Config;
 use crate::conversion::{self, Envelope, Kind};
 
-/// What one lock guards: the held stanzas and the breaker, and the task
+/// Durable delivery, under one lock: the held stanzas and the breaker, the task
 /// delivering each blocked conversation's stanzas.
 #[derive(Default)]
-pub(super) struct State {
+pub(super) struct DurableState {
     pub(super) held: Held<Job>,
     pub(super) redeliverers: HashMap<String, AbortHandle>,
     /// Set while held stanzas are bounced for want of room.
@@ -37,7 +37,7 @@ pub(super) struct State {
 
 #[derive(Default)]
 pub(super) struct Durable {
-    pub(super) state: Mutex<State>,
+    pub(super) state: Mutex<DurableState>,
     /// Wakes the redeliverers: the circuit closed, or an admin hurried them.
     pub(super) changed: Notify,
 }

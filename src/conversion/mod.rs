@@ -14,8 +14,32 @@ pub use request::{request, stanza_xml, Request};
 
 #[cfg(test)]
 pub(crate) mod examples {
-    //! Stanzas the tests of several modules share.
+    //! Stanzas and answers the tests of several modules share.
+    use super::{Envelope, HttpAnswer};
     use crate::xml::Element;
+    use serde_json::Value;
+
+    pub fn envelope(stanza: &Element) -> Envelope {
+        Envelope::of(stanza).unwrap()
+    }
+
+    pub fn json_answer(value: Value) -> HttpAnswer {
+        HttpAnswer {
+            status: 200,
+            content_type: Some("application/json".into()),
+            body: value.to_string().into_bytes(),
+            ..Default::default()
+        }
+    }
+
+    pub fn answer(status: u16, content_type: Option<&str>, body: &str) -> HttpAnswer {
+        HttpAnswer {
+            status,
+            content_type: content_type.map(str::to_owned),
+            body: body.as_bytes().to_vec(),
+            ..Default::default()
+        }
+    }
 
     pub fn message(body: &str) -> Element {
         Element::new("message")

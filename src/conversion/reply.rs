@@ -242,33 +242,11 @@ pub fn error_text(content_type: Option<&str>, body: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conversion::examples::message;
+    use crate::conversion::examples::{answer, envelope, json_answer, message};
     use crate::stanza_error::ErrorType;
     use serde_json::json;
 
     const HOST: &str = "bot.localhost";
-
-    fn envelope(stanza: &Element) -> Envelope {
-        Envelope::of(stanza).unwrap()
-    }
-
-    fn json_answer(value: Value) -> HttpAnswer {
-        HttpAnswer {
-            status: 200,
-            content_type: Some("application/json".into()),
-            body: value.to_string().into_bytes(),
-            ..Default::default()
-        }
-    }
-
-    fn answer(status: u16, content_type: Option<&str>, body: &str) -> HttpAnswer {
-        HttpAnswer {
-            status,
-            content_type: content_type.map(str::to_owned),
-            body: body.as_bytes().to_vec(),
-            ..Default::default()
-        }
-    }
 
     fn reply(stanza: &Element, answer: HttpAnswer) -> Result<Option<Element>, ReplyError> {
         reply_for(&envelope(stanza), HOST, &answer)

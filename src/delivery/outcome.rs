@@ -257,32 +257,10 @@ impl LogLevel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conversion::examples::{iq, message};
-    use serde_json::{json, Value};
+    use crate::conversion::examples::{answer, envelope, iq, json_answer, message};
+    use serde_json::json;
 
     const HOST: &str = "bot.localhost";
-
-    fn envelope(stanza: &Element) -> Envelope {
-        Envelope::of(stanza).unwrap()
-    }
-
-    fn json_answer(value: Value) -> HttpAnswer {
-        HttpAnswer {
-            status: 200,
-            content_type: Some("application/json".into()),
-            body: value.to_string().into_bytes(),
-            ..Default::default()
-        }
-    }
-
-    fn answer(status: u16, content_type: Option<&str>, body: &str) -> HttpAnswer {
-        HttpAnswer {
-            status,
-            content_type: content_type.map(str::to_owned),
-            body: body.as_bytes().to_vec(),
-            ..Default::default()
-        }
-    }
 
     fn xml_of(outcome: &Outcome) -> Vec<String> {
         outcome.stanzas.iter().map(Element::to_xml).collect()

@@ -254,6 +254,33 @@ mod tests {
     }
 
     #[test]
+    fn structured_keys_build_the_push_and_a_wrong_one_is_400() {
+        let s = push(
+            "application/json",
+            r#"{"to": "u@localhost", "state": "composing", "reply": {"id": "m1"}}"#,
+        )
+        .unwrap();
+        let mut s = s;
+        s.remove_attr("id");
+        assert_eq!(
+            s.to_xml(),
+            "<message to='u@localhost' from='bot.localhost' type='chat'>\
+             <composing xmlns='http://jabber.org/protocol/chatstates'/>\
+             <reply xmlns='urn:xmpp:reply:0' id='m1'/></message>"
+        );
+        assert_eq!(
+            status(push(
+                "application/json",
+                r#"{"to": "u@localhost", "state": "dancing"}"#
+            )),
+            (
+                400,
+                "'state' must be one of active, composing, paused, inactive, gone".into()
+            )
+        );
+    }
+
+    #[test]
     fn raw_xml() {
         let s = push(
             "application/xmpp+xml",

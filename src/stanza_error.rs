@@ -5,7 +5,7 @@ use std::fmt;
 
 use crate::xml::Element;
 
-const XMLNS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+pub const XMLNS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
 
 /// The `type` attribute of a stanza `<error/>` (RFC 6120 §8.3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

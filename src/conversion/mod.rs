@@ -3,7 +3,10 @@
 //! Pure functions over [`Element`](crate::xml::Element); how a failed
 //! delivery is answered is `delivery`'s.
 
+mod compose;
 mod envelope;
+mod extract;
+mod ns;
 mod reply;
 mod request;
 

@@ -5,10 +5,11 @@
 use serde_json::{Map, Value};
 use thiserror::Error;
 
-use super::{Envelope, Kind};
+use super::compose::{self, KeyError};
+use super::envelope::{Envelope, Kind};
 use crate::jid;
 use crate::stanza_error::{self, ErrorType, StanzaError};
-use crate::xml::{self, Element};
+use crate::xml::{self, Element, Node};
 
 /// At most this much of an error body is shown to the sender.
 const MAX_ERROR_TEXT: usize = 200;
@@ -182,6 +183,11 @@ fn reply_from_fields(
     if let Some(body) = field("body")? {
         reply = reply.with_child(Element::new("body").with_text(body));
     }
+    let children =
+        compose::children(kind, object).map_err(|KeyError(why)| ReplyError::Invalid(why))?;
+    reply
+        .children
+        .extend(children.into_iter().map(Node::Element));
     Ok(reply)
 }
 
@@ -403,6 +409,36 @@ mod tests {
                 }
                 other => panic!("expected invalid reply ({why}), got {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn structured_keys_build_the_reply_and_a_wrong_one_refuses_it_all() {
+        let r = reply(
+            &message("x"),
+            json_answer(
+                json!({"body": "here", "oob": {"url": "https://x/a.png"}, "state": "active"}),
+            ),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            r.to_xml(),
+            "<message to='user@localhost/res' from='echo@bot.localhost' type='chat'><body>here</body>\
+             <active xmlns='http://jabber.org/protocol/chatstates'/>\
+             <x xmlns='jabber:x:oob'><url>https://x/a.png</url></x></message>"
+        );
+        let r = reply(&message("x"), json_answer(json!({"state": "composing"})))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            r.to_xml(),
+            "<message to='user@localhost/res' from='echo@bot.localhost' type='chat'>\
+             <composing xmlns='http://jabber.org/protocol/chatstates'/></message>"
+        );
+        match reply(&message("x"), json_answer(json!({"body": "b", "oob": 5}))) {
+            Err(ReplyError::Invalid(why)) => assert!(why.starts_with("'oob' must be"), "{why}"),
+            other => panic!("expected the oob key refused, got {other:?}"),
         }
     }
 

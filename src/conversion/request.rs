@@ -1,8 +1,10 @@
-//! Stanza → the request JSON POSTed for it (docs/contract.md §3).
+//! Stanza → the request JSON POSTed for it (docs/contract.md §3, with the
+//! structured keys of §3.1).
 
 use serde::Serialize;
 
-use super::{ConversionError, Envelope, Kind};
+use super::envelope::{ConversionError, Envelope, Kind};
+use super::extract::{self, Keys};
 use crate::xml::Element;
 
 #[derive(Debug)]
@@ -23,6 +25,9 @@ struct RequestBody<'a> {
     stanza_type: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<&'a str>,
+    /// The structured keys (§3.1), each only when the stanza has it.
+    #[serde(flatten)]
+    keys: Keys,
 }
 
 /// Builds the request for `stanza` (docs/contract.md §3).
@@ -41,6 +46,7 @@ pub fn request(stanza: &Element) -> Result<Request, ConversionError> {
         body: body.as_deref(),
         stanza_type: envelope.stanza_type.as_deref(),
         id: envelope.id.as_deref(),
+        keys: extract::keys(stanza, envelope.kind),
     })
     .expect("serialising strings to JSON cannot fail");
     Ok(Request { envelope, json })

@@ -1,0 +1,21 @@
+//! The XML namespaces of the features mapped to JSON keys (docs/contract.md
+//! §3.1, §4.1).
+
+pub const CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
+pub const OOB: &str = "jabber:x:oob";
+pub const CORRECTION: &str = "urn:xmpp:message-correct:0";
+pub const REACTIONS: &str = "urn:xmpp:reactions:0";
+pub const REPLY: &str = "urn:xmpp:reply:0";
+pub const RECEIPTS: &str = "urn:xmpp:receipts";
+pub const MARKERS: &str = "urn:xmpp:chat-markers:0";
+pub const DELAY: &str = "urn:xmpp:delay";
+pub const NICK: &str = "http://jabber.org/protocol/nick";
+pub const OCCUPANT_ID: &str = "urn:xmpp:occupant-id:0";
+pub const CONFERENCE: &str = "jabber:x:conference";
+pub const MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+
+/// The chat states of XEP-0085, as element names and JSON values.
+pub const CHAT_STATES: [&str; 5] = ["active", "composing", "paused", "inactive", "gone"];
+
+/// Presence `<show/>` values.
+pub const SHOWS: [&str; 4] = ["away", "chat", "dnd", "xa"];

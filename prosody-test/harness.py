@@ -67,6 +67,11 @@ SHELL_UNRELIABLE_WHY = "Prosody 0.12's libevent backend drops admin-shell input 
 # with the admin shell's server:shutdown().
 SIGTERM_IGNORED = PROSODY == "13" and BACKEND == "select"
 
+# The JSON contract as a JSON Schema: every request a WebService receives is
+# checked against its `request` definition.
+with open(os.path.join(ROOT, "docs", "contract.schema.json")) as _f:
+    CONTRACT_SCHEMA = json.load(_f)
+
 NS_CLIENT = "jabber:client"
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
@@ -282,6 +287,60 @@ class Prosody:
         return XmppClient(self.c2s_port, f"{user}@{DOMAIN}", resource).connect()
 
 
+_JSON_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
+
+
+def _is_type(value, name):
+    if name == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if name == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, _JSON_TYPES[name])
+
+
+def schema_errors(value, schema, path="$"):
+    """Where `value` breaks `schema` (a definition name of
+    docs/contract.schema.json, or a schema): a list of messages, empty when
+    it conforms. Knows the keywords that file uses: $ref, type, enum, const,
+    required, properties, additionalProperties, items, anyOf, allOf,
+    minimum, maximum."""
+    if isinstance(schema, str):
+        schema = {"$ref": f"#/$defs/{schema}"}
+    if "$ref" in schema:
+        target = CONTRACT_SCHEMA
+        for part in schema["$ref"].lstrip("#/").split("/"):
+            target = target[part]
+        return schema_errors(value, target, path)
+    errors = []
+    types = schema.get("type")
+    if types and not any(_is_type(value, t) for t in ([types] if isinstance(types, str) else types)):
+        return [f"{path}: {value!r} is not {types}"]
+    if "enum" in schema and value not in schema["enum"]:
+        errors.append(f"{path}: {value!r} is not one of {schema['enum']}")
+    if "const" in schema and value != schema["const"]:
+        errors.append(f"{path}: {value!r} is not {schema['const']!r}")
+    if "minimum" in schema and value < schema["minimum"] or "maximum" in schema and value > schema["maximum"]:
+        errors.append(f"{path}: {value!r} is out of range")
+    if isinstance(value, dict):
+        for key in schema.get("required", []):
+            if key not in value:
+                errors.append(f"{path}: '{key}' is missing")
+        properties = schema.get("properties", {})
+        for key, item in value.items():
+            if key in properties:
+                errors += schema_errors(item, properties[key], f"{path}.{key}")
+            elif schema.get("additionalProperties") is False:
+                errors.append(f"{path}: '{key}' is not described by the schema")
+    if isinstance(value, list) and "items" in schema:
+        for i, item in enumerate(value):
+            errors += schema_errors(item, schema["items"], f"{path}[{i}]")
+    for sub in schema.get("allOf", []):
+        errors += schema_errors(value, sub, path)
+    if "anyOf" in schema and all(schema_errors(value, sub, path) for sub in schema["anyOf"]):
+        errors.append(f"{path}: {value!r} matches none of anyOf")
+    return errors
+
+
 def metric_value(text, name, **labels):
     """The value of metric `name` with these labels in OpenMetrics `text`."""
     for line in text.splitlines():
@@ -301,6 +360,8 @@ class WebService:
         """`certificate`: (cert file, key file) to serve HTTPS."""
         self.handler = handler or echo_handler
         self.requests = []
+        # Requests that break the contract's JSON Schema (see schema_errors).
+        self.violations = []
         self.lock = threading.Lock()
         self.arrived = threading.Condition(self.lock)
         self.connections = set()
@@ -329,7 +390,9 @@ class WebService:
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 request = {"path": self.path, "headers": headers, "body": raw, "json": parsed,
                            "time": time.monotonic()}
+                problems = schema_errors(parsed, "request")
                 with service.lock:
+                    service.violations += problems
                     request["attempt"] = 1 + sum(
                         1 for r in service.requests
                         if r["headers"].get("webhook-id") == headers.get("webhook-id"))
@@ -465,6 +528,11 @@ def _stop_prosody(prosody, secrets):
         assert secret not in log, "a secret reached Prosody's log"
 
 
+def _stop_web_service(service):
+    service.stop()
+    assert not service.violations, f"requests outside the contract's schema: {service.violations[:5]}"
+
+
 class ProsodyTestCase(unittest.TestCase):
     """The base of every end-to-end test: a Prosody (the harness's PROSODY and
     NETWORK_BACKEND), web services, XMPP clients, and readers of Prosody's
@@ -485,8 +553,10 @@ class ProsodyTestCase(unittest.TestCase):
 
     @either
     def web_service(owner, handler=None, port=0, certificate=None):
+        """A web service; every request it gets must match the contract's
+        JSON Schema (docs/contract.schema.json), or the test fails."""
         service = WebService(handler=handler, port=port, certificate=certificate)
-        _on_teardown(owner, service.stop)
+        _on_teardown(owner, _stop_web_service, service)
         return service
 
     @either
@@ -497,7 +567,7 @@ class ProsodyTestCase(unittest.TestCase):
         owner.certs = Certificates()
         owner.https, owner.untrusted = owner.certs.services()
         for service in (owner.https, owner.untrusted):
-            _on_teardown(owner, service.stop)
+            _on_teardown(owner, _stop_web_service, service)
         _on_teardown(owner, owner.certs.cleanup)
 
     @either

@@ -37,7 +37,7 @@ PROSODY13 := .cache/prosody-13.0.1
 all: build
 
 # The module's Lua files beside its main file (module:require'd).
-LIBS := push durable shell
+LIBS := push durable rooms shell
 PLUGIN_FILES := mod_component_http.lua $(LIBS:%=%.lib.lua) component_http.so
 
 build: $(PLUGIN_FILES:%=$(PLUGIN)/%)

@@ -34,6 +34,7 @@ build = {
 			-- Prosody's module:require("push") looks in a luarocks tree.
 			["mod_component_http.push"] = "build/mod_component_http/push.lib.lua",
 			["mod_component_http.durable"] = "build/mod_component_http/durable.lib.lua",
+			["mod_component_http.rooms"] = "build/mod_component_http/rooms.lib.lua",
 			["mod_component_http.shell"] = "build/mod_component_http/shell.lib.lua",
 		},
 		lib = {

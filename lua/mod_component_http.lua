@@ -3,8 +3,9 @@
 --
 -- This file is the wiring: options, hooks, the watched descriptor, metrics.
 -- Beside it: push.lib.lua (the push endpoint), durable.lib.lua (durable
--- delivery's storage) and shell.lib.lua (admin shell commands). Conversion,
--- HTTP and the reply rules live in the native library, component_http.so,
+-- delivery's storage), rooms.lib.lua (group chat) and shell.lib.lua (admin
+-- shell commands). Conversion, HTTP and the reply rules live in the native
+-- library, component_http.so,
 -- built from the Rust crate of this project. The contract: docs/contract.md.
 
 local set = require "util.set";
@@ -134,11 +135,23 @@ elseif not delivery then
 	load_error("%s", config_err);
 end
 
-local function send(stanza)
+local function send_stanza(stanza)
 	local ok, err = pcall(module.send, module, stanza);
 	if not ok then
 		module:log("error", "Could not send %s: %s", stanza:top_tag(), err);
 	end
+end
+
+-- Group chat (rooms.lib.lua): the rooms this host is in.
+local rooms = module:require("rooms").start(native, send_stanza, options.rooms, options.nick);
+
+-- What the web service (a reply or a push) and the local answers send: a
+-- presence that joins or leaves a room is also the rooms' business.
+local function send(stanza)
+	if stanza.name == "presence" then
+		rooms.outgoing(stanza);
+	end
+	send_stanza(stanza);
 end
 
 -- Metrics, under prosody_mod_component_http/… in Prosody's statistics.
@@ -160,6 +173,7 @@ local in_flight = module:metric("gauge", "in_flight", "", "POSTs in progress", {
 local queued = module:metric("gauge", "queued", "", "Stanzas waiting for a free slot", {}):with_labels();
 local held_gauge = module:metric("gauge", "held", "",
 	"Durable delivery: stanzas held in storage until the web service takes them", {}):with_labels();
+local rooms_gauge = module:metric("gauge", "rooms", "", "Group chats this host is in", {}):with_labels();
 local dead_gauge = module:metric("gauge", "dead_letters", "",
 	"Durable delivery: stanzas given up after component_post_max_age, kept in storage", {}):with_labels();
 
@@ -177,7 +191,7 @@ local function record(reports)
 end
 
 -- What the admin shell's component_http:status() shows of this host.
-local shell_state = { delivery = delivery };
+local shell_state = { delivery = delivery, rooms = rooms };
 
 -- Durable delivery's storage and admin (durable.lib.lua), when it is on.
 local durable_store;
@@ -222,6 +236,7 @@ module:hook_global("stats-update", function ()
 	local running, waiting = delivery:counts();
 	in_flight:set(running);
 	queued:set(waiting);
+	rooms_gauge:set(#rooms.joined());
 	if durable_store then
 		local held, _, dead_letters = delivery:held_counts();
 		held_gauge:set(held);
@@ -295,6 +310,37 @@ end
 -- messages (service-unavailable), this module for presence and IQs.
 local local_handlers = { presence = answer_presence, iq = answer_iq };
 
+local MUC_USER = "http://jabber.org/protocol/muc#user";
+
+-- A room's presence about this host's own place in it (joined, kicked, the
+-- room gone) is the rooms' business; a kick or ban is also POSTed.
+local function with_rooms_presence(handler)
+	return function (event)
+		local stanza = event.stanza;
+		if stanza.attr.type == "error" or stanza:get_child("x", MUC_USER) then
+			local handled, post = rooms.presence(stanza);
+			if handled then
+				if post then
+					forward(event);
+				end
+				return true;
+			end
+		end
+		return handler(event);
+	end
+end
+
+-- Room messages the web service does not get: its own, reflected, and the
+-- history and subject of a join.
+local function with_rooms_messages(handler)
+	return function (event)
+		if event.stanza.attr.type == "groupchat" and not rooms.message(event.stanza) then
+			return true;
+		end
+		return handler(event);
+	end
+end
+
 -- Above mod_iq, which a component inherits and which would otherwise answer
 -- IQs to the bare domain first.
 local PRIORITY = 10;
@@ -303,6 +349,10 @@ for _, kind in ipairs({ "message", "presence", "iq" }) do
 	local handler = delivery:forwards(kind) and forward or local_handlers[kind];
 	if handler and kind == "iq" and push_endpoint then
 		handler = with_pushed_iqs(handler);
+	elseif handler and kind == "presence" then
+		handler = with_rooms_presence(handler);
+	elseif handler and kind == "message" then
+		handler = with_rooms_messages(handler);
 	end
 	if handler then
 		for _, to in ipairs({ "host", "bare", "full" }) do
@@ -338,6 +388,7 @@ end);
 
 function module.unload()
 	leave_shell();
+	rooms.stop();
 	if watcher.close then
 		watcher:close();
 	else -- libevent's handle has no close()

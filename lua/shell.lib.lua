@@ -4,7 +4,7 @@
 
 local set = require "util.set";
 
--- Each component host of this module: { delivery =, durable = (the admin
+-- Each component host of this module: { delivery =, rooms =, durable = (the admin
 -- functions of durable.lib.lua, with durable delivery), last_error = }.
 local shell_hosts = module:shared("/*/component_http/hosts");
 
@@ -38,8 +38,10 @@ local shell_commands = {
 				if host == nil or host == name then
 					local running, waiting = state.delivery:counts();
 					local held = state.durable and (", %d held"):format((state.delivery:held_counts())) or "";
-					print(("%s: %d in flight, %d queued%s; last error: %s"):format(name, running, waiting, held,
-						state.last_error or "none"));
+					local joined = state.rooms and state.rooms.joined() or {};
+					local in_rooms = #joined > 0 and ("; in rooms: "..table.concat(joined, ", ")) or "";
+					print(("%s: %d in flight, %d queued%s; last error: %s%s"):format(name, running, waiting, held,
+						state.last_error or "none", in_rooms));
 					count = count + 1;
 				end
 			end

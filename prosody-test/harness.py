@@ -35,6 +35,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PLUGIN_DIR = os.environ.get("PLUGIN_DIR", os.path.join(ROOT, "build"))
 TEST_PLUGINS = os.path.join(ROOT, "prosody-test", "plugins")
 DOMAIN = "localhost"
+MUC_DOMAIN = "conference.localhost"
 PASSWORD = "secret-pw"
 WAIT = 15  # seconds: upper bound of every wait, never a timing assertion
 
@@ -103,9 +104,11 @@ class Prosody:
 
     def __init__(self, components, backend=BACKEND, users=("alice", "bob", "carol"), c2s_port=None,
                  component_module="component_http", log_level="debug", extra_config=(),
-                 plugin_dir=PLUGIN_DIR, http=False, metrics=False):
+                 plugin_dir=PLUGIN_DIR, http=False, metrics=False, muc=False):
         """`http`: Prosody's HTTP server on `self.http_port`; `metrics`: also
-        its statistics, served by mod_http_openmetrics (see `metric`)."""
+        its statistics, served by mod_http_openmetrics (see `metric`);
+        `muc`: a group chat service, Prosody's mod_muc, at MUC_DOMAIN."""
+        self.muc = muc
         self.backend = backend
         self.http_port = free_port() if http or metrics else None
         self.metrics_on = metrics
@@ -167,6 +170,9 @@ class Prosody:
             lines.append(f"Component {lua_string(host)} {lua_string(self.component_module)}")
             for key, value in options.items():
                 lines.append(f"    {key} = {lua_value(value)}")
+        if self.muc:
+            # Rooms open at once (no locked new rooms), as many deployments run.
+            lines += [f"Component {lua_string(MUC_DOMAIN)} \"muc\"", "    muc_room_locking = false"]
         return "\n".join(lines) + "\n"
 
     def prosodyctl(self, *args, check=True):

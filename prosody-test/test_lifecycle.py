@@ -118,7 +118,7 @@ class InstallTest(ProsodyTestCase):
         installed = os.path.join(plugins, "mod_component_http")
         self.assertEqual(sorted(os.listdir(installed)),
                          ["component_http.so", "durable.lib.lua", "mod_component_http.lua",
-                          "push.lib.lua", "shell.lib.lua"])
+                          "push.lib.lua", "rooms.lib.lua", "shell.lib.lua"])
         self.start_prosody({"bot.localhost": {"component_post_url": ws.url + "/"}}, plugin_dir=plugins)
         alice = self.connect("alice")
         self.assertEqual(self.echo(alice, "installed"), "Did you say installed?")

@@ -71,6 +71,8 @@ pub struct Options {
     pub durable: Option<bool>,
     pub max_age: Option<f64>,
     pub durable_limit: Option<f64>,
+    pub rooms: Vec<String>,
+    pub nick: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -104,6 +106,10 @@ pub struct Config {
     pub max_age: Duration,
     /// At most this many stanzas held at once; past it they bounce.
     pub durable_limit: usize,
+    /// Group chats joined at load, as `room@service` or `room@service/nick`.
+    pub rooms: Vec<String>,
+    /// The nick in a room that names none (default: the domain's first label).
+    pub nick: Option<String>,
     forwarded: Vec<Kind>,
 }
 
@@ -181,6 +187,17 @@ impl Config {
             durable: flag(&options::DURABLE, options.durable),
             max_age: seconds(&options::MAX_AGE, options.max_age)?,
             durable_limit: count(&options::DURABLE_LIMIT, options.durable_limit)?,
+            rooms: rooms(&options.rooms)?,
+            nick: match options.nick {
+                Some(nick) if nick.is_empty() || nick.contains('/') => {
+                    return Err(invalid(
+                        &options::NICK,
+                        format!("{nick:?}"),
+                        "a nick without '/'",
+                    ))
+                }
+                nick => nick,
+            },
             forwarded,
         })
     }
@@ -258,6 +275,27 @@ fn choice<'a>(option: &Spec, value: Option<&'a str>) -> Result<&'a str, ConfigEr
         return Err(invalid(option, format!("{word:?}"), quoted.join(" or ")));
     }
     Ok(word)
+}
+
+fn rooms(rooms: &[String]) -> Result<Vec<String>, ConfigError> {
+    for room in rooms {
+        let bare = room.split('/').next().unwrap_or_default();
+        let Some((node, service)) = bare.split_once('@') else {
+            return Err(invalid(
+                &options::ROOMS,
+                format!("{room:?}"),
+                "room@service or room@service/nick",
+            ));
+        };
+        if node.is_empty() || service.is_empty() {
+            return Err(invalid(
+                &options::ROOMS,
+                format!("{room:?}"),
+                "room@service or room@service/nick",
+            ));
+        }
+    }
+    Ok(rooms.to_vec())
 }
 
 fn headers(pairs: &BTreeMap<String, String>) -> Result<HeaderMap, ConfigError> {
@@ -375,6 +413,9 @@ mod tests {
             error(with(|o| o.durable_limit = Some(0.0))).contains("component_post_durable_limit")
         );
         assert!(error(with(|o| o.push_rate = Some(0.0))).contains("component_push_rate = 0 "));
+        assert!(error(with(|o| o.rooms = vec!["lobby".into()]))
+            .contains("component_post_rooms = \"lobby\" must be room@service"));
+        assert!(error(with(|o| o.nick = Some("a/b".into()))).contains("component_post_nick"));
         assert!(error(with(|o| o.push_timeout = Some(-2.0))).contains("component_push_timeout"));
         let c = Config::new(with(|o| {
             o.timeout = Some(0.5);

@@ -8,7 +8,8 @@
 //! its own), [`signing`] (Standard Webhooks), [`options`] (every option, declared
 //! once), [`config`] (the options validated),
 //! [`delivery`] (HTTP off Prosody's thread: ordering, retries, durable
-//! delivery), [`push`] (stanzas the service sends on its own). [`lua`] is
+//! delivery), [`push`] (stanzas the service sends on its own), [`rooms`]
+//! (group chat: the rooms a host is in). [`lua`] is
 //! the only module that knows about Lua.
 
 pub mod config;
@@ -19,6 +20,7 @@ pub mod local;
 pub mod lua;
 pub mod options;
 pub mod push;
+pub mod rooms;
 pub mod signing;
 pub mod stanza_error;
 pub mod xml;

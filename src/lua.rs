@@ -4,7 +4,7 @@
 
 use std::sync::Once;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use mlua::{Lua, LuaSerdeExt, LuaString, Table, UserData, UserDataMethods, Value};
 
@@ -14,6 +14,7 @@ use crate::delivery::{Delivery, Outcome, Record, Source, Storage};
 use crate::local;
 use crate::options::{self, Default};
 use crate::push;
+use crate::rooms::{self, Effect, Rooms};
 use crate::stanza_error::{ErrorType, StanzaError};
 use crate::xml::{Element, Node, MAX_DEPTH};
 
@@ -26,6 +27,12 @@ pub fn exports(lua: &Lua) -> mlua::Result<Table> {
     exports.set("version", env!("CARGO_PKG_VERSION"))?;
     exports.set("options", options_table(lua)?)?;
     exports.set("new_delivery", lua.create_function(new_delivery)?)?;
+    exports.set(
+        "new_rooms",
+        lua.create_function(|_, (host, nick): (String, Option<String>)| {
+            Ok(LuaRooms(Rooms::new(&host, nick.as_deref())))
+        })?,
+    )?;
     exports.set(
         "request_json",
         lua.create_function(|_, stanza: Table| {
@@ -262,6 +269,83 @@ impl UserData for Delivery {
             this.retry_held();
             Ok(())
         });
+    }
+}
+
+/// A host's rooms (see [`crate::rooms`]); its methods answer with effects
+/// as `{ op = "send", stanza = }`, `{ op = "log", level =, text = }`,
+/// `{ op = "remember", room =, nick =, jid = }`, `{ op = "forget", room = }`.
+struct LuaRooms(Rooms);
+
+fn effects_to_lua(lua: &Lua, effects: Vec<Effect>) -> mlua::Result<Table> {
+    let list = lua.create_table_with_capacity(effects.len(), 0)?;
+    for effect in effects {
+        let entry = lua.create_table()?;
+        match effect {
+            Effect::Send(stanza) => {
+                entry.raw_set("op", "send")?;
+                entry.raw_set("stanza", element_to_lua(lua, &stanza)?)?;
+            }
+            Effect::Log(level, text) => {
+                entry.raw_set("op", "log")?;
+                entry.raw_set("level", level)?;
+                entry.raw_set("text", text)?;
+            }
+            Effect::Remember { room, nick, jid } => {
+                entry.raw_set("op", "remember")?;
+                entry.raw_set("room", room)?;
+                entry.raw_set("nick", nick)?;
+                entry.raw_set("jid", jid)?;
+            }
+            Effect::Forget { room } => {
+                entry.raw_set("op", "forget")?;
+                entry.raw_set("room", room)?;
+            }
+        }
+        list.raw_push(entry)?;
+    }
+    Ok(list)
+}
+
+fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+impl UserData for LuaRooms {
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        methods.add_method_mut(
+            "add",
+            |lua, this, (room, from): (String, Option<String>)| {
+                effects_to_lua(lua, this.0.add(&room, from.as_deref()))
+            },
+        );
+        // nil when the presence is not about our place in a room; else the
+        // effects, and whether the web service hears of it.
+        methods.add_method_mut("presence", |lua, this, stanza: Table| {
+            let stanza = element_from_lua(&stanza, 0)?;
+            let now = rooms::stamp(unix_seconds());
+            match this.0.presence(&stanza, Instant::now(), &now) {
+                Some((effects, post)) => Ok((Some(effects_to_lua(lua, effects)?), post)),
+                None => Ok((None, false)),
+            }
+        });
+        methods.add_method_mut("message", |_, this, stanza: Table| {
+            Ok(this.0.message(&element_from_lua(&stanza, 0)?))
+        });
+        methods.add_method_mut("outgoing", |lua, this, stanza: Table| {
+            effects_to_lua(lua, this.0.outgoing(&element_from_lua(&stanza, 0)?))
+        });
+        // Effects of the joins due now, and the seconds until the next (or nil).
+        methods.add_method_mut("due", |lua, this, ()| {
+            let now = Instant::now();
+            let (effects, next) = this.0.due(now);
+            let wait = next.map(|at| at.saturating_duration_since(now).as_secs_f64());
+            Ok((effects_to_lua(lua, effects)?, wait))
+        });
+        methods.add_method("joined", |_, this, ()| Ok(this.0.joined()));
     }
 }
 

@@ -31,6 +31,10 @@ pub enum Type {
     Path,
     /// A secret string; without it the feature is off.
     Token,
+    /// A list of room JIDs (`room@service/nick`, nick optional).
+    Rooms,
+    /// A plain string, with a default the README states.
+    Text,
 }
 
 /// One option.
@@ -185,6 +189,22 @@ pub const DURABLE_LIMIT: Spec = spec(
     "durable: stanzas held at most per host; past it they bounce as without durable delivery \
      (logged once)",
 );
+pub const ROOMS: Spec = spec(
+    "component_post_rooms",
+    "rooms",
+    Type::Rooms,
+    "group chats to join at load, e.g. `{ \"room@conference.example.com/Bot\" }`; the nick \
+     is optional (see [Group chat](#group-chat))",
+);
+pub const NICK: Spec = Spec {
+    shown_default: Some("the first label of the component's domain"),
+    ..spec(
+        "component_post_nick",
+        "nick",
+        Type::Text,
+        "the nick in a room of `component_post_rooms` that names none",
+    )
+};
 pub const PUSH_TOKEN: Spec = Spec {
     shown_default: Some("none: endpoint off"),
     ..spec(
@@ -219,7 +239,7 @@ pub const PUSH_MAX_SIZE: Spec = spec(
 );
 
 /// Every option, in the README's order.
-pub const ALL: [&Spec; 20] = [
+pub const ALL: [&Spec; 22] = [
     &URL,
     &STANZAS,
     &TIMEOUT,
@@ -236,6 +256,8 @@ pub const ALL: [&Spec; 20] = [
     &DURABLE,
     &MAX_AGE,
     &DURABLE_LIMIT,
+    &ROOMS,
+    &NICK,
     &PUSH_TOKEN,
     &PUSH_RATE,
     &PUSH_TIMEOUT,
@@ -256,12 +278,12 @@ impl Spec {
     /// Which `module:get_option_*` reads it, by the shim's name for it.
     pub fn reader(&self) -> &'static str {
         match self.kind {
-            Type::Url | Type::Choice(_) | Type::Token => "string",
+            Type::Url | Type::Choice(_) | Type::Token | Type::Text => "string",
             Type::Kinds(_) => "set",
             Type::Seconds(_) => "duration",
             Type::Count { .. } | Type::Rate(_) => "number",
             Type::Flag(_) => "boolean",
-            Type::Secrets => "array",
+            Type::Secrets | Type::Rooms => "array",
             Type::Headers => "table",
             Type::Path => "path",
         }
@@ -274,7 +296,13 @@ impl Spec {
             Type::Count { default, .. } => Default::Number(default as f64),
             Type::Flag(on) => Default::Flag(on),
             Type::Choice(words) => Default::Word(words[0]),
-            Type::Url | Type::Secrets | Type::Headers | Type::Path | Type::Token => Default::None,
+            Type::Url
+            | Type::Secrets
+            | Type::Headers
+            | Type::Path
+            | Type::Token
+            | Type::Rooms
+            | Type::Text => Default::None,
         }
     }
 

@@ -78,6 +78,13 @@ pub fn children(kind: Kind, object: &Map<String, Value>) -> Result<Vec<Element>,
                         })?;
                 out.push(Element::new("priority").with_text(priority.to_string()));
             }
+            // A room join (docs/contract.md §12), asking for no history.
+            if flag(get("join"), "join")? {
+                out.push(
+                    with_ns("x", ns::MUC)
+                        .with_child(Element::new("history").with_attr("maxstanzas", "0")),
+                );
+            }
         }
         Kind::Iq => {}
     }

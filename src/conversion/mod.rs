@@ -6,7 +6,7 @@
 mod compose;
 mod envelope;
 mod extract;
-mod ns;
+pub(crate) mod ns;
 mod reply;
 mod request;
 

@@ -12,6 +12,7 @@ pub const DELAY: &str = "urn:xmpp:delay";
 pub const NICK: &str = "http://jabber.org/protocol/nick";
 pub const OCCUPANT_ID: &str = "urn:xmpp:occupant-id:0";
 pub const CONFERENCE: &str = "jabber:x:conference";
+pub const MUC: &str = "http://jabber.org/protocol/muc";
 pub const MUC_USER: &str = "http://jabber.org/protocol/muc#user";
 
 /// The chat states of XEP-0085, as element names and JSON values.

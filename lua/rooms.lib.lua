@@ -1,0 +1,111 @@
+-- Group chat (docs/contract.md §12): the rooms this component host is in.
+-- The native side decides (joins, backoff, which room messages the web
+-- service gets, what to remember); this sends its presences, keeps the
+-- rooms the web service joined in Prosody's storage, and keeps the timer.
+
+local ROOMS_STORE = "component_http_rooms";
+
+local rooms = {};
+
+-- Starts group chat: joins `configured` (room@service[/nick] each) and the
+-- rooms remembered in storage once the server is ready. `send` sends a
+-- stanza as the component. Returns { presence = (stanza → true if handled,
+-- and whether to POST it), message = (stanza → whether to POST it),
+-- outgoing = (a presence this module sends), joined = () → list }.
+function rooms.start(native, send, configured, nick)
+	local state = native.new_rooms(module.host, nick);
+	local store = module:open_store(ROOMS_STORE);
+	local timer;
+
+	local apply;
+	local function tick()
+		timer = nil;
+		local effects, wait = state:due();
+		apply(effects);
+		if wait then
+			timer = module:add_timer(wait, tick);
+		end
+	end
+
+	function apply(effects)
+		for _, effect in ipairs(effects) do
+			if effect.op == "send" then
+				send(effect.stanza);
+			elseif effect.op == "log" then
+				module:log(effect.level, "%s", effect.text);
+			elseif effect.op == "remember" then
+				local ok, err = pcall(store.set, store, effect.room, { nick = effect.nick, jid = effect.jid });
+				if not ok then
+					module:log("error", "Could not remember room %s: %s", effect.room, tostring(err));
+				end
+			elseif effect.op == "forget" then
+				pcall(store.set, store, effect.room, nil);
+			end
+		end
+		-- A room may wait to be joined again: look when.
+		if not timer then
+			local _, wait = state:due();
+			if wait then
+				timer = module:add_timer(wait, tick);
+			end
+		end
+	end
+
+	local function join_all()
+		for _, room in ipairs(configured or {}) do
+			apply(state:add(room, nil));
+		end
+		local ok, err = pcall(function ()
+			for room in store:users() do
+				local saved = store:get(room);
+				if type(saved) == "table" and saved.nick then
+					apply(state:add(room.."/"..saved.nick, saved.jid or module.host));
+				end
+			end
+		end);
+		if not ok then
+			module:log("error", "Reading the remembered rooms failed: %s", tostring(err));
+		end
+	end
+
+	-- At startup the room service may load after this host: wait for the
+	-- server to be up. On a reload it is, but this module's hooks are not
+	-- yet: a room's answer now would bounce, and the room would drop us.
+	local function join_soon()
+		module:add_timer(0, join_all);
+	end
+	if module.on_ready then
+		module:on_ready(join_soon);
+	elseif prosody.start_time then
+		join_soon();
+	else
+		module:hook_global("server-started", join_soon);
+	end
+
+	return {
+		presence = function (stanza)
+			local effects, post = state:presence(stanza);
+			if not effects then
+				return false;
+			end
+			apply(effects);
+			return true, post;
+		end;
+		message = function (stanza)
+			return state:message(stanza);
+		end;
+		outgoing = function (stanza)
+			apply(state:outgoing(stanza));
+		end;
+		joined = function ()
+			return state:joined();
+		end;
+		stop = function ()
+			if timer then
+				timer:stop();
+			end
+		end;
+	};
+end
+
+return rooms;

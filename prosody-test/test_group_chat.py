@@ -1,0 +1,173 @@
+"""End-to-end: group chat (docs/contract.md §12) with Prosody's own MUC and
+real clients. The component joins rooms from its config and when the web
+service asks, POSTs what occupants say (not its own messages, not what a
+join brings), answers in the room or privately, stays joined across
+reloads and restarts, and does not undo a kick."""
+
+import http.client
+import json
+import time
+import unittest
+
+from harness import (MUC_DOMAIN, SHELL_UNRELIABLE, ProsodyTestCase, echo_handler, json_reply)
+
+TOKEN = "rooms-push-token"
+NS_MUC = "http://jabber.org/protocol/muc"
+NS_MUC_USER = "http://jabber.org/protocol/muc#user"
+LOBBY = f"lobby@{MUC_DOMAIN}"
+
+
+def join(client, room, nick):
+    """Joins `room` as `nick` and waits for the room's own presence to us."""
+    client.send(f"<presence to='{room}/{nick}'><x xmlns='{NS_MUC}'><history maxstanzas='0'/></x></presence>")
+    client.expect(lambda s: s.name == "presence" and s.attr.get("from") == f"{room}/{nick}")
+
+
+def say(client, room, body):
+    client.send(f"<message to='{room}' type='groupchat'><body>{body}</body></message>")
+
+
+class GroupChatTest(ProsodyTestCase):
+    def setUp(self):
+        self.ws = self.web_service(echo_handler)
+        self.start_prosody({"bot.localhost": {
+            "component_post_url": self.ws.url + "/",
+            "component_post_stanzas": ["message", "presence"],
+            "component_post_rooms": [f"{LOBBY}/Bot", f"quiet@{MUC_DOMAIN}"],
+            "component_push_token": TOKEN,
+        }}, muc=True, http=True)
+        self.wait_log(f"Joined room {LOBBY} as Bot")
+        self.alice = self.connect("alice")
+
+    def push(self, body):
+        conn = http.client.HTTPConnection("127.0.0.1", self.prosody.http_port, timeout=10)
+        try:
+            conn.request("POST", "/component_http", body=json.dumps(body),
+                         headers={"Host": "bot.localhost", "Content-Type": "application/json",
+                                  "Authorization": f"Bearer {TOKEN}"})
+            return conn.getresponse().status
+        finally:
+            conn.close()
+
+    def room_requests(self, room=LOBBY):
+        """The room's messages the web service got."""
+        return [r["json"] for r in self.ws.requests
+                if (r["json"] or {}).get("room") == room and r["json"]["kind"] == "message"]
+
+    def assert_echoed_in(self, room, body):
+        say(self.alice, room, body)
+        got = self.alice.expect(lambda s: s.attr.get("type") == "groupchat"
+                                and s.body == f"Did you say {body}?")
+        return got
+
+    def test_configured_rooms_are_joined_with_their_nicks(self):
+        self.wait_log(f"Joined room quiet@{MUC_DOMAIN} as bot")  # the domain's first label
+        join(self.alice, LOBBY, "alice")
+        self.assertTrue(self.alice.received(lambda s: s.name == "presence"
+                                            and s.attr.get("from") == f"{LOBBY}/Bot"),
+                        "alice sees the bot in the room")
+        if not SHELL_UNRELIABLE:
+            out = self.shell("component_http", "status", "bot.localhost")
+            self.assertIn(f"in rooms: {LOBBY}/Bot, quiet@{MUC_DOMAIN}/bot", out)
+
+    def test_room_messages_are_posted_and_answered_in_the_room(self):
+        join(self.alice, LOBBY, "alice")
+        got = self.assert_echoed_in(LOBBY, "hello bot")
+        self.assertEqual(got.attr.get("from"), f"{LOBBY}/Bot")
+        posted = [r for r in self.room_requests() if r.get("body") == "hello bot"]
+        self.assertEqual(len(posted), 1)
+        self.assertEqual((posted[0]["room_nick"], posted[0]["type"]), ("alice", "groupchat"))
+        # The room reflects the bot's answer back to it: never POSTed.
+        self.assert_echoed_in(LOBBY, "barrier")
+        self.assertEqual([r for r in self.room_requests() if r.get("room_nick") == "Bot"], [])
+
+    def test_a_private_message_from_an_occupant_is_answered_privately(self):
+        join(self.alice, LOBBY, "alice")
+        self.alice.send(f"<message to='{LOBBY}/Bot' type='chat'><body>psst</body>"
+                        f"<x xmlns='{NS_MUC_USER}'/></message>")
+        got = self.alice.expect(lambda s: s.body == "Did you say psst?")
+        self.assertEqual((got.attr.get("from"), got.attr.get("type")), (f"{LOBBY}/Bot", "chat"))
+
+    def test_a_join_brings_no_history_and_its_subject_is_not_posted(self):
+        room = f"history@{MUC_DOMAIN}"
+        join(self.alice, room, "alice")
+        self.alice.send(f"<message to='{room}' type='groupchat'><subject>the topic</subject></message>")
+        for i in range(3):
+            say(self.alice, room, f"old {i}")
+        self.alice.expect(lambda s: s.body == "old 2")
+        self.assertEqual(self.push({"kind": "presence", "to": f"{room}/Bot", "join": True}), 202)
+        self.wait_log(f"Joined room {room} as Bot")
+        self.assert_echoed_in(room, "now")
+        bodies = [(r.get("body"), r.get("subject")) for r in self.room_requests(room)]
+        self.assertEqual(bodies, [("now", None)], "only what was said after the join")
+
+    def test_an_invitation_is_posted_and_answered_with_a_join(self):
+        room = f"invited@{MUC_DOMAIN}"
+        join(self.alice, room, "alice")
+
+        def accept(request):
+            invite = (request["json"] or {}).get("invite")
+            if invite:
+                return json_reply({"kind": "presence", "to": invite["room"] + "/Helper", "join": True})
+            return echo_handler(request)
+        self.ws.handler = accept
+        self.alice.send(f"<message to='bot.localhost'><x xmlns='jabber:x:conference' jid='{room}' "
+                        "reason='help us'/></message>")
+        self.wait_log(f"Joined room {room} as Helper")
+        self.alice.expect(lambda s: s.name == "presence" and s.attr.get("from") == f"{room}/Helper")
+        self.assert_echoed_in(room, "welcome")
+
+    def test_rooms_joined_by_the_web_service_are_remembered_until_left(self):
+        room = f"pushed@{MUC_DOMAIN}"
+        self.assertEqual(self.push({"kind": "presence", "to": f"{room}/Helper", "join": True}), 202)
+        self.wait_log(f"Joined room {room} as Helper")
+        self.prosody.stop()
+        self.prosody.start()
+        self.wait_log(f"Joined room {room} as Helper", 2)
+        self.wait_log(f"Joined room {LOBBY} as Bot", 2)
+        alice = self.connect("alice", "again")
+        join(alice, room, "alice")
+        say(alice, room, "still there")
+        alice.expect(lambda s: s.body == "Did you say still there?")
+
+        self.assertEqual(self.push({"kind": "presence", "to": f"{room}/Helper", "type": "unavailable"}), 202)
+        self.wait_log(f"Leaving room {room}")
+        self.prosody.stop()
+        self.prosody.start()
+        self.wait_log(f"Joined room {LOBBY} as Bot", 3)
+        self.assertEqual(self.log().count(f"Joined room {room} as Helper"), 2, "forgotten once left")
+
+    def test_it_stays_joined_across_a_reload_a_restart_and_a_room_service_reload(self):
+        join(self.alice, LOBBY, "alice")
+        self.prosody.reload_module("bot.localhost")
+        self.assert_echoed_in(LOBBY, "after a reload")
+        self.prosody.reload_module(MUC_DOMAIN, "muc")
+        self.assert_echoed_in(LOBBY, "after the room service reloaded")
+        self.prosody.stop()
+        self.prosody.start()
+        self.wait_log(f"Joined room {LOBBY} as Bot", 2)
+        alice = self.connect("alice", "again")
+        join(alice, LOBBY, "alice")
+        say(alice, LOBBY, "after a restart")
+        alice.expect(lambda s: s.body == "Did you say after a restart?")
+
+    def test_a_kick_is_not_undone_and_is_posted(self):
+        room = f"strict@{MUC_DOMAIN}"
+        join(self.alice, room, "alice")  # she made the room: its owner
+        self.assertEqual(self.push({"kind": "presence", "to": f"{room}/Bot", "join": True}), 202)
+        self.wait_log(f"Joined room {room} as Bot")
+        self.alice.send(f"<iq type='set' to='{room}' id='kick'><query xmlns='{NS_MUC}#admin'>"
+                        "<item nick='Bot' role='none'><reason>go away</reason></item></query></iq>")
+        self.alice.expect_id("kick")
+        self.wait_log(f"Left room {room}: kicked; not joining again")
+        posted = self.ws.wait_for(lambda r: (r["json"] or {}).get("kind") == "presence"
+                                  and (r["json"] or {}).get("room") == room
+                                  and (r["json"] or {}).get("room_nick") == "Bot")
+        self.assertEqual(posted["json"]["type"], "unavailable")
+        self.assertIn("status code='307'", posted["json"]["stanza"])
+        time.sleep(2)  # a rejoin would come after a 1 s backoff
+        self.assertEqual(self.log().count(f"Joined room {room} as Bot"), 1)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,548 @@
+//! Group chat (docs/contract.md §12): the rooms a component host is in, as a
+//! pure state machine with the clock passed in. It says which presence to
+//! send (joins, with backoff after a room went away), which room messages
+//! the web service gets (not the bot's own, not the history and subject a
+//! room sends on join), and what to remember in Prosody's storage. The Lua
+//! side sends, stores and keeps the timer.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::conversion::ns::{DELAY as NS_DELAY, MUC as NS_MUC, MUC_USER as NS_MUC_USER};
+use crate::jid;
+use crate::stanza_error::XMLNS_STANZAS;
+use crate::xml::Element;
+
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const MAX_RETRY: Duration = Duration::from_secs(60);
+
+/// What the caller does for the rooms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    Send(Element),
+    Log(&'static str, String),
+    /// Keep the room (joined by the web service) in storage, for restarts.
+    Remember {
+        room: String,
+        nick: String,
+        jid: String,
+    },
+    Forget {
+        room: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    /// Join sent, no answer yet.
+    Joining,
+    /// In the room; `live` once the history and subject of the join are past.
+    Joined { live: bool, since: String },
+    /// Out of the room for now: joined again at `at`.
+    Waiting { at: Instant },
+    /// Kicked, banned, or refused for good: not joined again.
+    Out,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Room {
+    nick: String,
+    /// The occupant's real JID: the component's domain, or the JID the web
+    /// service joined from.
+    jid: String,
+    state: State,
+    /// Joined by the web service: kept in storage.
+    remembered: bool,
+    retries: u32,
+}
+
+/// The rooms of one component host.
+#[derive(Debug)]
+pub struct Rooms {
+    domain: String,
+    default_nick: String,
+    rooms: BTreeMap<String, Room>,
+}
+
+/// A join: presence to `room/nick` with the MUC element, asking for no history.
+pub fn join_presence(from: &str, room: &str, nick: &str) -> Element {
+    Element::new("presence")
+        .with_attr("to", format!("{room}/{nick}"))
+        .with_attr("from", from)
+        .with_child(
+            Element::new("x")
+                .with_attr("xmlns", NS_MUC)
+                .with_child(Element::new("history").with_attr("maxstanzas", "0")),
+        )
+}
+
+fn statuses(stanza: &Element) -> Vec<String> {
+    stanza
+        .child("x", Some(NS_MUC_USER))
+        .map(|x| {
+            x.elements()
+                .filter(|e| e.name == "status")
+                .filter_map(|e| e.attr("code").map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Unix seconds as an XEP-0082 / RFC 3339 UTC stamp, as delay stamps are.
+pub fn stamp(unix_seconds: u64) -> String {
+    let days = (unix_seconds / 86_400) as i64;
+    let secs = unix_seconds % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// A delay stamp or `now` as RFC 3339 seconds, for comparing as text.
+fn seconds(stamp: &str) -> &str {
+    stamp.get(..19).unwrap_or(stamp)
+}
+
+impl Rooms {
+    pub fn new(domain: &str, nick: Option<&str>) -> Rooms {
+        let default_nick = nick
+            .map(str::to_owned)
+            .unwrap_or_else(|| domain.split('.').next().unwrap_or(domain).to_owned());
+        Rooms {
+            domain: domain.to_owned(),
+            default_nick,
+            rooms: BTreeMap::new(),
+        }
+    }
+
+    /// Joins `room@service[/nick]`: from the config (from the domain), or
+    /// remembered (from the JID the web service joined from).
+    pub fn add(&mut self, room_and_nick: &str, remembered_from: Option<&str>) -> Vec<Effect> {
+        let (room, nick) = match room_and_nick.split_once('/') {
+            Some((room, nick)) if !nick.is_empty() => (room, nick.to_owned()),
+            _ => (jid::bare(room_and_nick), self.default_nick.clone()),
+        };
+        if !room.contains('@') {
+            return vec![Effect::Log(
+                "error",
+                format!(
+                    "component_post_rooms: {room_and_nick:?} is not a room JID (room@service/nick)"
+                ),
+            )];
+        }
+        let room = room.to_lowercase();
+        let jid = remembered_from.unwrap_or(&self.domain).to_owned();
+        let join = join_presence(&jid, &room, &nick);
+        self.rooms.insert(
+            room,
+            Room {
+                nick,
+                jid,
+                state: State::Joining,
+                remembered: remembered_from.is_some(),
+                retries: 0,
+            },
+        );
+        vec![Effect::Send(join)]
+    }
+
+    fn room_of(&mut self, from: &str) -> Option<(String, &mut Room)> {
+        let room = jid::bare(from).to_lowercase();
+        let entry = self.rooms.get_mut(&room)?;
+        Some((room, entry))
+    }
+
+    fn wait(&mut self, room: &str, now: Instant, why: &str) -> Vec<Effect> {
+        let Some(entry) = self.rooms.get_mut(room) else {
+            return Vec::new();
+        };
+        entry.retries += 1;
+        let delay = FIRST_RETRY
+            .saturating_mul(1 << entry.retries.min(7).saturating_sub(1))
+            .min(MAX_RETRY);
+        entry.state = State::Waiting { at: now + delay };
+        vec![Effect::Log(
+            "warn",
+            format!(
+                "Out of room {room} ({why}): joining again in {} s",
+                delay.as_secs()
+            ),
+        )]
+    }
+
+    /// A presence to the component. `None` when it is not about this
+    /// module's own place in a room (handle it as any presence); otherwise
+    /// what to do, and whether the web service hears of it.
+    pub fn presence(
+        &mut self,
+        stanza: &Element,
+        now: Instant,
+        now_stamp: &str,
+    ) -> Option<(Vec<Effect>, bool)> {
+        let from = stanza.attr("from")?;
+        let (room, entry) = self.room_of(from)?;
+        let own = from.split_once('/').map(|(_, nick)| nick) == Some(entry.nick.as_str());
+        let codes = statuses(stanza);
+        if stanza.attr("type") == Some("error") {
+            let error = stanza.child("error", None);
+            let kind = error.and_then(|e| e.attr("type")).unwrap_or("cancel");
+            let condition = error
+                .and_then(|e| {
+                    e.elements()
+                        .find(|c| c.attr("xmlns") == Some(XMLNS_STANZAS))
+                })
+                .map_or("undefined-condition", |c| c.name.as_str())
+                .to_owned();
+            let passing = kind == "wait"
+                || matches!(
+                    condition.as_str(),
+                    "remote-server-not-found"
+                        | "remote-server-timeout"
+                        | "service-unavailable"
+                        | "internal-server-error"
+                        | "resource-constraint"
+                );
+            if passing {
+                return Some((self.wait(&room, now, &condition), false));
+            }
+            entry.state = State::Out;
+            let mut effects = vec![Effect::Log(
+                "error",
+                format!(
+                    "Cannot join room {room} as {}: {kind}/{condition}",
+                    entry.nick
+                ),
+            )];
+            if entry.remembered {
+                effects.push(Effect::Forget { room });
+            }
+            return Some((effects, true));
+        }
+        if !own && !codes.iter().any(|c| c == "110") {
+            return None;
+        }
+        if stanza.attr("type") == Some("unavailable") {
+            let removed = if codes.iter().any(|c| c == "301") {
+                Some("banned")
+            } else if codes.iter().any(|c| c == "307") {
+                Some("kicked")
+            } else if stanza
+                .child("x", Some(NS_MUC_USER))
+                .and_then(|x| x.child("destroy", None))
+                .is_some()
+            {
+                Some("the room was destroyed")
+            } else {
+                None
+            };
+            return Some(match removed {
+                Some(how) => {
+                    entry.state = State::Out;
+                    let mut effects = vec![Effect::Log(
+                        "warn",
+                        format!("Left room {room}: {how}; not joining again"),
+                    )];
+                    if entry.remembered {
+                        effects.push(Effect::Forget { room });
+                    }
+                    (effects, true)
+                }
+                None => (self.wait(&room, now, "the room service went away"), false),
+            });
+        }
+        let first = !matches!(entry.state, State::Joined { .. });
+        if first {
+            entry.state = State::Joined {
+                live: false,
+                since: seconds(now_stamp).to_owned(),
+            };
+            entry.retries = 0;
+            let nick = entry.nick.clone();
+            return Some((
+                vec![Effect::Log("info", format!("Joined room {room} as {nick}"))],
+                false,
+            ));
+        }
+        Some((Vec::new(), false))
+    }
+
+    /// Whether a message from a room goes to the web service: not the bot's
+    /// own (reflected), not the history and subject of a join, nothing
+    /// delayed from before the join. Other messages: true.
+    pub fn message(&mut self, stanza: &Element) -> bool {
+        if stanza.attr("type") != Some("groupchat") {
+            return true;
+        }
+        let from = stanza.attr("from").unwrap_or_default();
+        let Some((_, entry)) = self.room_of(from) else {
+            return true;
+        };
+        let State::Joined { live, since } = &mut entry.state else {
+            return false; // not in the room (yet): history of a join
+        };
+        let is_subject =
+            stanza.child("subject", None).is_some() && stanza.child("body", None).is_none();
+        let delay = stanza
+            .child("delay", Some(NS_DELAY))
+            .and_then(|d| d.attr("stamp"));
+        if !*live {
+            // A join brings history (each stanza delayed), then the subject;
+            // a join that only updated our presence brings neither. The
+            // subject, or the first message not delayed, ends it.
+            if is_subject {
+                *live = true;
+                return false;
+            }
+            if delay.is_some() {
+                return false;
+            }
+            *live = true;
+        }
+        if from.split_once('/').map(|(_, nick)| nick) == Some(entry.nick.as_str()) {
+            return false;
+        }
+        delay.is_none_or(|stamp| seconds(stamp) >= since.as_str())
+    }
+
+    /// A presence the web service sends (reply or push): a join (with the
+    /// MUC element) to a room makes it one of ours, remembered; leaving one
+    /// forgets it.
+    pub fn outgoing(&mut self, stanza: &Element) -> Vec<Effect> {
+        let Some(to) = stanza.attr("to") else {
+            return Vec::new();
+        };
+        let Some((room, nick)) = to.split_once('/') else {
+            return Vec::new();
+        };
+        let room = room.to_lowercase();
+        if stanza.attr("type") == Some("unavailable") {
+            return match self.rooms.remove(&room) {
+                Some(_) => vec![
+                    Effect::Log("info", format!("Leaving room {room}")),
+                    Effect::Forget { room },
+                ],
+                None => Vec::new(),
+            };
+        }
+        if stanza.attr("type").is_none() && stanza.child("x", Some(NS_MUC)).is_some() {
+            let jid = stanza.attr("from").unwrap_or(&self.domain).to_owned();
+            self.rooms.insert(
+                room.clone(),
+                Room {
+                    nick: nick.to_owned(),
+                    jid: jid.clone(),
+                    state: State::Joining,
+                    remembered: true,
+                    retries: 0,
+                },
+            );
+            return vec![Effect::Remember {
+                room,
+                nick: nick.to_owned(),
+                jid,
+            }];
+        }
+        Vec::new()
+    }
+
+    /// Joins whose wait is over, and when to ask again.
+    pub fn due(&mut self, now: Instant) -> (Vec<Effect>, Option<Instant>) {
+        let mut effects = Vec::new();
+        let mut next: Option<Instant> = None;
+        for (room, entry) in &mut self.rooms {
+            if let State::Waiting { at } = entry.state {
+                if at <= now {
+                    entry.state = State::Joining;
+                    effects.push(Effect::Send(join_presence(&entry.jid, room, &entry.nick)));
+                } else {
+                    next = Some(next.map_or(at, |n| n.min(at)));
+                }
+            }
+        }
+        (effects, next)
+    }
+
+    /// The rooms this host is in, as `room/nick`.
+    pub fn joined(&self) -> Vec<String> {
+        self.rooms
+            .iter()
+            .filter(|(_, r)| matches!(r.state, State::Joined { .. }))
+            .map(|(room, r)| format!("{room}/{}", r.nick))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xml;
+
+    const NOW: &str = "2026-12-01T10:00:00Z";
+
+    fn parse(s: &str) -> Element {
+        xml::parse(s).unwrap()
+    }
+
+    fn joined(rooms: &mut Rooms, now: Instant) {
+        let own = parse(
+            "<presence from='room@muc.h/bot' to='bot.h'><x xmlns='http://jabber.org/protocol/muc#user'>\
+             <item role='participant'/><status code='110'/></x></presence>",
+        );
+        assert!(!rooms.presence(&own, now, NOW).unwrap().1);
+    }
+
+    #[test]
+    fn stamps_are_utc_rfc3339() {
+        assert_eq!(stamp(0), "1970-01-01T00:00:00Z");
+        assert_eq!(stamp(1_796_126_400), "2026-12-01T12:00:00Z");
+        assert_eq!(stamp(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn joins_asking_for_no_history_with_the_default_nick() {
+        let mut rooms = Rooms::new("bot.h", None);
+        let effects = rooms.add("Room@muc.h", None);
+        assert_eq!(
+            effects,
+            [Effect::Send(parse(
+                "<presence to='room@muc.h/bot' from='bot.h'><x xmlns='http://jabber.org/protocol/muc'>\
+                 <history maxstanzas='0'/></x></presence>"
+            ))]
+        );
+        assert!(rooms.joined().is_empty());
+        joined(&mut rooms, Instant::now());
+        assert_eq!(rooms.joined(), ["room@muc.h/bot"]);
+        assert!(matches!(
+            &rooms.add("nonsense", None)[0],
+            Effect::Log("error", _)
+        ));
+    }
+
+    #[test]
+    fn history_subject_and_own_messages_are_not_posted() {
+        let mut rooms = Rooms::new("bot.h", Some("bot"));
+        rooms.add("room@muc.h/bot", None);
+        let msg = |from: &str, inner: &str| {
+            parse(&format!(
+                "<message type='groupchat' from='{from}' to='bot.h'>{inner}</message>"
+            ))
+        };
+        assert!(!rooms.message(&msg("room@muc.h/ann", "<body>before the join</body>")));
+        joined(&mut rooms, Instant::now());
+        let history = msg(
+            "room@muc.h/ann",
+            "<body>old</body><delay xmlns='urn:xmpp:delay' stamp='2026-12-01T09:00:00Z'/>",
+        );
+        assert!(!rooms.message(&history));
+        assert!(!rooms.message(&msg("room@muc.h", "<subject>topic</subject>")));
+        assert!(rooms.message(&msg("room@muc.h/ann", "<body>live</body>")));
+        assert!(!rooms.message(&msg("room@muc.h/bot", "<body>my own</body>")));
+        assert!(!rooms.message(&history), "delayed from before the join");
+        assert!(rooms.message(&msg("room@muc.h", "<subject>new topic</subject>")));
+        assert!(rooms.message(&msg("other@muc.h/x", "<body>not ours</body>")));
+        // Joined again where we already were (a reload): no history, no
+        // subject; the first live message is posted.
+        let mut again = Rooms::new("bot.h", Some("bot"));
+        again.add("room@muc.h/bot", None);
+        joined(&mut again, Instant::now());
+        assert!(again.message(&msg("room@muc.h/ann", "<body>live at once</body>")));
+        let private = parse(
+            "<message type='chat' from='room@muc.h/ann' to='bot.h'><body>psst</body></message>",
+        );
+        assert!(rooms.message(&private));
+    }
+
+    #[test]
+    fn a_room_that_goes_away_is_joined_again_with_backoff() {
+        let mut rooms = Rooms::new("bot.h", None);
+        rooms.add("room@muc.h", None);
+        let t0 = Instant::now();
+        joined(&mut rooms, t0);
+        let gone = parse(
+            "<presence type='unavailable' from='room@muc.h/bot' to='bot.h'>\
+             <x xmlns='http://jabber.org/protocol/muc#user'><status code='332'/><status code='110'/></x></presence>",
+        );
+        let (effects, post) = rooms.presence(&gone, t0, NOW).unwrap();
+        assert!(!post);
+        assert!(
+            matches!(&effects[0], Effect::Log("warn", l) if l.contains("joining again in 1 s"))
+        );
+        assert!(rooms.due(t0).0.is_empty());
+        let (effects, _) = rooms.due(t0 + Duration::from_secs(1));
+        assert!(matches!(&effects[0], Effect::Send(p) if p.attr("to") == Some("room@muc.h/bot")));
+        let busy = parse(
+            "<presence type='error' from='room@muc.h/bot' to='bot.h'><error type='wait'>\
+             <resource-constraint xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></presence>",
+        );
+        let (effects, _) = rooms.presence(&busy, t0, NOW).unwrap();
+        assert!(matches!(&effects[0], Effect::Log(_, l) if l.contains("again in 2 s")));
+        assert_eq!(rooms.due(t0).1, Some(t0 + Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn a_kick_or_ban_is_not_undone_and_is_posted() {
+        for code in ["307", "301"] {
+            let mut rooms = Rooms::new("bot.h", None);
+            rooms.add("room@muc.h", None);
+            let now = Instant::now();
+            joined(&mut rooms, now);
+            rooms.outgoing(&join_presence("bot.h", "room@muc.h", "bot"));
+            let kicked = parse(&format!(
+                "<presence type='unavailable' from='room@muc.h/bot' to='bot.h'>\
+                 <x xmlns='http://jabber.org/protocol/muc#user'><status code='{code}'/><status code='110'/></x></presence>"
+            ));
+            let (effects, post) = rooms.presence(&kicked, now, NOW).unwrap();
+            assert!(post);
+            assert!(effects.contains(&Effect::Forget {
+                room: "room@muc.h".into()
+            }));
+            assert!(rooms.due(now + MAX_RETRY).0.is_empty(), "not joined again");
+            assert!(rooms.joined().is_empty());
+        }
+    }
+
+    #[test]
+    fn the_web_service_joins_and_leaves() {
+        let mut rooms = Rooms::new("bot.h", None);
+        let join = join_presence("bot.h", "Room@muc.h", "Helper");
+        assert_eq!(
+            rooms.outgoing(&join),
+            [Effect::Remember {
+                room: "room@muc.h".into(),
+                nick: "Helper".into(),
+                jid: "bot.h".into()
+            }]
+        );
+        let leave = parse("<presence type='unavailable' to='room@muc.h/Helper' from='bot.h'/>");
+        assert_eq!(
+            rooms.outgoing(&leave)[1],
+            Effect::Forget {
+                room: "room@muc.h".into()
+            }
+        );
+        let other = parse("<presence to='u@h/r' from='bot.h'><show>away</show></presence>");
+        assert!(rooms.outgoing(&other).is_empty());
+    }
+
+    #[test]
+    fn other_occupants_presence_is_not_the_rooms_business() {
+        let mut rooms = Rooms::new("bot.h", None);
+        rooms.add("room@muc.h", None);
+        let ann = parse("<presence from='room@muc.h/ann' to='bot.h'><x xmlns='http://jabber.org/protocol/muc#user'/></presence>");
+        assert!(rooms.presence(&ann, Instant::now(), NOW).is_none());
+        let stranger = parse("<presence from='u@h/r' to='bot.h'/>");
+        assert!(rooms.presence(&stranger, Instant::now(), NOW).is_none());
+    }
+}

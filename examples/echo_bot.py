@@ -6,9 +6,13 @@ JSON this service answers becomes the reply. Standard library only.
 
     python3 echo_bot.py --port 8080
 
-With the push endpoint on (component_push_token), it also speaks first:
-"remind me in 10 s: tea" is answered at once, and 10 seconds later the bot
-POSTs the reminder to the component's push URL.
+It uses the structured keys of the JSON contract: it reacts 👍 to
+"thanks", and joins a group chat it is invited to (then echoes there too).
+
+With the push endpoint on (component_push_token), it also speaks first: it
+shows that it is typing while it "thinks", and "remind me in 10 s: tea" is
+answered at once, and 10 seconds later the bot POSTs the reminder to the
+component's push URL.
 
     python3 echo_bot.py --port 8080 --push-url http://127.0.0.1:5280/component_http \\
         --push-host bot.localhost --push-token SECRET
@@ -22,7 +26,9 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 REMIND = re.compile(r"^remind me in (\d+) ?s(?:econds?)?:? (.+)$", re.IGNORECASE)
+THANKS = re.compile(r"^(thanks|thank you)\b", re.IGNORECASE)
 MAX_DELAY = 3600
+NICK = "EchoBot"
 
 
 def push(args, stanza):
@@ -41,19 +47,27 @@ def make_handler(args):
 
         def do_POST(self):
             stanza = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            invite = stanza.get("invite")
+            if invite:  # join the room, as EchoBot, asking for no history
+                return self.answer(200, {"kind": "presence", "to": f"{invite['room']}/{NICK}", "join": True})
             body = stanza.get("body")
             if body is None:  # presence, iq, chat states...: nothing to say
                 return self.answer(204, None)
+            if THANKS.match(body) and stanza.get("id"):
+                return self.answer(200, {"reactions": {"id": stanza["id"], "reactions": ["👍"]}})
+            if args.push_url and stanza.get("type") != "groupchat":
+                # Typing... (a chat state on its own), then the answer.
+                push(args, {"to": stanza["from"], "from": stanza["to"], "state": "composing"})
             reminder = REMIND.match(body) if args.push_url else None
             if reminder and int(reminder[1]) <= MAX_DELAY:
                 delay, text = int(reminder[1]), reminder[2]
                 later = {"to": stanza["from"], "from": stanza["to"], "body": f"Reminder: {text}"}
                 threading.Timer(delay, push, args=(args, later)).start()
                 return self.answer(200, {"body": f"OK, I will remind you in {delay} s."})
-            return self.answer(200, {"body": f"Did you say {body}?"})
+            return self.answer(200, {"body": f"Did you say {body}?", "state": "active"})
 
         def answer(self, status, value):
-            data = json.dumps(value).encode() if value is not None else b""
+            data = json.dumps(value, ensure_ascii=False).encode() if value is not None else b""
             self.send_response(status)
             if value is not None:
                 self.send_header("Content-Type", "application/json")

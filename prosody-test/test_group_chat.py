@@ -6,10 +6,14 @@ reloads and restarts, and does not undo a kick."""
 
 import http.client
 import json
+import os
+import subprocess
+import sys
 import time
 import unittest
 
-from harness import (MUC_DOMAIN, SHELL_UNRELIABLE, ProsodyTestCase, echo_handler, json_reply)
+from harness import (MUC_DOMAIN, ROOT, SHELL_UNRELIABLE, ProsodyTestCase, echo_handler, free_port, json_reply,
+                     wait_for_port)
 
 TOKEN = "rooms-push-token"
 NS_MUC = "http://jabber.org/protocol/muc"
@@ -21,6 +25,11 @@ def join(client, room, nick):
     """Joins `room` as `nick` and waits for the room's own presence to us."""
     client.send(f"<presence to='{room}/{nick}'><x xmlns='{NS_MUC}'><history maxstanzas='0'/></x></presence>")
     client.expect(lambda s: s.name == "presence" and s.attr.get("from") == f"{room}/{nick}")
+
+
+def stop_process(proc):
+    proc.terminate()
+    proc.wait(timeout=10)
 
 
 def say(client, room, body):
@@ -171,3 +180,47 @@ class GroupChatTest(ProsodyTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ExampleBotTest(ProsodyTestCase):
+    """examples/echo_bot.py with the structured keys: it reacts 👍 to
+    thanks, shows it is typing (pushed) before it answers, and joins a room
+    it is invited to."""
+
+    def setUp(self):
+        port = free_port()
+        self.start_prosody({"example.localhost": {
+            "component_post_url": f"http://127.0.0.1:{port}/", "component_push_token": TOKEN,
+        }}, muc=True, http=True, start=False)
+        bot = subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "examples", "echo_bot.py"), "--port", str(port),
+             "--push-url", f"http://127.0.0.1:{self.prosody.http_port}/component_http",
+             "--push-host", "example.localhost", "--push-token", TOKEN], stdout=subprocess.DEVNULL)
+        self.addCleanup(stop_process, bot)
+        wait_for_port(port, bot)
+        self.prosody.start()
+        self.alice = self.connect("alice")
+
+    def test_reacts_to_thanks(self):
+        id_ = self.alice.message("echo@example.localhost", "thanks, bot")
+        got = self.alice.expect(lambda s: s.attr.get("from") == "echo@example.localhost")
+        reactions = got.child("reactions", "urn:xmpp:reactions:0")
+        self.assertEqual((reactions.get("id"), [r.text for r in reactions]), (id_, ["👍"]))
+
+    def test_shows_typing_then_answers(self):
+        self.alice.message("echo@example.localhost", "hello")
+        typing = self.alice.expect(lambda s: s.attr.get("from") == "echo@example.localhost")
+        self.assertIsNone(typing.body)
+        self.assertIsNotNone(typing.child("composing", "http://jabber.org/protocol/chatstates"))
+        answer = self.alice.expect(lambda s: s.attr.get("from") == "echo@example.localhost")
+        self.assertEqual(answer.body, "Did you say hello?")
+        self.assertIsNotNone(answer.child("active", "http://jabber.org/protocol/chatstates"))
+
+    def test_joins_a_room_it_is_invited_to(self):
+        room = f"party@{MUC_DOMAIN}"
+        join(self.alice, room, "alice")
+        self.alice.send(f"<message to='echo@example.localhost'><x xmlns='jabber:x:conference' jid='{room}'/></message>")
+        self.wait_log(f"Joined room {room} as EchoBot")
+        say(self.alice, room, "hi all")
+        got = self.alice.expect(lambda s: s.body == "Did you say hi all?")
+        self.assertEqual(got.attr.get("from"), f"{room}/EchoBot")

@@ -198,6 +198,9 @@ class PushTest(ProsodyTestCase):
             wait_for_port(bot_port, bot)
             self.ws.handler = lambda r: forward_to(bot_port, r)
             self.alice.message("echo@bot.localhost", "remind me in 1 s: tea")
+            # It shows it is typing (a pushed chat state), then answers.
+            got = self.alice.expect(lambda s: s.attr.get("from") == "echo@bot.localhost")
+            self.assertEqual((got.body, got.child("composing").tag.endswith("composing")), (None, True))
             got = self.alice.expect(lambda s: s.attr.get("from") == "echo@bot.localhost")
             self.assertEqual(got.body, "OK, I will remind you in 1 s.")
             got = self.alice.expect(lambda s: s.attr.get("from") == "echo@bot.localhost")

@@ -16,12 +16,20 @@ function rooms.start(native, send, configured, nick)
 	local state = native.new_rooms(module.host, nick);
 	local store = module:open_store(ROOMS_STORE);
 	local timer;
-
 	local apply;
+
 	local function tick()
 		timer = nil;
-		local effects, wait = state:due();
-		apply(effects);
+		apply(state:due());
+	end
+
+	-- Wakes up when the next room's wait to be joined again ends.
+	local function reschedule()
+		if timer then
+			timer:stop();
+			timer = nil;
+		end
+		local wait = state:next_wait();
 		if wait then
 			timer = module:add_timer(wait, tick);
 		end
@@ -42,13 +50,7 @@ function rooms.start(native, send, configured, nick)
 				pcall(store.set, store, effect.room, nil);
 			end
 		end
-		-- A room may wait to be joined again: look when.
-		if not timer then
-			local _, wait = state:due();
-			if wait then
-				timer = module:add_timer(wait, tick);
-			end
-		end
+		reschedule();
 	end
 
 	local function join_all()

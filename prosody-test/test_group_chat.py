@@ -44,7 +44,7 @@ class GroupChatTest(ProsodyTestCase):
             "component_post_stanzas": ["message", "presence"],
             "component_post_rooms": [f"{LOBBY}/Bot", f"quiet@{MUC_DOMAIN}"],
             "component_push_token": TOKEN,
-        }}, muc=True, http=True)
+        }}, muc=True, metrics=True)
         self.wait_log(f"Joined room {LOBBY} as Bot")
         self.alice = self.connect("alice")
 
@@ -75,6 +75,7 @@ class GroupChatTest(ProsodyTestCase):
         self.assertTrue(self.alice.received(lambda s: s.name == "presence"
                                             and s.attr.get("from") == f"{LOBBY}/Bot"),
                         "alice sees the bot in the room")
+        self.assertEqual(self.metric("rooms", host="bot.localhost"), 2)
         if not SHELL_UNRELIABLE:
             out = self.shell("component_http", "status", "bot.localhost")
             self.assertIn(f"in rooms: {LOBBY}/Bot, quiet@{MUC_DOMAIN}/bot", out)
@@ -86,6 +87,7 @@ class GroupChatTest(ProsodyTestCase):
         posted = [r for r in self.room_requests() if r.get("body") == "hello bot"]
         self.assertEqual(len(posted), 1)
         self.assertEqual((posted[0]["room_nick"], posted[0]["type"]), ("alice", "groupchat"))
+        self.assertTrue(posted[0]["occupant_id"], "the room's XEP-0421 occupant id")
         # The room reflects the bot's answer back to it: never POSTed.
         self.assert_echoed_in(LOBBY, "barrier")
         self.assertEqual([r for r in self.room_requests() if r.get("room_nick") == "Bot"], [])
@@ -125,6 +127,15 @@ class GroupChatTest(ProsodyTestCase):
         self.wait_log(f"Joined room {room} as Helper")
         self.alice.expect(lambda s: s.name == "presence" and s.attr.get("from") == f"{room}/Helper")
         self.assert_echoed_in(room, "welcome")
+
+    def test_an_invitation_through_the_room_is_posted(self):
+        room = f"mediated@{MUC_DOMAIN}"
+        join(self.alice, room, "alice")
+        self.alice.send(f"<message to='{room}'><x xmlns='{NS_MUC_USER}'><invite to='bot.localhost'>"
+                        "<reason>come along</reason></invite></x></message>")
+        posted = self.ws.wait_for(lambda r: "invite" in (r["json"] or {}))["json"]
+        # A semi-anonymous room names the inviter by occupant JID.
+        self.assertEqual(posted["invite"], {"room": room, "from": f"{room}/alice", "reason": "come along"})
 
     def test_rooms_joined_by_the_web_service_are_remembered_until_left(self):
         room = f"pushed@{MUC_DOMAIN}"
@@ -176,6 +187,20 @@ class GroupChatTest(ProsodyTestCase):
         self.assertIn("status code='307'", posted["json"]["stanza"])
         time.sleep(2)  # a rejoin would come after a 1 s backoff
         self.assertEqual(self.log().count(f"Joined room {room} as Bot"), 1)
+
+    def test_a_ban_is_not_undone_and_the_room_is_forgotten(self):
+        room = f"banned@{MUC_DOMAIN}"
+        join(self.alice, room, "alice")
+        self.assertEqual(self.push({"kind": "presence", "to": f"{room}/Bot", "join": True}), 202)
+        self.wait_log(f"Joined room {room} as Bot")
+        self.alice.send(f"<iq type='set' to='{room}' id='ban'><query xmlns='{NS_MUC}#admin'>"
+                        "<item jid='bot.localhost' affiliation='outcast'/></query></iq>")
+        self.alice.expect_id("ban")
+        self.wait_log(f"Left room {room}: banned; not joining again")
+        self.prosody.stop()
+        self.prosody.start()
+        self.wait_log(f"Joined room {LOBBY} as Bot", 2)
+        self.assertEqual(self.log().count(f"Joined room {room} as Bot"), 1, "forgotten: not joined at start")
 
 
 if __name__ == "__main__":

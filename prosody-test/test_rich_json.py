@@ -72,7 +72,8 @@ class RichJsonTest(ProsodyTestCase):
             f"<replace xmlns='{NS['correct']}' id='m0'/>"
             f"<reply xmlns='{NS['reply']}' id='m8' to='bob@{DOMAIN}/x'/>"
             f"<request xmlns='{NS['receipts']}'/><markable xmlns='{NS['markers']}'/>"
-            f"<nick xmlns='{NS['nick']}'>Alice</nick>"))
+            f"<nick xmlns='{NS['nick']}'>Alice</nick>"
+            "<delay xmlns='urn:xmpp:delay' stamp='2026-12-01T10:00:00Z'/>"))
         posted = self.posted(id_)
         self.assertEqual(posted["body"], "see this")
         self.assertEqual(posted["subject"], "topic")
@@ -84,6 +85,7 @@ class RichJsonTest(ProsodyTestCase):
         self.assertIs(posted["request_receipt"], True)
         self.assertIs(posted["markable"], True)
         self.assertEqual(posted["nick"], "Alice")
+        self.assertEqual(posted["delay"], "2026-12-01T10:00:00Z")
         self.assertIn("<subject>topic</subject>", posted["stanza"], "stanza stays")
 
     def test_acknowledgements_reactions_and_invitations_reach_the_service(self):

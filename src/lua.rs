@@ -345,6 +345,14 @@ impl UserData for LuaRooms {
             let wait = next.map(|at| at.saturating_duration_since(now).as_secs_f64());
             Ok((effects_to_lua(lua, effects)?, wait))
         });
+        // Seconds until a room's wait to be joined again ends (or nil); no effect.
+        methods.add_method("next_wait", |_, this, ()| {
+            let now = Instant::now();
+            Ok(this
+                .0
+                .next_due()
+                .map(|at| at.saturating_duration_since(now).as_secs_f64()))
+        });
         methods.add_method("joined", |_, this, ()| Ok(this.0.joined()));
     }
 }

@@ -374,6 +374,17 @@ impl Rooms {
         (effects, next)
     }
 
+    /// When the next wait to join a room ends, if one does.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.rooms
+            .values()
+            .filter_map(|r| match r.state {
+                State::Waiting { at } => Some(at),
+                _ => None,
+            })
+            .min()
+    }
+
     /// The rooms this host is in, as `room/nick`.
     pub fn joined(&self) -> Vec<String> {
         self.rooms
@@ -489,6 +500,7 @@ mod tests {
         let (effects, _) = rooms.presence(&busy, t0, NOW).unwrap();
         assert!(matches!(&effects[0], Effect::Log(_, l) if l.contains("again in 2 s")));
         assert_eq!(rooms.due(t0).1, Some(t0 + Duration::from_secs(2)));
+        assert_eq!(rooms.next_due(), Some(t0 + Duration::from_secs(2)));
     }
 
     #[test]

@@ -168,7 +168,9 @@ pub fn keys(stanza: &Element, kind: Kind) -> Keys {
             (Kind::Message, "received", Some(ns::RECEIPTS)) => keys.received = attr(child, "id"),
             (Kind::Message, "markable", Some(ns::MARKERS)) => keys.markable = Some(true),
             (Kind::Message, "displayed", Some(ns::MARKERS)) => keys.displayed = attr(child, "id"),
-            (Kind::Message, "x", Some(ns::CONFERENCE)) => {
+            // A room mediating an invitation may add this too: the
+            // mediated one, which names the inviter, wins.
+            (Kind::Message, "x", Some(ns::CONFERENCE)) if keys.invite.is_none() => {
                 keys.invite = child.attr("jid").map(|room| Invite {
                     room: room.to_owned(),
                     from: stanza.attr("from").unwrap_or_default().to_owned(),
@@ -316,7 +318,8 @@ mod tests {
         );
         let mediated =
             "<message from='room@muc.h' to='b@bot'><x xmlns='http://jabber.org/protocol/muc#user'>\
-                        <invite from='ann@h/r'><reason>hi</reason></invite></x></message>";
+                        <invite from='ann@h/r'><reason>hi</reason></invite></x>\
+                        <x xmlns='jabber:x:conference' jid='room@muc.h'/></message>";
         assert_eq!(
             json_of(mediated),
             json!({"invite": {"room": "room@muc.h", "from": "ann@h/r", "reason": "hi"}})

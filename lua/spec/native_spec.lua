@@ -121,3 +121,25 @@ describe("new_delivery", function ()
 		assert.is_nil(reply);
 	end);
 end);
+
+describe("new_rooms", function ()
+	it("answers with effects as tables, stanzas as util.stanza", function ()
+		local rooms = native.new_rooms("bot.localhost", nil);
+		local effects = rooms:add("room@muc.localhost", nil);
+		assert.are.equal(1, #effects);
+		assert.are.equal("send", effects[1].op);
+		local join = effects[1].stanza;
+		assert.is_true(st.is_stanza(join));
+		assert.are.same({ to = "room@muc.localhost/bot", from = "bot.localhost" }, join.attr);
+		assert.are.equal("0", join:get_child("x", "http://jabber.org/protocol/muc"):get_child("history").attr.maxstanzas);
+		assert.is_nil((rooms:presence(st.presence({ from = "other@muc.localhost/x", to = "bot.localhost" }))));
+		local own = st.presence({ from = "room@muc.localhost/bot", to = "bot.localhost" })
+			:tag("x", { xmlns = "http://jabber.org/protocol/muc#user" }):tag("status", { code = "110" }):up():up();
+		local handled, post = rooms:presence(own);
+		assert.are.same({ { op = "log", level = "info", text = "Joined room room@muc.localhost as bot" } }, handled);
+		assert.is_false(post);
+		assert.are.same({ "room@muc.localhost/bot" }, rooms:joined());
+		assert.is_nil(rooms:next_wait());
+		assert.is_true(rooms:message(st.message({ from = "room@muc.localhost/ann", type = "groupchat" }):tag("body"):text("hi")));
+	end);
+end);

@@ -171,14 +171,19 @@ class GroupChatTest(ProsodyTestCase):
         say(alice, LOBBY, "after a restart")
         alice.expect(lambda s: s.body == "Did you say after a restart?")
 
-    def test_a_kick_is_not_undone_and_is_posted(self):
-        room = f"strict@{MUC_DOMAIN}"
-        join(self.alice, room, "alice")  # she made the room: its owner
+    def moderate(self, room, item):
+        """alice makes `room` (so she owns it), the web service has the bot
+        join it, then alice changes the bot's role or affiliation: `item`."""
+        join(self.alice, room, "alice")
         self.assertEqual(self.push({"kind": "presence", "to": f"{room}/Bot", "join": True}), 202)
         self.wait_log(f"Joined room {room} as Bot")
-        self.alice.send(f"<iq type='set' to='{room}' id='kick'><query xmlns='{NS_MUC}#admin'>"
-                        "<item nick='Bot' role='none'><reason>go away</reason></item></query></iq>")
-        self.alice.expect_id("kick")
+        self.alice.send(f"<iq type='set' to='{room}' id='moderate'><query xmlns='{NS_MUC}#admin'>"
+                        f"{item}</query></iq>")
+        self.alice.expect_id("moderate")
+
+    def test_a_kick_is_not_undone_and_is_posted(self):
+        room = f"strict@{MUC_DOMAIN}"
+        self.moderate(room, "<item nick='Bot' role='none'><reason>go away</reason></item>")
         self.wait_log(f"Left room {room}: kicked; not joining again")
         posted = self.ws.wait_for(lambda r: (r["json"] or {}).get("kind") == "presence"
                                   and (r["json"] or {}).get("room") == room
@@ -190,12 +195,7 @@ class GroupChatTest(ProsodyTestCase):
 
     def test_a_ban_is_not_undone_and_the_room_is_forgotten(self):
         room = f"banned@{MUC_DOMAIN}"
-        join(self.alice, room, "alice")
-        self.assertEqual(self.push({"kind": "presence", "to": f"{room}/Bot", "join": True}), 202)
-        self.wait_log(f"Joined room {room} as Bot")
-        self.alice.send(f"<iq type='set' to='{room}' id='ban'><query xmlns='{NS_MUC}#admin'>"
-                        "<item jid='bot.localhost' affiliation='outcast'/></query></iq>")
-        self.alice.expect_id("ban")
+        self.moderate(room, "<item jid='bot.localhost' affiliation='outcast'/>")
         self.wait_log(f"Left room {room}: banned; not joining again")
         self.prosody.stop()
         self.prosody.start()

@@ -1,0 +1,260 @@
+//! A host's [`Delivery`] as Lua userdata: post, drain (outcomes as flat
+//! arrays), the push endpoint's checks, cancel, and durable delivery's
+//! admin.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use mlua::{Lua, LuaString, Table, UserData, UserDataMethods};
+
+use super::stanza::{element_from_lua, element_to_lua, stanzas_to_lua};
+use crate::conversion::{self, Envelope, Kind};
+use crate::delivery::{Delivery, Outcome, Record, Source, Storage};
+use crate::push;
+use crate::stanza_error::{ErrorType, StanzaError};
+use crate::xml::Element;
+
+/// The stanza error for a stanza this module cannot read, built from its
+/// top-level attributes; none when it must not be answered (an error or an
+/// IQ result: docs/contract.md §5) or has no addresses.
+pub(super) fn unreadable_reply(stanza: &Table, text: Option<&str>) -> Option<Element> {
+    let mut top = Element::new(stanza.raw_get::<String>("name").ok()?);
+    let attr = stanza.raw_get::<Table>("attr").ok()?;
+    for name in ["to", "from", "id", "type"] {
+        if let Ok(value) = attr.raw_get::<String>(name) {
+            top.attrs.push((name.to_owned(), value));
+        }
+    }
+    let envelope = Envelope::of(&top).ok()?;
+    let mut error = StanzaError::new(ErrorType::Cancel, "internal-server-error");
+    if let Some(text) = text {
+        error = error.with_text(text);
+    }
+    envelope
+        .may_be_answered()
+        .then(|| envelope.error_reply(&error))
+}
+
+/// Authorization, webhook-id, webhook-timestamp, webhook-signature, body.
+type PushHeaders = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    LuaString,
+);
+
+impl UserData for Delivery {
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        methods.add_method("fd", |_, this, ()| Ok(this.fd()));
+        methods.add_method("counts", |_, this, ()| Ok(this.counts()));
+        // The push endpoint's pushes a second, and seconds a pushed IQ waits.
+        methods.add_method("push_limits", |_, this, ()| {
+            let config = this.config();
+            Ok((config.push_rate, config.push_timeout.as_secs_f64()))
+        });
+        methods.add_method("forwards", |_, this, kind: String| {
+            Ok(Kind::parse(&kind).is_some_and(|k| this.config().forwards(k)))
+        });
+        // nil, or for a stanza that cannot be read why, and the stanza
+        // error its sender gets (nil when it must not be answered).
+        methods.add_method("post", |lua, this, stanza: Table| {
+            let request = element_from_lua(&stanza, 0)
+                .and_then(|e| conversion::request(&e).map_err(mlua::Error::external));
+            Ok(match request {
+                Ok(request) => {
+                    this.submit(request);
+                    (None, None)
+                }
+                Err(why) => {
+                    let reply = unreadable_reply(&stanza, Some("could not forward the stanza"));
+                    let reply = reply.map(|r| element_to_lua(lua, &r)).transpose()?;
+                    (Some(why.to_string()), reply)
+                }
+            })
+        });
+        methods.add_method("drain", |lua, this, ()| outcomes_to_lua(lua, this.drain()));
+        // Push endpoint: nil when allowed, else the HTTP status and why.
+        methods.add_method(
+            "push_authorize",
+            |_, this, (authorization, id, timestamp, signature, body): PushHeaders| {
+                let config = this.config();
+                let Some(token) = &config.push_token else {
+                    return Ok((Some(404), Some("push is not enabled".to_owned())));
+                };
+                if body.as_bytes().len() > config.push_max_size {
+                    let why = format!("larger than {} bytes", config.push_max_size);
+                    return Ok((Some(413), Some(why)));
+                }
+                let credentials = push::Credentials {
+                    authorization: authorization.as_deref(),
+                    webhook_id: id.as_deref(),
+                    webhook_timestamp: timestamp.as_deref(),
+                    webhook_signature: signature.as_deref(),
+                };
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs();
+                Ok(
+                    match push::authorize(&token.0, &credentials, &body.as_bytes(), now) {
+                        Ok(()) => (None, None),
+                        Err(e) => (Some(e.status), Some(e.message)),
+                    },
+                )
+            },
+        );
+        // The stanza a push describes, or nil, the HTTP status and why.
+        methods.add_method(
+            "push_stanza",
+            |lua, this, (content_type, body): (Option<String>, LuaString)| {
+                let host = &this.config().host;
+                Ok(
+                    match push::stanza(host, content_type.as_deref(), &body.as_bytes()) {
+                        Ok(stanza) => (Some(element_to_lua(lua, &stanza)?), None, None),
+                        Err(e) => (None, Some(e.status), Some(e.message)),
+                    },
+                )
+            },
+        );
+        methods.add_method("cancel_all", |lua, this, shutting_down: bool| {
+            let why = if shutting_down {
+                "the server is shutting down"
+            } else {
+                "the module was unloaded"
+            };
+            outcomes_to_lua(lua, this.cancel_all(why))
+        });
+        // Durable delivery.
+        // Held, circuit open, dead letters.
+        methods.add_method("held_counts", |_, this, ()| {
+            let counts = this.held_counts();
+            Ok((counts.held, counts.circuit_open, counts.dead_letters))
+        });
+        methods.add_method("held", |lua, this, ()| {
+            let (records, open) = this.held();
+            let list = lua.create_table_with_capacity(records.len(), 0)?;
+            for record in &records {
+                list.raw_push(record_to_lua(lua, record)?)?;
+            }
+            Ok((list, open))
+        });
+        // At load: the waiting records, and how many dead letters the store keeps.
+        methods.add_method(
+            "restore",
+            |_, this, (records, dead_letters): (Vec<Table>, usize)| {
+                this.restore(records_from_lua(&records)?, Source::Store { dead_letters });
+                Ok(())
+            },
+        );
+        // Dead letters back to waiting (removed from the dead store by the caller).
+        methods.add_method("replay", |_, this, records: Vec<Table>| {
+            this.restore(records_from_lua(&records)?, Source::DeadLetters);
+            Ok(())
+        });
+        methods.add_method("forget_dead_letters", |_, this, count: usize| {
+            this.forget_dead_letters(count);
+            Ok(())
+        });
+        methods.add_method("purge", |_, this, id: Option<String>| {
+            Ok(this.purge(id.as_deref()))
+        });
+        methods.add_method("retry_held", |_, this, ()| {
+            this.retry_held();
+            Ok(())
+        });
+    }
+}
+
+/// A held stanza as the store keeps it: `{ id=, stanza=, received= }`.
+fn record_to_lua(lua: &Lua, record: &Record) -> mlua::Result<Table> {
+    let table = lua.create_table_with_capacity(0, 3)?;
+    table.raw_set("id", record.id.as_str())?;
+    table.raw_set("stanza", record.stanza.as_str())?;
+    table.raw_set("received", record.received)?;
+    Ok(table)
+}
+
+fn records_from_lua(tables: &[Table]) -> mlua::Result<Vec<Record>> {
+    tables
+        .iter()
+        .map(|table| {
+            Ok(Record {
+                id: table.get("id")?,
+                stanza: table.get("stanza")?,
+                received: table.get("received")?,
+            })
+        })
+        .collect()
+}
+
+/// Storage instructions as `{ op = "hold"|"forget"|"dead", id=, stanza=,
+/// received=, reason= }`, or nil when there are none (the usual case).
+fn storage_to_lua(lua: &Lua, outcomes: &[Outcome]) -> mlua::Result<Option<Table>> {
+    let mut list = None;
+    for storage in outcomes.iter().filter_map(|o| o.storage.as_ref()) {
+        let entry = match storage {
+            Storage::Hold(record) => {
+                let entry = record_to_lua(lua, record)?;
+                entry.raw_set("op", "hold")?;
+                entry
+            }
+            Storage::Forget(id) => {
+                let entry = lua.create_table_with_capacity(0, 2)?;
+                entry.raw_set("op", "forget")?;
+                entry.raw_set("id", id.as_str())?;
+                entry
+            }
+            Storage::Dead(record, reason) => {
+                let entry = record_to_lua(lua, record)?;
+                entry.raw_set("op", "dead")?;
+                entry.raw_set("reason", reason.as_str())?;
+                entry
+            }
+        };
+        let table = match &list {
+            Some(table) => table,
+            None => list.insert(lua.create_table()?),
+        };
+        table.raw_push(entry)?;
+    }
+    Ok(list)
+}
+
+/// Stanzas, logs, reports, storage, statuses: see [`outcomes_to_lua`].
+type Drained = (Table, Option<Table>, Table, Option<Table>, Option<Table>);
+
+/// Outcomes as flat arrays, cheap to walk in Lua: the stanzas to send; the
+/// log lines as level, message, level, message, ... (nil when there are
+/// none, the usual case); for metrics label, seconds (-1 when not timed),
+/// retries, label, ...; the storage instructions of durable delivery; and
+/// the module's status changes as level, text, override, ... (nil when none).
+fn outcomes_to_lua(lua: &Lua, outcomes: Vec<Outcome>) -> mlua::Result<Drained> {
+    let stanzas = stanzas_to_lua(lua, outcomes.iter().flat_map(|o| o.stanzas.iter()))?;
+    let mut logs = None;
+    for (level, line) in outcomes.iter().filter_map(|o| o.log.as_ref()) {
+        let table = match &logs {
+            Some(table) => table,
+            None => logs.insert(lua.create_table()?),
+        };
+        table.raw_push(level.as_str())?;
+        table.raw_push(line.as_str())?;
+    }
+    let reports = lua.create_table_with_capacity(outcomes.len() * 3, 0)?;
+    for outcome in outcomes.iter().filter(|o| !o.label.is_empty()) {
+        reports.raw_push(outcome.label)?;
+        reports.raw_push(outcome.seconds.unwrap_or(-1.0))?;
+        reports.raw_push(outcome.retries)?;
+    }
+    let mut statuses = None;
+    for status in outcomes.iter().filter_map(|o| o.status) {
+        let table = match &statuses {
+            Some(table) => table,
+            None => statuses.insert(lua.create_table()?),
+        };
+        table.raw_push(status.level().as_str())?;
+        table.raw_push(status.text())?;
+        table.raw_push(status.overrides())?;
+    }
+    let storage = storage_to_lua(lua, &outcomes)?;
+    Ok((stanzas, logs, reports, storage, statuses))
+}

@@ -1,0 +1,122 @@
+//! The Lua face of the core: `util.stanza` tables in and out ([`stanza`]),
+//! a host's [`Delivery`] ([`delivery`]) and [`Rooms`] ([`rooms`]) as
+//! userdata, errors turned into Lua errors. Everything Lua-specific lives
+//! in this module; the rest of the crate knows nothing of mlua.
+
+mod delivery;
+mod rooms;
+mod stanza;
+
+use std::sync::Once;
+
+use mlua::{Lua, LuaSerdeExt, Table, Value};
+
+use crate::config::{Config, Options};
+use crate::conversion;
+use crate::delivery::Delivery;
+use crate::local;
+use crate::options::{self, Default};
+use crate::rooms::Rooms;
+use delivery::unreadable_reply;
+use rooms::LuaRooms;
+use stanza::{element_from_lua, element_to_lua, stanzas_to_lua};
+
+/// Builds the table `require`/`package.loadlib` returns.
+pub fn exports(lua: &Lua) -> mlua::Result<Table> {
+    quiet_panics();
+    let exports = lua.create_table()?;
+    exports.set("version", env!("CARGO_PKG_VERSION"))?;
+    exports.set("options", options_table(lua)?)?;
+    exports.set("new_delivery", lua.create_function(new_delivery)?)?;
+    exports.set(
+        "new_rooms",
+        lua.create_function(|_, (host, nick): (String, Option<String>)| {
+            Ok(LuaRooms(Rooms::new(&host, nick.as_deref())))
+        })?,
+    )?;
+    exports.set(
+        "request_json",
+        lua.create_function(|_, stanza: Table| {
+            let request = conversion::request(&element_from_lua(&stanza, 0)?)
+                .map_err(mlua::Error::external)?;
+            Ok(request.json)
+        })?,
+    )?;
+    // What the component answers itself, and, for a stanza that cannot be
+    // read, why (for the log).
+    exports.set(
+        "local_presence",
+        lua.create_function(|lua, stanza: Table| {
+            Ok(match element_from_lua(&stanza, 0) {
+                Ok(stanza) => (stanzas_to_lua(lua, local::presence(&stanza).iter())?, None),
+                Err(why) => (lua.create_table()?, Some(why.to_string())),
+            })
+        })?,
+    )?;
+    exports.set(
+        "local_iq",
+        lua.create_function(|lua, (stanza, host): (Table, String)| {
+            let (answer, why) = match element_from_lua(&stanza, 0) {
+                Ok(element) => (local::iq(&element, &host), None),
+                Err(why) => (unreadable_reply(&stanza, None), Some(why.to_string())),
+            };
+            let answer = answer.map(|a| element_to_lua(lua, &a)).transpose()?;
+            Ok((answer, why))
+        })?,
+    )?;
+    Ok(exports)
+}
+
+/// `native.options`: every option as `{ name=, key=, type=, default=,
+/// alias= }`, for the shim to read with the `module:get_option_*` that
+/// `type` names (see [`crate::options`]).
+fn options_table(lua: &Lua) -> mlua::Result<Table> {
+    let list = lua.create_table_with_capacity(options::ALL.len(), 0)?;
+    for option in options::ALL {
+        let entry = lua.create_table_with_capacity(0, 5)?;
+        entry.raw_set("name", option.name)?;
+        entry.raw_set("key", option.key)?;
+        entry.raw_set("type", option.reader())?;
+        match option.default() {
+            Default::None => {}
+            Default::Number(n) => entry.raw_set("default", n)?,
+            Default::Flag(on) => entry.raw_set("default", on)?,
+            Default::Word(word) => entry.raw_set("default", word)?,
+            Default::Words(words) => entry.raw_set("default", words.to_vec())?,
+        }
+        if let Some(alias) = option.alias {
+            entry.raw_set("alias", alias)?;
+        }
+        list.raw_push(entry)?;
+    }
+    Ok(list)
+}
+
+/// One line per panic, and no backtrace: with RUST_BACKTRACE set, unwinding
+/// with a backtrace costs Prosody's thread tens of milliseconds.
+fn quiet_panics() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            eprintln!("mod_component_http: Rust panic: {info}");
+        }));
+    });
+}
+
+/// `new_delivery{ host=, url=, stanzas={...}, timeout=, ... }` (keyed as
+/// `native.options` says) → a host's delivery, or nil and the
+/// reason (a bad option), Lua style, so the shim can log it as one line.
+fn new_delivery(lua: &Lua, table: Table) -> mlua::Result<(Option<Delivery>, Option<String>)> {
+    let options: Options = match lua.from_value(Value::Table(table)) {
+        Ok(options) => options,
+        // Say, a header value that is not a string.
+        Err(e) => return Ok((None, Some(format!("invalid option: {e}")))),
+    };
+    let delivery = Config::new(options)
+        .map_err(|e| e.to_string())
+        .and_then(|config| Delivery::new(config).map_err(|e| e.to_string()));
+    Ok(match delivery {
+        Ok(delivery) => (Some(delivery), None),
+        Err(reason) => (None, Some(reason)),
+    })
+}

@@ -1,0 +1,159 @@
+//! The rooms state machine, case by case, with a clock in hand.
+
+use super::*;
+use crate::xml;
+
+const NOW: &str = "2026-12-01T10:00:00Z";
+
+fn parse(s: &str) -> Element {
+    xml::parse(s).unwrap()
+}
+
+fn joined(rooms: &mut Rooms, now: Instant) {
+    let own = parse(
+        "<presence from='room@muc.h/bot' to='bot.h'><x xmlns='http://jabber.org/protocol/muc#user'>\
+         <item role='participant'/><status code='110'/></x></presence>",
+    );
+    assert!(!rooms.presence(&own, now, NOW).unwrap().1);
+}
+
+#[test]
+fn stamps_are_utc_rfc3339() {
+    assert_eq!(stamp(0), "1970-01-01T00:00:00Z");
+    assert_eq!(stamp(1_796_126_400), "2026-12-01T12:00:00Z");
+    assert_eq!(stamp(951_782_400), "2000-02-29T00:00:00Z");
+}
+
+#[test]
+fn joins_asking_for_no_history_with_the_default_nick() {
+    let mut rooms = Rooms::new("bot.h", None);
+    let effects = rooms.add("Room@muc.h", None);
+    assert_eq!(
+        effects,
+        [Effect::Send(parse(
+            "<presence to='room@muc.h/bot' from='bot.h'><x xmlns='http://jabber.org/protocol/muc'>\
+             <history maxstanzas='0'/></x></presence>"
+        ))]
+    );
+    assert!(rooms.joined().is_empty());
+    joined(&mut rooms, Instant::now());
+    assert_eq!(rooms.joined(), ["room@muc.h/bot"]);
+    assert!(matches!(
+        &rooms.add("nonsense", None)[0],
+        Effect::Log("error", _)
+    ));
+}
+
+#[test]
+fn history_subject_and_own_messages_are_not_posted() {
+    let mut rooms = Rooms::new("bot.h", Some("bot"));
+    rooms.add("room@muc.h/bot", None);
+    let msg = |from: &str, inner: &str| {
+        parse(&format!(
+            "<message type='groupchat' from='{from}' to='bot.h'>{inner}</message>"
+        ))
+    };
+    assert!(!rooms.message(&msg("room@muc.h/ann", "<body>before the join</body>")));
+    joined(&mut rooms, Instant::now());
+    let history = msg(
+        "room@muc.h/ann",
+        "<body>old</body><delay xmlns='urn:xmpp:delay' stamp='2026-12-01T09:00:00Z'/>",
+    );
+    assert!(!rooms.message(&history));
+    assert!(!rooms.message(&msg("room@muc.h", "<subject>topic</subject>")));
+    assert!(rooms.message(&msg("room@muc.h/ann", "<body>live</body>")));
+    assert!(!rooms.message(&msg("room@muc.h/bot", "<body>my own</body>")));
+    assert!(!rooms.message(&history), "delayed from before the join");
+    assert!(rooms.message(&msg("room@muc.h", "<subject>new topic</subject>")));
+    assert!(rooms.message(&msg("other@muc.h/x", "<body>not ours</body>")));
+    // Joined again where we already were (a reload): no history, no
+    // subject; the first live message is posted.
+    let mut again = Rooms::new("bot.h", Some("bot"));
+    again.add("room@muc.h/bot", None);
+    joined(&mut again, Instant::now());
+    assert!(again.message(&msg("room@muc.h/ann", "<body>live at once</body>")));
+    let private =
+        parse("<message type='chat' from='room@muc.h/ann' to='bot.h'><body>psst</body></message>");
+    assert!(rooms.message(&private));
+}
+
+#[test]
+fn a_room_that_goes_away_is_joined_again_with_backoff() {
+    let mut rooms = Rooms::new("bot.h", None);
+    rooms.add("room@muc.h", None);
+    let t0 = Instant::now();
+    joined(&mut rooms, t0);
+    let gone = parse(
+        "<presence type='unavailable' from='room@muc.h/bot' to='bot.h'>\
+         <x xmlns='http://jabber.org/protocol/muc#user'><status code='332'/><status code='110'/></x></presence>",
+    );
+    let (effects, post) = rooms.presence(&gone, t0, NOW).unwrap();
+    assert!(!post);
+    assert!(matches!(&effects[0], Effect::Log("warn", l) if l.contains("joining again in 1 s")));
+    assert!(rooms.due(t0).0.is_empty());
+    let (effects, _) = rooms.due(t0 + Duration::from_secs(1));
+    assert!(matches!(&effects[0], Effect::Send(p) if p.attr("to") == Some("room@muc.h/bot")));
+    let busy = parse(
+        "<presence type='error' from='room@muc.h/bot' to='bot.h'><error type='wait'>\
+         <resource-constraint xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></presence>",
+    );
+    let (effects, _) = rooms.presence(&busy, t0, NOW).unwrap();
+    assert!(matches!(&effects[0], Effect::Log(_, l) if l.contains("again in 2 s")));
+    assert_eq!(rooms.due(t0).1, Some(t0 + Duration::from_secs(2)));
+    assert_eq!(rooms.next_due(), Some(t0 + Duration::from_secs(2)));
+}
+
+#[test]
+fn a_kick_or_ban_is_not_undone_and_is_posted() {
+    for code in ["307", "301"] {
+        let mut rooms = Rooms::new("bot.h", None);
+        rooms.add("room@muc.h", None);
+        let now = Instant::now();
+        joined(&mut rooms, now);
+        rooms.outgoing(&join_presence("bot.h", "room@muc.h", "bot"));
+        let kicked = parse(&format!(
+            "<presence type='unavailable' from='room@muc.h/bot' to='bot.h'>\
+             <x xmlns='http://jabber.org/protocol/muc#user'><status code='{code}'/><status code='110'/></x></presence>"
+        ));
+        let (effects, post) = rooms.presence(&kicked, now, NOW).unwrap();
+        assert!(post);
+        assert!(effects.contains(&Effect::Forget {
+            room: "room@muc.h".into()
+        }));
+        assert!(rooms.due(now + MAX_RETRY).0.is_empty(), "not joined again");
+        assert!(rooms.joined().is_empty());
+    }
+}
+
+#[test]
+fn the_web_service_joins_and_leaves() {
+    let mut rooms = Rooms::new("bot.h", None);
+    let join = join_presence("bot.h", "Room@muc.h", "Helper");
+    assert_eq!(
+        rooms.outgoing(&join),
+        [Effect::Remember {
+            room: "room@muc.h".into(),
+            nick: "Helper".into(),
+            jid: "bot.h".into()
+        }]
+    );
+    let leave = parse("<presence type='unavailable' to='room@muc.h/Helper' from='bot.h'/>");
+    assert_eq!(
+        rooms.outgoing(&leave)[1],
+        Effect::Forget {
+            room: "room@muc.h".into()
+        }
+    );
+    let other = parse("<presence to='u@h/r' from='bot.h'><show>away</show></presence>");
+    assert!(rooms.outgoing(&other).is_empty());
+}
+
+#[test]
+fn other_occupants_presence_is_not_the_rooms_business() {
+    let mut rooms = Rooms::new("bot.h", None);
+    rooms.add("room@muc.h", None);
+    let ann = parse("<presence from='room@muc.h/ann' to='bot.h'><x xmlns='http://jabber.org/protocol/muc#user'/></presence>");
+    assert!(rooms.presence(&ann, Instant::now(), NOW).is_none());
+    let stranger = parse("<presence from='u@h/r' to='bot.h'/>");
+    assert!(rooms.presence(&stranger, Instant::now(), NOW).is_none());
+}

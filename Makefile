@@ -32,7 +32,7 @@ DEB_PACKAGES := prosody lua5.4 liblua5.4-dev lua5.1 lua5.3 luajit lua-busted lua
 PROSODY13_DEB := 13.0.1-1~bpo12+1
 PROSODY13 := .cache/prosody-13.0.1
 
-.PHONY: all build install rock deps deps-bench prosody13 run test test-fresh bench soak test-rust test-lua test-e2e readme-options clean
+.PHONY: all build install rock deps deps-bench deps-profile prosody13 run test test-fresh bench profile soak test-rust test-lua test-e2e readme-options clean
 
 all: build
 
@@ -109,6 +109,12 @@ deps-bench: deps
 		echo "Installing Debian package: nginx-light"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; }
 
+# valgrind counts instructions for `make profile`.
+deps-profile: deps-bench
+	@dpkg-query -W -f='$${Status}' valgrind 2>/dev/null | grep -q "ok installed" || { \
+		echo "Installing Debian package: valgrind"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind; }
+
 # `make test` in a throwaway Debian 12 root made by debootstrap, where only
 # what `make deps` installs is there: proves a fresh machine passes.
 test-fresh:
@@ -116,6 +122,11 @@ test-fresh:
 
 bench: deps-bench build
 	cd prosody-test && $(PYTHON) bench.py
+
+# Instructions per stanza by stage, counted by callgrind: figures that do
+# not depend on how busy the machine is.
+profile: deps-profile build
+	cd prosody-test && $(PYTHON) profile.py
 
 # Five minutes of steady load: does Prosody's memory level off?
 soak: deps-bench build

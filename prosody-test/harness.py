@@ -190,13 +190,15 @@ class Prosody:
     def register(self, user):
         self.prosodyctl("register", user, DOMAIN, PASSWORD)
 
-    def start(self):
+    def start(self, wrapper=(), timeout=WAIT):
+        """Starts Prosody (under `wrapper`, e.g. valgrind) and waits, up to
+        `timeout` seconds, for its c2s port."""
         with open(os.path.join(self.dir, "stdout.log"), "w") as out:
             self.proc = subprocess.Popen(
-                [PROSODY_CMD, "--config", self.config, "-F"],
+                [*wrapper, PROSODY_CMD, "--config", self.config, "-F"],
                 stdout=out, stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + WAIT
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"Prosody exited at start:\n{self.log()}")

@@ -1,0 +1,152 @@
+"""`make profile`: instructions per stanza, counted by valgrind's callgrind,
+so the figures do not depend on how busy the machine is.
+
+Prosody runs under callgrind (one file per thread). One c2s client sends
+STANZAS messages, OUTSTANDING at a time, to the trivial echo component (the
+ceiling) and to mod_component_http with nginx answering over HTTP. Counting
+is zeroed once Prosody is warm and dumped after the last reply, so start-up
+and shut-down are left out. Printed per stanza: Prosody's thread (where all
+Lua runs) and the HTTP worker threads, and on Prosody's thread the
+inclusive cost of the native library's stages, each the instructions spent
+inside the named functions and what they call.
+"""
+
+import glob
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+from bench import BOT, Nginx
+from harness import DOMAIN, Certificates, Prosody, XmppClient
+
+STANZAS = int(os.environ.get("PROFILE_STANZAS", "2000"))
+OUTSTANDING = int(os.environ.get("PROFILE_OUTSTANDING", "20"))
+START_TIMEOUT = 180  # Prosody starts slowly under valgrind
+
+# The stages on Prosody's thread, as the functions whose inclusive counts
+# say what they cost (Rust names as the symbol table has them).
+STAGES = [
+    ("read the util.stanza table", r"component_http::lua::stanza::element_from_lua"),
+    ("stanza → request JSON", r"component_http::conversion::request::request"),
+    ("  of which the structured keys", r"component_http::conversion::extract::keys"),
+    ("hand-off (submit)", r"component_http::delivery::Delivery::submit"),
+    ("drain + outcomes to Lua", r"component_http::lua::delivery::outcomes_to_lua"),
+    ("  of which building reply stanzas", r"component_http::lua::stanza::stanzas_to_lua"),
+]
+
+
+def drive(client, count, outstanding):
+    """Sends `count` messages, `outstanding` at a time; waits for every reply."""
+    sock = client.sock
+    stanza = f"<message type='chat' to='c@{BOT}'><body>ping</body></message>".encode()
+    sent = replies = 0
+    buffer = b""
+    while sent < min(outstanding, count):
+        sock.sendall(stanza)
+        sent += 1
+    deadline = time.monotonic() + 600
+    while replies < count and time.monotonic() < deadline:
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            raise RuntimeError("Prosody closed the stream")
+        buffer += chunk
+        got = buffer.count(b"</message>")
+        buffer = buffer[buffer.rfind(b"</message>") + 10:] if got else buffer
+        replies += got
+        more = min(got, count - sent)
+        if more > 0:
+            sock.sendall(stanza * more)
+            sent += more
+    if replies < count:
+        raise RuntimeError(f"only {replies} of {count} replies")
+
+
+def callgrind(pid, *args):
+    subprocess.run(["callgrind_control", *args, str(pid)], check=True, capture_output=True, timeout=120)
+
+
+def totals(path):
+    """(total instructions, {function: inclusive instructions}) of one dump."""
+    out = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", path],
+                         capture_output=True, text=True, check=True).stdout
+    total = int(re.search(r"^([\d,]+) \(100\.0%\)\s+PROGRAM TOTALS", out, re.M)[1].replace(",", ""))
+    functions = {}
+    for line in out.splitlines():
+        match = re.match(r"^\s*([\d,]+) \([^)]*\)\s+\S*?:(.+?)(?: \[.*\])?$", line)
+        if match:
+            functions[match[2]] = int(match[1].replace(",", ""))
+    return total, functions
+
+
+def profile(mode, certs, nginx):
+    out_dir = tempfile.mkdtemp(prefix="profile-")
+    prosody = make_prosody(mode, nginx)
+    wrapper = ["valgrind", "--tool=callgrind", "--separate-threads=yes", "--collect-atstart=yes",
+               f"--callgrind-out-file={out_dir}/cg.out", "lua5.4"]  # prosody is a Lua script
+    prosody.start(wrapper=wrapper, timeout=START_TIMEOUT)
+    try:
+        client = XmppClient(prosody.c2s_port, f"bench@{DOMAIN}", "load").connect(reader=False)
+        drive(client, 200, OUTSTANDING)  # warm: connections open, code paths loaded
+        callgrind(prosody.proc.pid, "-z")
+        drive(client, STANZAS, OUTSTANDING)
+        callgrind(prosody.proc.pid, "-d")
+        client.sock.close()
+    finally:
+        prosody.cleanup()
+    dumps = sorted(glob.glob(f"{out_dir}/cg.out*"))
+    # The dump after zeroing: the files with the highest dump number.
+    latest = {}
+    for path in dumps:
+        match = re.match(r".*cg\.out\.(\d+)-(\d+)$", path)
+        thread = match[2] if match else "?"
+        latest.setdefault(thread, path)
+        latest[thread] = max(latest[thread], path)
+    main, workers, stages = 0, 0, {}
+    for thread, path in latest.items():
+        total, functions = totals(path)
+        if thread == "01":
+            main = total
+            for name, pattern in STAGES:
+                stages[name] = max((n for f, n in functions.items() if re.search(pattern, f)), default=0)
+        else:
+            workers += total
+    return {"main": main / STANZAS, "workers": workers / STANZAS,
+            "stages": {k: v / STANZAS for k, v in stages.items()}, "dumps": out_dir}
+
+
+def make_prosody(mode, nginx):
+    if mode == "ceiling":
+        return Prosody({BOT: {}}, users=("bench",), component_module="bench_echo", log_level="warn",
+                       extra_config=["network_settings = { nagle = false }"])
+    return Prosody({BOT: {"component_post_url": f"http://127.0.0.1:{nginx.http_port}/"}}, users=("bench",),
+                   log_level="warn", extra_config=["network_settings = { nagle = false }"])
+
+
+def main():
+    certs = Certificates()
+    nginx = Nginx(certs)
+    try:
+        results = {mode: profile(mode, certs, nginx) for mode in ("ceiling", "http")}
+    finally:
+        nginx.stop()
+        certs.cleanup()
+    ceiling, http = results["ceiling"], results["http"]
+    print(f"\nmake profile: callgrind instructions per stanza, {STANZAS} stanzas, {OUTSTANDING} outstanding")
+    print(f"{'':34} {'ceiling':>12} {'http':>12} {'ratio':>7}")
+    print(f"{'Prosody thread':34} {ceiling['main']:12,.0f} {http['main']:12,.0f} "
+          f"{http['main'] / ceiling['main']:7.2f}")
+    print(f"{'HTTP worker threads':34} {'':12} {http['workers']:12,.0f}")
+    print(f"{'whole process':34} {ceiling['main'] + ceiling['workers']:12,.0f} "
+          f"{http['main'] + http['workers']:12,.0f} "
+          f"{(http['main'] + http['workers']) / (ceiling['main'] + ceiling['workers']):7.2f}")
+    print("on Prosody's thread, inclusive:")
+    for name, value in http["stages"].items():
+        shown = f"{value:12,.0f}" if value else f"{'inlined':>12}"  # no symbol of its own
+        print(f"  {name:32} {'':12} {shown}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

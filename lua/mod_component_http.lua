@@ -147,8 +147,11 @@ local rooms = module:require("rooms").start(native, send_stanza, options.rooms, 
 
 -- What the web service (a reply or a push) and the local answers send: a
 -- presence that joins or leaves a room is also the rooms' business.
+local NS_MUC = "http://jabber.org/protocol/muc";
 local function send(stanza)
-	if stanza.name == "presence" then
+	-- Only a join (the MUC element) or a leave can be the rooms' business:
+	-- the local answers to probes and subscriptions skip the native call.
+	if stanza.name == "presence" and (stanza.attr.type == "unavailable" or stanza:get_child("x", NS_MUC)) then
 		rooms.outgoing(stanza);
 	end
 	send_stanza(stanza);

@@ -28,13 +28,14 @@ START_TIMEOUT = 180  # Prosody starts slowly under valgrind
 
 # The stages on Prosody's thread, as the functions whose inclusive counts
 # say what they cost (Rust names as the symbol table has them).
+DRAIN = r"component_http::lua::delivery::outcomes_to_lua$"
 STAGES = [
     ("read the util.stanza table", r"component_http::lua::stanza::element_from_lua"),
     ("stanza → request JSON", r"component_http::conversion::request::request"),
     ("  of which the structured keys", r"component_http::conversion::extract::keys"),
     ("hand-off (submit)", r"component_http::delivery::Delivery::submit"),
     ("drain + outcomes to Lua", r"component_http::lua::delivery::outcomes_to_lua"),
-    ("  of which building reply stanzas", r"component_http::lua::stanza::stanzas_to_lua"),
+    ("  of which building reply stanzas", r"component_http::lua::stanza::push_stanzas"),
 ]
 
 
@@ -81,6 +82,24 @@ def totals(path):
     return total, functions
 
 
+def calls(path, pattern):
+    """How many times the functions matching `pattern` were called, from the
+    dump's call records (names are given once, then referred to by number)."""
+    names, count, callee = {}, 0, None
+    with open(path, errors="replace") as f:
+        for line in f:
+            match = re.match(r"^(c?)fn=\((\d+)\)(?: (.*))?$", line.rstrip("\n"))
+            if match:
+                if match[3]:
+                    names[match[2]] = match[3]
+                callee = names.get(match[2]) if match[1] else None
+            elif callee and line.startswith("calls="):
+                if re.search(pattern, callee):
+                    count += int(line[6:].split()[0])
+                callee = None
+    return count
+
+
 def profile(mode, certs, nginx):
     out_dir = tempfile.mkdtemp(prefix="profile-")
     prosody = make_prosody(mode, nginx)
@@ -104,17 +123,18 @@ def profile(mode, certs, nginx):
         thread = match[2] if match else "?"
         latest.setdefault(thread, path)
         latest[thread] = max(latest[thread], path)
-    main, workers, stages = 0, 0, {}
+    main, workers, stages, wakes = 0, 0, {}, 0
     for thread, path in latest.items():
         total, functions = totals(path)
         if thread == "01":
             main = total
             for name, pattern in STAGES:
                 stages[name] = max((n for f, n in functions.items() if re.search(pattern, f)), default=0)
+            wakes = calls(path, DRAIN)
         else:
             workers += total
     return {"main": main / STANZAS, "workers": workers / STANZAS,
-            "stages": {k: v / STANZAS for k, v in stages.items()}, "dumps": out_dir}
+            "stages": {k: v / STANZAS for k, v in stages.items()}, "wakes": wakes, "dumps": out_dir}
 
 
 def make_prosody(mode, nginx):
@@ -146,6 +166,10 @@ def main():
     for name, value in http["stages"].items():
         shown = f"{value:12,.0f}" if value else f"{'inlined':>12}"  # no symbol of its own
         print(f"  {name:32} {'':12} {shown}")
+    if http["wakes"]:
+        print(f"Prosody's thread drained outcomes {http['wakes']:,} times: "
+              f"{STANZAS / http['wakes']:.2f} stanzas per wake, drain + outcomes "
+              f"{http['stages']['drain + outcomes to Lua'] * STANZAS / http['wakes']:,.0f} per wake")
 
 
 if __name__ == "__main__":

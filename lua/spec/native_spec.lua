@@ -55,6 +55,27 @@ describe("request_json", function ()
 			{ request.to, request.from, request.kind, request.type, request.id, request.body });
 	end);
 
+	it("reads numbers as attribute values, skips what is neither text nor a tag", function ()
+		local stanza = message();
+		stanza.attr.id = 5;
+		stanza.attr.type = nil;
+		stanza.tags[1].attr.n = 1.5;
+		table.insert(stanza, 1, true);
+		local request = json.decode(native.request_json(stanza));
+		assert.are.equal("5", request.id);
+		assert.matches("<body n='1.5'>", request.stanza, 1, true);
+		assert.matches("^<message[^>]*><body", request.stanza);
+	end);
+
+	it("refuses text that is not UTF-8, as a Lua error", function ()
+		local stanza = message();
+		stanza.tags[1][1] = "caf\233";
+		assert.has_error(function () native.request_json(stanza) end);
+		stanza = message();
+		stanza.attr.id = "\255";
+		assert.has_error(function () native.request_json(stanza) end);
+	end);
+
 	it("refuses what is not a stanza, as a Lua error", function ()
 		assert.has_error(function () native.request_json({}) end);
 		assert.has_error(function () native.request_json(st.stanza("foo", { to = "a", from = "b" })) end);

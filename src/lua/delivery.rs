@@ -2,11 +2,12 @@
 //! arrays), the push endpoint's checks, cancel, and durable delivery's
 //! admin.
 
+use std::ffi::{c_int, CStr};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use mlua::{Lua, LuaString, Table, UserData, UserDataMethods};
+use mlua::{ffi, Lua, LuaString, Table, UserData, UserDataMethods};
 
-use super::stanza::{element_from_lua, element_to_lua, stanzas_to_lua};
+use super::stanza::{element_from_lua, element_to_lua, push_stanzas, push_str, stanza_metatable};
 use crate::conversion::{self, Envelope, Kind};
 use crate::delivery::{Delivery, Outcome, Record, Source, Storage};
 use crate::push;
@@ -58,7 +59,7 @@ impl UserData for Delivery {
         // nil, or for a stanza that cannot be read why, and the stanza
         // error its sender gets (nil when it must not be answered).
         methods.add_method("post", |lua, this, stanza: Table| {
-            let request = element_from_lua(&stanza, 0)
+            let request = element_from_lua(lua, &stanza)
                 .and_then(|e| conversion::request(&e).map_err(mlua::Error::external));
             Ok(match request {
                 Ok(request) => {
@@ -187,74 +188,131 @@ fn records_from_lua(tables: &[Table]) -> mlua::Result<Vec<Record>> {
         .collect()
 }
 
-/// Storage instructions as `{ op = "hold"|"forget"|"dead", id=, stanza=,
-/// received=, reason= }`, or nil when there are none (the usual case).
-fn storage_to_lua(lua: &Lua, outcomes: &[Outcome]) -> mlua::Result<Option<Table>> {
-    let mut list = None;
-    for storage in outcomes.iter().filter_map(|o| o.storage.as_ref()) {
-        let entry = match storage {
-            Storage::Hold(record) => {
-                let entry = record_to_lua(lua, record)?;
-                entry.raw_set("op", "hold")?;
-                entry
-            }
-            Storage::Forget(id) => {
-                let entry = lua.create_table_with_capacity(0, 2)?;
-                entry.raw_set("op", "forget")?;
-                entry.raw_set("id", id.as_str())?;
-                entry
-            }
-            Storage::Dead(record, reason) => {
-                let entry = record_to_lua(lua, record)?;
-                entry.raw_set("op", "dead")?;
-                entry.raw_set("reason", reason.as_str())?;
-                entry
-            }
-        };
-        let table = match &list {
-            Some(table) => table,
-            None => list.insert(lua.create_table()?),
-        };
-        table.raw_push(entry)?;
-    }
-    Ok(list)
-}
-
 /// Stanzas, logs, reports, storage, statuses: see [`outcomes_to_lua`].
 type Drained = (Table, Option<Table>, Table, Option<Table>, Option<Table>);
 
 /// Outcomes as flat arrays, cheap to walk in Lua: the stanzas to send; the
 /// log lines as level, message, level, message, ... (nil when there are
 /// none, the usual case); for metrics label, seconds (-1 when not timed),
-/// retries, label, ...; the storage instructions of durable delivery; and
-/// the module's status changes as level, text, override, ... (nil when none).
+/// retries, label, ...; the storage instructions of durable delivery as
+/// `{ op = "hold"|"forget"|"dead", id=, stanza=, received=, reason= }`
+/// (nil when none); and the module's status changes as level, text,
+/// override, ... (nil when none).
+///
+/// Built in one protected call with Lua's C API (see [`super::stanza`]):
+/// Prosody's thread runs this once per wake, so its fixed cost counts.
 fn outcomes_to_lua(lua: &Lua, outcomes: Vec<Outcome>) -> mlua::Result<Drained> {
-    let stanzas = stanzas_to_lua(lua, outcomes.iter().flat_map(|o| o.stanzas.iter()))?;
-    let mut logs = None;
-    for (level, line) in outcomes.iter().filter_map(|o| o.log.as_ref()) {
-        let table = match &logs {
-            Some(table) => table,
-            None => logs.insert(lua.create_table()?),
-        };
-        table.raw_push(level.as_str())?;
-        table.raw_push(line.as_str())?;
+    let stanza_mt = stanza_metatable(lua)?;
+    let stanzas: Vec<&Element> = outcomes.iter().flat_map(|o| o.stanzas.iter()).collect();
+    // Owned here, outside the raw code, which may only borrow.
+    let statuses: Vec<(&str, String, bool)> = outcomes
+        .iter()
+        .filter_map(|o| o.status)
+        .map(|s| (s.level().as_str(), s.text(), s.overrides()))
+        .collect();
+    // Safety: the closure holds borrows only (see super::stanza).
+    unsafe {
+        lua.exec_raw(&stanza_mt, |state| {
+            push_stanzas(state, stanzas.iter().copied(), 1);
+
+            let logs = outcomes.iter().filter_map(|o| o.log.as_ref());
+            let mut list = List::nil_if_empty(state, logs.clone().count() * 2);
+            for (level, line) in logs {
+                list.push_str(level.as_str());
+                list.push_str(line);
+            }
+
+            let reports = outcomes.iter().filter(|o| !o.label.is_empty());
+            let mut list = List::new(state, reports.clone().count() * 3);
+            for outcome in reports {
+                list.push_str(outcome.label);
+                ffi::lua_pushnumber(state, outcome.seconds.unwrap_or(-1.0));
+                list.push_top();
+                ffi::lua_pushinteger(state, outcome.retries.into());
+                list.push_top();
+            }
+
+            let storage = outcomes.iter().filter_map(|o| o.storage.as_ref());
+            let mut list = List::nil_if_empty(state, storage.clone().count());
+            for storage in storage {
+                push_storage(state, storage);
+                list.push_top();
+            }
+
+            let mut list = List::nil_if_empty(state, statuses.len() * 3);
+            for (level, text, overrides) in &statuses {
+                list.push_str(level);
+                list.push_str(text);
+                ffi::lua_pushboolean(state, c_int::from(*overrides));
+                list.push_top();
+            }
+            // What is left on the stack is returned: the five, not the metatable.
+            ffi::lua_remove(state, 1);
+        })
     }
-    let reports = lua.create_table_with_capacity(outcomes.len() * 3, 0)?;
-    for outcome in outcomes.iter().filter(|o| !o.label.is_empty()) {
-        reports.raw_push(outcome.label)?;
-        reports.raw_push(outcome.seconds.unwrap_or(-1.0))?;
-        reports.raw_push(outcome.retries)?;
+}
+
+/// A Lua list being filled on top of the stack (raw code: may raise).
+struct List {
+    state: *mut ffi::lua_State,
+    len: ffi::lua_Integer,
+}
+
+impl List {
+    /// Pushes an empty list with room for `capacity` values.
+    unsafe fn new(state: *mut ffi::lua_State, capacity: usize) -> List {
+        ffi::lua_createtable(state, capacity as c_int, 0);
+        List { state, len: 0 }
     }
-    let mut statuses = None;
-    for status in outcomes.iter().filter_map(|o| o.status) {
-        let table = match &statuses {
-            Some(table) => table,
-            None => statuses.insert(lua.create_table()?),
-        };
-        table.raw_push(status.level().as_str())?;
-        table.raw_push(status.text())?;
-        table.raw_push(status.overrides())?;
+
+    /// As `new`, but pushes nil when there will be nothing to list.
+    unsafe fn nil_if_empty(state: *mut ffi::lua_State, capacity: usize) -> List {
+        if capacity == 0 {
+            ffi::lua_pushnil(state);
+            return List { state, len: 0 };
+        }
+        List::new(state, capacity)
     }
-    let storage = storage_to_lua(lua, &outcomes)?;
-    Ok((stanzas, logs, reports, storage, statuses))
+
+    /// Appends the value on top of the stack (and pops it).
+    unsafe fn push_top(&mut self) {
+        self.len += 1;
+        ffi::lua_rawseti(self.state, -2, self.len);
+    }
+
+    unsafe fn push_str(&mut self, s: &str) {
+        push_str(self.state, s);
+        self.push_top();
+    }
+}
+
+/// Pushes one storage instruction as a table.
+unsafe fn push_storage(state: *mut ffi::lua_State, storage: &Storage) {
+    ffi::lua_createtable(state, 0, 5);
+    let (op, record, reason) = match storage {
+        Storage::Hold(record) => ("hold", Some(record), None),
+        Storage::Forget(id) => {
+            set_str(state, c"id", id);
+            ("forget", None, None)
+        }
+        Storage::Dead(record, reason) => ("dead", Some(record), Some(reason)),
+    };
+    set_str(state, c"op", op);
+    if let Some(record) = record {
+        set_str(state, c"id", &record.id);
+        set_str(state, c"stanza", &record.stanza);
+        // Milliseconds since the epoch: exact in a float, and an integer
+        // where Lua has them.
+        ffi::lua_pushinteger(state, record.received as ffi::lua_Integer);
+        ffi::lua_setfield(state, -2, c"received".as_ptr());
+    }
+    if let Some(reason) = reason {
+        set_str(state, c"reason", reason);
+    }
+}
+
+/// `t[key] = value` for the table on top of the stack.
+unsafe fn set_str(state: *mut ffi::lua_State, key: &CStr, value: &str) {
+    push_str(state, value);
+    ffi::lua_setfield(state, -2, key.as_ptr());
 }

@@ -36,8 +36,8 @@ pub fn exports(lua: &Lua) -> mlua::Result<Table> {
     )?;
     exports.set(
         "request_json",
-        lua.create_function(|_, stanza: Table| {
-            let request = conversion::request(&element_from_lua(&stanza, 0)?)
+        lua.create_function(|lua, stanza: Table| {
+            let request = conversion::request(&element_from_lua(lua, &stanza)?)
                 .map_err(mlua::Error::external)?;
             Ok(request.json)
         })?,
@@ -47,7 +47,7 @@ pub fn exports(lua: &Lua) -> mlua::Result<Table> {
     exports.set(
         "local_presence",
         lua.create_function(|lua, stanza: Table| {
-            Ok(match element_from_lua(&stanza, 0) {
+            Ok(match element_from_lua(lua, &stanza) {
                 Ok(stanza) => (stanzas_to_lua(lua, local::presence(&stanza).iter())?, None),
                 Err(why) => (lua.create_table()?, Some(why.to_string())),
             })
@@ -56,7 +56,7 @@ pub fn exports(lua: &Lua) -> mlua::Result<Table> {
     exports.set(
         "local_iq",
         lua.create_function(|lua, (stanza, host): (Table, String)| {
-            let (answer, why) = match element_from_lua(&stanza, 0) {
+            let (answer, why) = match element_from_lua(lua, &stanza) {
                 Ok(element) => (local::iq(&element, &host), None),
                 Err(why) => (unreadable_reply(&stanza, None), Some(why.to_string())),
             };

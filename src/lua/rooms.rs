@@ -60,18 +60,18 @@ impl UserData for LuaRooms {
         // nil when the presence is not about our place in a room; else the
         // effects, and whether the web service hears of it.
         methods.add_method_mut("presence", |lua, this, stanza: Table| {
-            let stanza = element_from_lua(&stanza, 0)?;
+            let stanza = element_from_lua(lua, &stanza)?;
             let now = rooms::stamp(unix_seconds());
             match this.0.presence(&stanza, Instant::now(), &now) {
                 Some((effects, post)) => Ok((Some(effects_to_lua(lua, effects)?), post)),
                 None => Ok((None, false)),
             }
         });
-        methods.add_method_mut("message", |_, this, stanza: Table| {
-            Ok(this.0.message(&element_from_lua(&stanza, 0)?))
+        methods.add_method_mut("message", |lua, this, stanza: Table| {
+            Ok(this.0.message(&element_from_lua(lua, &stanza)?))
         });
         methods.add_method_mut("outgoing", |lua, this, stanza: Table| {
-            effects_to_lua(lua, this.0.outgoing(&element_from_lua(&stanza, 0)?))
+            effects_to_lua(lua, this.0.outgoing(&element_from_lua(lua, &stanza)?))
         });
         // Effects of the joins due now, and the seconds until the next (or nil).
         methods.add_method_mut("due", |lua, this, ()| {

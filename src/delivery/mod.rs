@@ -23,6 +23,7 @@ mod runtime;
 mod shared;
 #[cfg(test)]
 mod tests;
+mod wake;
 
 use std::collections::HashMap;
 use std::os::fd::RawFd;

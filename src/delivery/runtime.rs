@@ -8,6 +8,7 @@ use once_cell::sync::Lazy;
 use tokio::runtime::{Handle, Runtime};
 
 use super::outcome::DeliveryError;
+use super::wake;
 
 /// Worker threads for HTTP: enough to keep up, leaving a core to Prosody's
 /// own (Lua) thread, which is the one that limits a Prosody server. On two
@@ -64,6 +65,9 @@ pub(super) fn runtime() -> Result<Handle, DeliveryError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(worker_threads())
         .thread_name("component-http")
+        // One wake of Prosody's thread per batch of outcomes (see wake).
+        .on_thread_park(wake::flush_deferred)
+        .on_thread_unpark(wake::mark_parking_thread)
         .enable_all()
         .build()
         .map_err(|e| DeliveryError::Internal(format!("cannot start the HTTP runtime: {e}")))?;

@@ -118,7 +118,7 @@ pub(super) fn wake(signal: &Arc<Signal>, was_empty: bool, queued: usize) {
     }
     if was_empty {
         defer(signal);
-    } else if queued % BATCH == 0 {
+    } else if queued.is_multiple_of(BATCH) {
         signal.raise();
     }
     flush_if_late();

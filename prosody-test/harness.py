@@ -13,11 +13,13 @@ Standard library only. Every process started here is ended here, by its PID.
 
 import base64
 import functools
+import hashlib
 import http.client
 import http.server
 import json
 import os
 import queue
+import random
 import shutil
 import signal
 import socket
@@ -77,10 +79,34 @@ NS_CLIENT = "jabber:client"
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
 
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_PORTS_GIVEN = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nobody listens on, below the kernel's ephemeral
+    range: a port picked from that range can be taken by any outgoing
+    connection (Prosody's to the web service, say) before the server that
+    is to listen on it binds it. Never the same port twice in one run."""
+    for _ in range(1000):
+        port = random.randint(20000, _ephemeral_low() - 1)
+        if port in _PORTS_GIVEN:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _PORTS_GIVEN.add(port)
+        return port
+    raise RuntimeError("no free port")
 
 
 def lua_string(value):
@@ -104,11 +130,15 @@ class Prosody:
 
     def __init__(self, components, backend=BACKEND, users=("alice", "bob", "carol"), c2s_port=None,
                  component_module="component_http", log_level="debug", extra_config=(),
-                 plugin_dir=PLUGIN_DIR, http=False, metrics=False, muc=False):
+                 plugin_dir=PLUGIN_DIR, http=False, metrics=False, muc=False, external=None):
         """`http`: Prosody's HTTP server on `self.http_port`; `metrics`: also
         its statistics, served by mod_http_openmetrics (see `metric`);
-        `muc`: a group chat service, Prosody's mod_muc, at MUC_DOMAIN."""
+        `muc`: a group chat service, Prosody's mod_muc, at MUC_DOMAIN;
+        `external`: {host: secret} of XEP-0114 components, which connect to
+        `self.component_port` (see ComponentClient)."""
         self.muc = muc
+        self.external = external or {}
+        self.component_port = free_port() if self.external else None
         self.backend = backend
         self.http_port = free_port() if http or metrics else None
         self.metrics_on = metrics
@@ -158,6 +188,9 @@ class Prosody:
         ]
         if self.http_port:
             lines[lines.index("http_ports = { }")] = f"http_ports = {{ {self.http_port} }}"
+        if self.component_port:
+            lines[lines.index("component_ports = { }")] = f"component_ports = {{ {self.component_port} }}"
+            lines.append('component_interfaces = { "127.0.0.1" }')
         if self.metrics_on:
             modules = next(i for i, line in enumerate(lines) if line.startswith("modules_enabled"))
             lines[modules] = lines[modules].replace(" }", ', "http_openmetrics" }')
@@ -170,6 +203,8 @@ class Prosody:
             lines.append(f"Component {lua_string(host)} {lua_string(self.component_module)}")
             for key, value in options.items():
                 lines.append(f"    {key} = {lua_value(value)}")
+        for host, secret in self.external.items():
+            lines += [f"Component {lua_string(host)}", f"    component_secret = {lua_string(secret)}"]
         if self.muc:
             # Rooms open at once (no locked new rooms), as many deployments run.
             lines += [f"Component {lua_string(MUC_DOMAIN)} \"muc\"", "    muc_room_locking = false"]
@@ -203,11 +238,13 @@ class Prosody:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"Prosody exited at start:\n{self.log()}")
             try:
-                socket.create_connection(("127.0.0.1", self.c2s_port), timeout=1).close()
+                for port in [self.c2s_port, self.component_port]:
+                    if port:
+                        socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 return self
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError("Prosody did not open its c2s port")
+        raise RuntimeError("Prosody did not open its c2s (or component) port")
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
@@ -682,6 +719,40 @@ class Stanza:
 
     def __repr__(self):
         return ET.tostring(self.el, encoding="unicode")
+
+
+class ComponentClient:
+    """A XEP-0114 external component (as gateways and bridges connect):
+    stream to `host`, handshake with its secret; then `sock` carries
+    stanzas from any JID at `host`."""
+
+    def __init__(self, port, host, secret):
+        self.port, self.host, self.secret = port, host, secret
+        self.sock = None
+
+    def connect(self):
+        self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=WAIT)
+        self.sock.sendall(
+            f"<stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' "
+            f"to='{self.host}'>".encode()
+        )
+        data = b""
+        while b">" not in data.split(b"<stream:stream", 1)[-1]:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("stream closed before its header")
+            data += chunk
+        stream_id = re.search(rb"\bid=['\"]([^'\"]+)['\"]", data)[1].decode()
+        digest = hashlib.sha1((stream_id + self.secret).encode()).hexdigest()
+        self.sock.sendall(f"<handshake>{digest}</handshake>".encode())
+        data = b""
+        while b"<handshake" not in data:
+            chunk = self.sock.recv(4096)
+            if not chunk or b"<stream:error" in chunk:
+                raise ConnectionError(f"handshake refused: {chunk!r}")
+            data += chunk
+        self.sock.settimeout(None)
+        return self
 
 
 class XmppClient:

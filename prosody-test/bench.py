@@ -110,7 +110,8 @@ http {{
     keepalive_timeout 120s;
     server {{
         listen 127.0.0.1:{self.http_port};
-        listen 127.0.0.1:{self.https_port} ssl;
+        # HTTP/2 where TLS offers it (ALPN), as web services commonly do.
+        listen 127.0.0.1:{self.https_port} ssl http2;
         ssl_certificate {certs.trusted[0]};
         ssl_certificate_key {certs.trusted[1]};
         location / {{

@@ -3,7 +3,8 @@ so the figures do not depend on how busy the machine is.
 
 Prosody runs under callgrind (one file per thread). One c2s client sends
 STANZAS messages, OUTSTANDING at a time, to the trivial echo component (the
-ceiling) and to mod_component_http with nginx answering over HTTP. Counting
+ceiling) and to mod_component_http with nginx answering over HTTP and over
+HTTPS (HTTP/2, as nginx offers it by ALPN). Counting
 is zeroed once Prosody is warm and dumped after the last reply, so start-up
 and shut-down are left out. Printed per stanza: Prosody's thread (where all
 Lua runs) and the HTTP worker threads, and on Prosody's thread the
@@ -24,6 +25,7 @@ from harness import DOMAIN, Certificates, Prosody, XmppClient
 
 STANZAS = int(os.environ.get("PROFILE_STANZAS", "2000"))
 OUTSTANDING = int(os.environ.get("PROFILE_OUTSTANDING", "20"))
+MODES = os.environ.get("PROFILE_MODES", "ceiling http https").split()
 START_TIMEOUT = 180  # Prosody starts slowly under valgrind
 
 # The stages on Prosody's thread, as the functions whose inclusive counts
@@ -102,7 +104,7 @@ def calls(path, pattern):
 
 def profile(mode, certs, nginx):
     out_dir = tempfile.mkdtemp(prefix="profile-")
-    prosody = make_prosody(mode, nginx)
+    prosody = make_prosody(mode, certs, nginx)
     wrapper = ["valgrind", "--tool=callgrind", "--separate-threads=yes", "--collect-atstart=yes",
                f"--callgrind-out-file={out_dir}/cg.out", "lua5.4"]  # prosody is a Lua script
     prosody.start(wrapper=wrapper, timeout=START_TIMEOUT)
@@ -137,39 +139,51 @@ def profile(mode, certs, nginx):
             "stages": {k: v / STANZAS for k, v in stages.items()}, "wakes": wakes, "dumps": out_dir}
 
 
-def make_prosody(mode, nginx):
+def make_prosody(mode, certs, nginx):
     if mode == "ceiling":
         return Prosody({BOT: {}}, users=("bench",), component_module="bench_echo", log_level="warn",
                        extra_config=["network_settings = { nagle = false }"])
-    return Prosody({BOT: {"component_post_url": f"http://127.0.0.1:{nginx.http_port}/"}}, users=("bench",),
-                   log_level="warn", extra_config=["network_settings = { nagle = false }"])
+    options = {"component_post_url": f"http://127.0.0.1:{nginx.http_port}/"}
+    if mode == "https":
+        options = {"component_post_url": f"https://127.0.0.1:{nginx.https_port}/",
+                   "component_post_ca_file": certs.ca}
+    return Prosody({BOT: options}, users=("bench",), log_level="warn",
+                   extra_config=["network_settings = { nagle = false }"])
 
 
 def main():
     certs = Certificates()
     nginx = Nginx(certs)
     try:
-        results = {mode: profile(mode, certs, nginx) for mode in ("ceiling", "http")}
+        results = {mode: profile(mode, certs, nginx) for mode in MODES}
     finally:
         nginx.stop()
         certs.cleanup()
-    ceiling, http = results["ceiling"], results["http"]
+    ceiling = results["ceiling"]
+    measured = [m for m in MODES if m != "ceiling"]
+
+    def whole(r):
+        return r["main"] + r["workers"]
     print(f"\nmake profile: callgrind instructions per stanza, {STANZAS} stanzas, {OUTSTANDING} outstanding")
-    print(f"{'':34} {'ceiling':>12} {'http':>12} {'ratio':>7}")
-    print(f"{'Prosody thread':34} {ceiling['main']:12,.0f} {http['main']:12,.0f} "
-          f"{http['main'] / ceiling['main']:7.2f}")
-    print(f"{'HTTP worker threads':34} {'':12} {http['workers']:12,.0f}")
-    print(f"{'whole process':34} {ceiling['main'] + ceiling['workers']:12,.0f} "
-          f"{http['main'] + http['workers']:12,.0f} "
-          f"{(http['main'] + http['workers']) / (ceiling['main'] + ceiling['workers']):7.2f}")
+    print(f"{'':34} {'ceiling':>12}" + "".join(f" {m:>12} {'ratio':>6}" for m in measured))
+    print(f"{'Prosody thread':34} {ceiling['main']:12,.0f}"
+          + "".join(f" {results[m]['main']:12,.0f} {results[m]['main'] / ceiling['main']:6.2f}" for m in measured))
+    print(f"{'HTTP worker threads':34} {'':12}" + "".join(f" {results[m]['workers']:12,.0f} {'':6}" for m in measured))
+    print(f"{'whole process':34} {whole(ceiling):12,.0f}"
+          + "".join(f" {whole(results[m]):12,.0f} {whole(results[m]) / whole(ceiling):6.2f}" for m in measured))
     print("on Prosody's thread, inclusive:")
-    for name, value in http["stages"].items():
-        shown = f"{value:12,.0f}" if value else f"{'inlined':>12}"  # no symbol of its own
-        print(f"  {name:32} {'':12} {shown}")
-    if http["wakes"]:
-        print(f"Prosody's thread drained outcomes {http['wakes']:,} times: "
-              f"{STANZAS / http['wakes']:.2f} stanzas per wake, drain + outcomes "
-              f"{http['stages']['drain + outcomes to Lua'] * STANZAS / http['wakes']:,.0f} per wake")
+    for name in results[measured[0]]["stages"]:
+        cells = ""
+        for m in measured:
+            value = results[m]["stages"][name]
+            cells += f" {value:12,.0f} {'':6}" if value else f" {'inlined':>12} {'':6}"  # no symbol of its own
+        print(f"  {name:32} {'':12}{cells}")
+    for m in measured:
+        r = results[m]
+        if r["wakes"]:
+            print(f"{m}: Prosody's thread drained outcomes {r['wakes']:,} times, {STANZAS / r['wakes']:.2f} "
+                  f"stanzas per wake; drain + outcomes to Lua {r['stages']['drain + outcomes to Lua'] * STANZAS / r['wakes']:,.0f} "
+                  "per wake")
 
 
 if __name__ == "__main__":

@@ -506,6 +506,95 @@ class WebService:
                     pass
 
 
+class H2WebService:
+    """An HTTPS web service that speaks HTTP/2 only, offered by ALPN as TLS
+    web servers do: just enough of RFC 9113 (frames, SETTINGS, one HPACK
+    header block) to answer each POST with `answer` (a JSON body). Records
+    the protocol ALPN chose per connection and each request's body."""
+
+    def __init__(self, certificate, answer=b'{"body": "over HTTP/2"}'):
+        self.answer = answer
+        self.protocols, self.bodies = [], []
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(*certificate)
+        self.context.set_alpn_protocols(["h2", "http/1.1"])
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.2)
+        self.port = self.listener.getsockname()[1]
+        self.url = f"https://127.0.0.1:{self.port}"
+        self.stopping = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.stopping.is_set():
+            try:
+                raw, _ = self.listener.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
+
+    @staticmethod
+    def _frame(kind, flags, stream, payload=b""):
+        return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+
+    def _serve(self, raw):
+        raw.settimeout(WAIT)
+        try:
+            conn = self.context.wrap_socket(raw, server_side=True)
+        except (OSError, ssl.SSLError):
+            raw.close()
+            return
+        self.protocols.append(conn.selected_alpn_protocol())
+        with conn:
+            try:
+                if conn.selected_alpn_protocol() != "h2" or self._read(conn, 24) != b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n":
+                    return
+                conn.sendall(self._frame(4, 0, 0))  # our SETTINGS: the defaults
+                bodies = {}
+                while not self.stopping.is_set():
+                    header = self._read(conn, 9)
+                    length = int.from_bytes(header[:3], "big")
+                    kind, flags = header[3], header[4]
+                    stream = int.from_bytes(header[5:9], "big") & 0x7FFFFFFF
+                    payload = self._read(conn, length)
+                    if kind == 4 and not flags & 1:  # their SETTINGS: acknowledged
+                        conn.sendall(self._frame(4, 1, 0))
+                    elif kind == 6 and not flags & 1:  # PING
+                        conn.sendall(self._frame(6, 1, 0, payload))
+                    elif kind == 7:  # GOAWAY
+                        return
+                    elif kind in (0, 1):  # DATA, HEADERS
+                        if kind == 0:
+                            if flags & 8:  # padded
+                                payload = payload[1:len(payload) - payload[0]]
+                            bodies[stream] = bodies.get(stream, b"") + payload
+                        if flags & 1:  # END_STREAM: the request is complete
+                            self.bodies.append(bodies.pop(stream, b""))
+                            self._respond(conn, stream)
+            except (OSError, ConnectionError):
+                pass
+
+    def _respond(self, conn, stream):
+        # HPACK: :status 200 is static entry 8; content-type (entry 31) as a
+        # literal without indexing.
+        block = b"\x88" + b"\x0f\x10" + bytes([16]) + b"application/json"
+        conn.sendall(self._frame(1, 4, stream, block) + self._frame(0, 1, stream, self.answer))
+
+    @staticmethod
+    def _read(conn, n):
+        data = b""
+        while len(data) < n:
+            chunk = conn.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError("closed")
+            data += chunk
+        return data
+
+    def stop(self):
+        self.stopping.set()
+        self.listener.close()
+
+
 class Certificates:
     """A private CA with a server certificate for 127.0.0.1, and a
     self-signed certificate that nothing trusts. Made with openssl."""

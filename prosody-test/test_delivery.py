@@ -8,12 +8,13 @@ misbehaves; the round trips are printed at the end (never asserted on)."""
 import base64
 import hashlib
 import hmac
+import json
 import os
 import threading
 import time
 import unittest
 
-from harness import (BACKEND, DOMAIN, ProsodyTestCase, echo_handler, free_port, json_reply,
+from harness import (BACKEND, DOMAIN, H2WebService, ProsodyTestCase, echo_handler, free_port, json_reply,
                      reset_mid_body)
 
 
@@ -38,6 +39,8 @@ class DeliveryTest(ProsodyTestCase):
     def setUpClass(cls):
         cls.web_services()
         url = cls.ws.url
+        cls.h2 = H2WebService(cls.certs.trusted)
+        cls.addClassCleanup(cls.h2.stop)
         cls.release = threading.Event()  # lets blocked handlers go at teardown
         cls.addClassCleanup(cls.release.set)
         cls.start_prosody({
@@ -55,6 +58,7 @@ class DeliveryTest(ProsodyTestCase):
             "big.localhost": {"component_post_url": url + "/big", "component_post_max_response": 1000},
             "ca.localhost": {"component_post_url": cls.https.url + "/ca",
                              "component_post_ca_file": cls.certs.ca},
+            "h2.localhost": {"component_post_url": cls.h2.url + "/h2", "component_post_ca_file": cls.certs.ca},
             "noverify.localhost": {"component_post_url": cls.untrusted.url + "/noverify",
                                    "component_post_tls_verify": False},
         })
@@ -284,6 +288,16 @@ class DeliveryTest(ProsodyTestCase):
         got = self.alice.expect(lambda s: s.attr.get("from") == "t@ca.localhost")
         self.assertEqual(got.body, "Did you say tls?")
         self.assertEqual(self.https.requests[-1]["path"], "/ca")
+
+    def test_https_uses_http2_where_the_web_service_offers_it(self):
+        for n in range(3):
+            self.alice.message("t@h2.localhost", f"over h2 {n}")
+        for _ in range(3):
+            got = self.alice.expect(lambda s: s.attr.get("from") == "t@h2.localhost")
+            self.assertEqual(got.body, "over HTTP/2")
+        self.assertEqual(set(self.h2.protocols), {"h2"})
+        self.assertEqual(len(self.h2.protocols), 1, "one connection carries every request")
+        self.assertEqual(sorted(json.loads(b)["body"] for b in self.h2.bodies), [f"over h2 {n}" for n in range(3)])
 
     def test_tls_verify_false_accepts_any_certificate_with_a_warning(self):
         self.alice.message("t@noverify.localhost", "unchecked")

@@ -15,7 +15,7 @@ RSS, the web service's and load generator's CPU, and each figure as a ratio
 to the ceiling. The three modes run in turn, several rounds over: on a
 shared machine what else runs drifts, so each round's ratios compare modes
 measured moments apart, and the ratios printed are the median over rounds
-(with their spread). Ends with one JSON line. About two minutes in all.
+(with their spread). Ends with one JSON line. About five minutes in all.
 """
 
 import collections
@@ -43,7 +43,7 @@ SHAPES = {
 }
 WARMUP = float(os.environ.get("BENCH_WARMUP", "2"))
 WINDOW = float(os.environ.get("BENCH_WINDOW", "4"))  # per round
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 SCALING_WINDOW = float(os.environ.get("BENCH_SCALING_WINDOW", "5"))
 TICK = os.sysconf("SC_CLK_TCK")
 REPLY = re.compile(rb"<message\b[^>]*>")

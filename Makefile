@@ -24,7 +24,7 @@ endif
 # `luarocks make` compiles against, every Lua the library is built for
 # (the busted specs run on each), and the example bots' languages.
 DEB_PACKAGES := prosody lua5.4 liblua5.4-dev lua5.1 lua5.3 luajit lua-busted lua-event lua-dbi-sqlite3 \
-	luarocks python3 ca-certificates openssl php-cli nodejs
+	luarocks python3 python3-cryptography ca-certificates openssl php-cli nodejs
 
 # Prosody 13 beside Debian 12's 0.12: Debian 13's version, from
 # bookworm-backports, unpacked into a cache folder (see prosody-test/fetch-prosody13;

@@ -292,9 +292,10 @@ local function answer_iq(event)
 	return true;
 end
 
--- The push endpoint (push.lib.lua): off unless component_push_token is set.
+-- The push endpoint (push.lib.lua): off unless component_push_token or
+-- component_push_public_key is set.
 local push_endpoint;
-if options.push_token then
+if options.push_token or options.push_public_key then
 	push_endpoint = module:require("push").serve(delivery, native, send);
 end
 
@@ -369,6 +370,11 @@ local leave_shell = module:require("shell").register(shell_state);
 
 module:log("info", "Forwarding %s to the web service%s", tostring(set.new(options.stanzas)),
 	options.durable and ", holding what it cannot take (durable)" or "");
+if delivery:signing_public_key() then
+	-- The public half only: it is what the web service verifies with.
+	module:log("info", "Signing requests with ed25519 (v1a); the web service verifies with %s",
+		delivery:signing_public_key());
+end
 
 -- Every stanza still in flight gets an error reply now (or is held in
 -- storage, with durable delivery), and every pushed IQ still waiting an HTTP

@@ -1,6 +1,6 @@
 -- The push endpoint (docs/contract.md §10): the web service POSTs a stanza
 -- to Prosody's HTTP server and the component sends it as its own. Only
--- loaded when component_push_token is set.
+-- loaded when component_push_token or component_push_public_key is set.
 
 local json = require "util.json";
 local jid_prep = require "util.jid".prep;

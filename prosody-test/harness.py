@@ -595,6 +595,43 @@ class H2WebService:
         self.listener.close()
 
 
+class Ed25519Keys:
+    """A fresh ed25519 key pair in the Standard Webhooks form, made and used
+    with Python's `cryptography`, independently of the module's own crate:
+    `signing_key` (whsk_), `public_key` (whpk_), `sign` and `verifies`."""
+
+    def __init__(self):
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        from cryptography.hazmat.primitives.serialization import Encoding, PrivateFormat, PublicFormat, NoEncryption
+        self.private = Ed25519PrivateKey.generate()
+        seed = self.private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        public = self.private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        self.signing_key = "whsk_" + base64.b64encode(seed).decode()
+        self.public_key = "whpk_" + base64.b64encode(public).decode()
+
+    @staticmethod
+    def content(webhook_id, timestamp, body):
+        return f"{webhook_id}.{timestamp}.".encode() + body
+
+    def sign(self, webhook_id, timestamp, body):
+        """A `v1a,<base64>` signature over `id.timestamp.body`."""
+        return "v1a," + base64.b64encode(self.private.sign(self.content(webhook_id, timestamp, body))).decode()
+
+    def verifies(self, request):
+        """Whether a recorded request carries a `v1a` signature by this key."""
+        from cryptography.exceptions import InvalidSignature
+        headers = request["headers"]
+        content = self.content(headers["webhook-id"], headers["webhook-timestamp"], request["body"])
+        for given in headers.get("webhook-signature", "").split(" "):
+            if given.startswith("v1a,"):
+                try:
+                    self.private.public_key().verify(base64.b64decode(given[4:]), content)
+                    return True
+                except (InvalidSignature, ValueError):
+                    pass
+        return False
+
+
 class Certificates:
     """A private CA with a server certificate for 127.0.0.1, and a
     self-signed certificate that nothing trusts. Made with openssl."""

@@ -14,7 +14,7 @@ import threading
 import time
 import unittest
 
-from harness import (BACKEND, DOMAIN, H2WebService, ProsodyTestCase, echo_handler, free_port, json_reply,
+from harness import (BACKEND, DOMAIN, Ed25519Keys, H2WebService, ProsodyTestCase, echo_handler, free_port, json_reply,
                      reset_mid_body)
 
 
@@ -22,6 +22,7 @@ SECRET_KEY = b"test-secret-key-0123456789"
 WHSEC = "whsec_" + base64.b64encode(SECRET_KEY).decode()
 PLAIN_SECRET = "a plain rotation secret"
 TOKEN = "Bearer t0ken-never-logged"
+KEYS = Ed25519Keys()
 
 
 def verify(secret_key, request):
@@ -33,7 +34,7 @@ def verify(secret_key, request):
 
 
 class DeliveryTest(ProsodyTestCase):
-    SECRETS = (TOKEN, PLAIN_SECRET, WHSEC, SECRET_KEY.decode())
+    SECRETS = (TOKEN, PLAIN_SECRET, WHSEC, SECRET_KEY.decode(), KEYS.signing_key)
 
     @classmethod
     def setUpClass(cls):
@@ -55,6 +56,9 @@ class DeliveryTest(ProsodyTestCase):
             "rotate.localhost": {"component_post_url": url + "/rotate",
                                  "component_post_secret": [WHSEC, PLAIN_SECRET]},
             "plain.localhost": {"component_post_url": url + "/plain"},
+            "keyed.localhost": {"component_post_url": url + "/keyed", "component_post_signing_key": KEYS.signing_key},
+            "both.localhost": {"component_post_url": url + "/both", "component_post_secret": WHSEC,
+                               "component_post_signing_key": KEYS.signing_key},
             "big.localhost": {"component_post_url": url + "/big", "component_post_max_response": 1000},
             "ca.localhost": {"component_post_url": cls.https.url + "/ca",
                              "component_post_ca_file": cls.certs.ca},
@@ -260,6 +264,27 @@ class DeliveryTest(ProsodyTestCase):
         self.assertEqual(request["headers"]["authorization"], TOKEN)
         tampered = dict(request, body=request["body"] + b" ")
         self.assertFalse(verify(SECRET_KEY, tampered))
+
+    def test_signing_key_signs_v1a_for_the_public_key(self):
+        id_ = self.alice.message("s@keyed.localhost", "sign me with a key")
+        self.alice.expect(lambda s: s.attr.get("from") == "s@keyed.localhost")
+        request = self.requests_for(id_)[0]
+        signatures = request["headers"]["webhook-signature"].split(" ")
+        self.assertEqual([s[:4] for s in signatures], ["v1a,"])
+        self.assertTrue(KEYS.verifies(request))
+        self.assertFalse(KEYS.verifies(dict(request, body=request["body"] + b" ")))
+        self.assertFalse(Ed25519Keys().verifies(request), "another key does not verify it")
+        # The admin learns the public half; the signing key is never logged
+        # (SECRETS: the harness fails the test if it is).
+        self.assertIn(f"the web service verifies with {KEYS.public_key}", self.log())
+
+    def test_signing_key_goes_beside_the_secret(self):
+        id_ = self.alice.message("s@both.localhost", "both")
+        self.alice.expect(lambda s: s.attr.get("from") == "s@both.localhost")
+        request = self.requests_for(id_)[0]
+        self.assertEqual(len(request["headers"]["webhook-signature"].split(" ")), 2)
+        self.assertTrue(verify(SECRET_KEY, request))
+        self.assertTrue(KEYS.verifies(request))
 
     def test_key_rotation_signs_with_each_secret(self):
         id_ = self.alice.message("s@rotate.localhost", "rotate")

@@ -12,9 +12,11 @@ import sys
 import time
 import unittest
 
-from harness import DOMAIN, PROSODY, ROOT, ProsodyTestCase, echo_handler, free_port, wait_for_port
+from harness import (DOMAIN, PROSODY, ROOT, Ed25519Keys, ProsodyTestCase, echo_handler, free_port,
+                     wait_for_port)
 
 TOKEN = "push-s3cret-token"
+KEYS = Ed25519Keys()
 PATH = "/component_http"
 
 
@@ -46,6 +48,8 @@ class PushTest(ProsodyTestCase):
             "small.localhost": {"component_post_url": url, "component_push_token": TOKEN,
                                 "component_push_max_size": 200},
             "nopush.localhost": {"component_post_url": url},
+            "keyed.localhost": {"component_post_url": url, "component_push_public_key": KEYS.public_key,
+                                "component_push_rate": 1000},
         }, http=True)
         cls.http_port = cls.prosody.http_port
         cls.alice = cls.connect("alice")
@@ -153,6 +157,34 @@ class PushTest(ProsodyTestCase):
         headers["webhook-signature"] = "v1," + base64.b64encode(b"x" * 32).decode()
         status, _, _ = self.post(body, token=None, headers=headers)
         self.assertEqual(status, 403)
+        self.barrier()
+
+    def test_v1a_signature_is_checked_against_the_public_key(self):
+        body = json.dumps({"to": self.alice.jid, "body": "pushed with a key"}).encode()
+        msg_id, timestamp = "msg_push_v1a", str(int(time.time()))
+        headers = {"webhook-id": msg_id, "webhook-timestamp": timestamp,
+                   "webhook-signature": "v1,xyz " + KEYS.sign(msg_id, timestamp, body)}
+        status, answer, _ = self.post(body, host="keyed.localhost", token=None, headers=headers)
+        self.assertEqual(status, 202, answer)
+        got = self.alice.expect(lambda s: s.name == "message" and s.attr.get("from") == "keyed.localhost")
+        self.assertEqual(got.body, "pushed with a key")
+        for refused in [Ed25519Keys().sign(msg_id, timestamp, body),  # another key
+                        KEYS.sign(msg_id, timestamp, body + b" ")]:  # another body
+            headers["webhook-signature"] = refused
+            status, answer, _ = self.post(body, host="keyed.localhost", token=None, headers=headers)
+            self.assertEqual(status, 403, answer)
+        # With a public key alone, neither a bearer token nor a v1 signature is taken.
+        status, answer, _ = self.post(body, host="keyed.localhost", token=TOKEN)
+        self.assertEqual(status, 401, answer)
+        signed = base64.b64encode(hmac.new(TOKEN.encode(), f"{msg_id}.{timestamp}.".encode() + body,
+                                           hashlib.sha256).digest()).decode()
+        headers["webhook-signature"] = f"v1,{signed}"
+        status, answer, _ = self.post(body, host="keyed.localhost", token=None, headers=headers)
+        self.assertEqual(status, 403, answer)
+        # And on a host with a token only, a v1a signature is not enough.
+        headers["webhook-signature"] = KEYS.sign(msg_id, timestamp, body)
+        status, answer, _ = self.post(body, token=None, headers=headers)
+        self.assertEqual(status, 403, answer)
         self.barrier()
 
     def test_iq_round_trip_returns_the_answer(self):

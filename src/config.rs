@@ -12,7 +12,7 @@ use thiserror::Error;
 
 use crate::conversion::Kind;
 use crate::options::{self, Spec, Type};
-use crate::signing::{Secret, SecretError};
+use crate::signing::{KeyError, PublicKey, Secret, SecretError, SigningKey};
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -34,6 +34,8 @@ pub enum ConfigError {
     BadCaFile { path: String, reason: String },
     #[error(transparent)]
     Secret(#[from] SecretError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
 }
 
 /// Whether stanzas of one conversation wait for each other.
@@ -65,6 +67,8 @@ pub struct Options {
     pub tls_verify: Option<bool>,
     pub max_response: Option<f64>,
     pub push_token: Option<String>,
+    pub push_public_key: Option<String>,
+    pub signing_key: Option<String>,
     pub push_max_size: Option<f64>,
     pub push_rate: Option<f64>,
     pub push_timeout: Option<f64>,
@@ -88,6 +92,8 @@ pub struct Config {
     pub retries: u32,
     pub ordering: Ordering,
     pub secrets: Vec<Secret>,
+    /// Signs requests `v1a` (ed25519) too.
+    pub signing_key: Option<SigningKey>,
     /// Extra request headers, marked sensitive so they never show in logs.
     pub headers: HeaderMap,
     pub ca_certificates: Vec<reqwest::Certificate>,
@@ -95,6 +101,9 @@ pub struct Config {
     pub max_response: usize,
     /// The push endpoint's token; without one the endpoint is off.
     pub push_token: Option<PushToken>,
+    /// Pushes signed `v1a` with this key's secret half are accepted too;
+    /// with it alone the endpoint is on.
+    pub push_public_key: Option<PublicKey>,
     pub push_max_size: usize,
     /// Pushes a second (and burst).
     pub push_rate: f64,
@@ -168,6 +177,11 @@ impl Config {
                 .iter()
                 .map(|s| Secret::parse(s))
                 .collect::<Result<_, _>>()?,
+            signing_key: options
+                .signing_key
+                .as_deref()
+                .map(|k| SigningKey::parse(k, options::SIGNING_KEY.name))
+                .transpose()?,
             headers: headers(&options.headers)?,
             ca_certificates: match &options.ca_file {
                 Some(path) => ca_certificates(path)?,
@@ -181,6 +195,11 @@ impl Config {
                 }
                 token => token.map(PushToken),
             },
+            push_public_key: options
+                .push_public_key
+                .as_deref()
+                .map(|k| PublicKey::parse(k, options::PUSH_PUBLIC_KEY.name))
+                .transpose()?,
             push_max_size: count(&options::PUSH_MAX_SIZE, options.push_max_size)?,
             push_rate: rate(&options::PUSH_RATE, options.push_rate)?,
             push_timeout: seconds(&options::PUSH_TIMEOUT, options.push_timeout)?,

@@ -136,6 +136,17 @@ pub const SECRET: Spec = spec(
     "sign requests the Standard Webhooks way; `\"whsec_<base64>\"` or a plain string; a list \
      signs with each (key rotation)",
 );
+pub const SIGNING_KEY: Spec = Spec {
+    shown_default: Some("none"),
+    ..spec(
+        "component_post_signing_key",
+        "signing_key",
+        Type::Token,
+        "sign requests with an ed25519 key, `\"whsk_<base64>\"` (Standard Webhooks `v1a`), \
+         beside any `component_post_secret`: the web service verifies with the public key \
+         (logged at load as `whpk_…`) and holds nothing that could sign",
+    )
+};
 pub const HEADERS: Spec = spec(
     "component_post_headers",
     "headers",
@@ -215,6 +226,16 @@ pub const PUSH_TOKEN: Spec = Spec {
          signature made with it as the secret (`whsec_…` or plain)",
     )
 };
+pub const PUSH_PUBLIC_KEY: Spec = Spec {
+    shown_default: Some("none"),
+    ..spec(
+        "component_push_public_key",
+        "push_public_key",
+        Type::Token,
+        "an ed25519 public key, `whpk_…`: the push endpoint also accepts pushes signed \
+         with its key (Standard Webhooks `v1a`), and is on with this alone",
+    )
+};
 pub const PUSH_RATE: Spec = spec(
     "component_push_rate",
     "push_rate",
@@ -239,7 +260,7 @@ pub const PUSH_MAX_SIZE: Spec = spec(
 );
 
 /// Every option, in the README's order.
-pub const ALL: [&Spec; 22] = [
+pub const ALL: [&Spec; 24] = [
     &URL,
     &STANZAS,
     &TIMEOUT,
@@ -249,6 +270,7 @@ pub const ALL: [&Spec; 22] = [
     &RETRIES,
     &ORDERING,
     &SECRET,
+    &SIGNING_KEY,
     &HEADERS,
     &CA_FILE,
     &TLS_VERIFY,
@@ -259,6 +281,7 @@ pub const ALL: [&Spec; 22] = [
     &ROOMS,
     &NICK,
     &PUSH_TOKEN,
+    &PUSH_PUBLIC_KEY,
     &PUSH_RATE,
     &PUSH_TIMEOUT,
     &PUSH_MAX_SIZE,

@@ -6,7 +6,7 @@ use thiserror::Error;
 
 use crate::conversion::{self, Envelope, Kind, ReplyError};
 use crate::jid;
-use crate::signing::{self, Secret};
+use crate::signing::{self, PublicKey, Secret};
 use crate::xml::{self, Element};
 
 /// A signed push older or newer than this is refused (Standard Webhooks'
@@ -37,10 +37,20 @@ pub struct Credentials<'a> {
     pub webhook_signature: Option<&'a str>,
 }
 
-/// `Authorization: Bearer <token>`, or a Standard Webhooks signature made
-/// with the token as its secret. Compared in constant time.
+/// What the push endpoint accepts: the token (as a bearer token, or as the
+/// secret of a `v1` signature) and the public key of `v1a` signatures. At
+/// least one is set, or the endpoint is off.
+#[derive(Debug, Clone, Copy)]
+pub struct PushKeys<'a> {
+    pub token: Option<&'a str>,
+    pub public_key: Option<&'a PublicKey>,
+}
+
+/// `Authorization: Bearer <token>`, or a Standard Webhooks signature: `v1`
+/// made with the token as its secret (compared in constant time), or `v1a`
+/// made with the secret half of the public key.
 pub fn authorize(
-    token: &str,
+    keys: PushKeys,
     credentials: &Credentials,
     body: &[u8],
     now_secs: u64,
@@ -49,6 +59,12 @@ pub fn authorize(
         let given = authorization
             .strip_prefix("Bearer ")
             .ok_or_else(|| refuse(401, "Authorization must be 'Bearer <token>'"))?;
+        let Some(token) = keys.token else {
+            return Err(refuse(
+                401,
+                "no bearer token is accepted here: sign the push (v1a)",
+            ));
+        };
         return if constant_time_eq(given.trim().as_bytes(), token.as_bytes()) {
             Ok(())
         } else {
@@ -75,12 +91,20 @@ pub fn authorize(
     if timestamp.abs_diff(now_secs) > TIMESTAMP_TOLERANCE_SECS {
         return Err(refuse(401, "webhook-timestamp is too far from now"));
     }
-    let secret = Secret::parse(token).map_err(|e| refuse(500, e.to_string()))?;
-    let expected = signing::signature(&[secret], id, timestamp, body);
-    let valid = signatures
-        .split(' ')
-        .any(|given| constant_time_eq(given.as_bytes(), expected.as_bytes()));
-    if valid {
+    let symmetric = match keys.token {
+        Some(token) => {
+            let secret = Secret::parse(token).map_err(|e| refuse(500, e.to_string()))?;
+            let expected = signing::signature(&[secret], None, id, timestamp, body);
+            signatures
+                .split(' ')
+                .any(|given| constant_time_eq(given.as_bytes(), expected.as_bytes()))
+        }
+        None => false,
+    };
+    let asymmetric = keys
+        .public_key
+        .is_some_and(|key| key.verifies(signatures, id, timestamp, body));
+    if symmetric || asymmetric {
         Ok(())
     } else {
         Err(refuse(403, "bad signature"))
@@ -355,27 +379,30 @@ mod tests {
             authorization: Some(a),
             ..Default::default()
         };
-        assert_eq!(authorize("s3cret", &creds("Bearer s3cret"), b"", 0), Ok(()));
         assert_eq!(
-            authorize("s3cret", &creds("Bearer wrong"), b"", 0)
+            authorize(TOKEN_ONLY, &creds("Bearer s3cret"), b"", 0),
+            Ok(())
+        );
+        assert_eq!(
+            authorize(TOKEN_ONLY, &creds("Bearer wrong"), b"", 0)
                 .unwrap_err()
                 .status,
             403
         );
         assert_eq!(
-            authorize("s3cret", &creds("Bearer s3cre"), b"", 0)
+            authorize(TOKEN_ONLY, &creds("Bearer s3cre"), b"", 0)
                 .unwrap_err()
                 .status,
             403
         );
         assert_eq!(
-            authorize("s3cret", &creds("Basic xyz"), b"", 0)
+            authorize(TOKEN_ONLY, &creds("Basic xyz"), b"", 0)
                 .unwrap_err()
                 .status,
             401
         );
         assert_eq!(
-            authorize("s3cret", &Credentials::default(), b"", 0)
+            authorize(TOKEN_ONLY, &Credentials::default(), b"", 0)
                 .unwrap_err()
                 .status,
             401
@@ -386,7 +413,7 @@ mod tests {
     fn webhook_signature() {
         let body = br#"{"to": "u@h"}"#;
         let secret = Secret::parse("s3cret").unwrap();
-        let good = signing::signature(&[secret], "m1", 1000, body);
+        let good = signing::signature(&[secret], None, "m1", 1000, body);
         let creds = |signature: &'static str, ts: &'static str| Credentials {
             webhook_id: Some("m1"),
             webhook_timestamp: Some(ts),
@@ -395,32 +422,98 @@ mod tests {
         };
         let good: &'static str = Box::leak(format!("v1,other {good}").into_boxed_str());
         assert_eq!(
-            authorize("s3cret", &creds(good, "1000"), body, 1100),
+            authorize(TOKEN_ONLY, &creds(good, "1000"), body, 1100),
             Ok(())
         );
         assert_eq!(
-            authorize("s3cret", &creds(good, "1000"), b"tampered", 1100)
+            authorize(TOKEN_ONLY, &creds(good, "1000"), b"tampered", 1100)
                 .unwrap_err()
                 .status,
             403
         );
         assert_eq!(
-            authorize("s3cret", &creds(good, "1000"), body, 5000)
+            authorize(TOKEN_ONLY, &creds(good, "1000"), body, 5000)
                 .unwrap_err()
                 .status,
             401
         );
         assert_eq!(
-            authorize("s3cret", &creds("v1,nope", "1000"), body, 1000)
+            authorize(TOKEN_ONLY, &creds("v1,nope", "1000"), body, 1000)
                 .unwrap_err()
                 .status,
             403
         );
         assert_eq!(
-            authorize("s3cret", &creds(good, "soon"), body, 1000)
+            authorize(TOKEN_ONLY, &creds(good, "soon"), body, 1000)
                 .unwrap_err()
                 .status,
             401
         );
     }
+
+    #[test]
+    fn v1a_signature_with_the_public_key() {
+        let key = signing_key();
+        let public = PublicKey::parse(&key.public_key(), "component_push_public_key").unwrap();
+        let body = br#"{"to": "u@h"}"#;
+        let signed = signing::signature(&[], Some(&key), "m1", 1000, body);
+        let creds = |signature: &str| Credentials {
+            webhook_id: Some("m1"),
+            webhook_timestamp: Some("1000"),
+            webhook_signature: Some(Box::leak(signature.to_owned().into_boxed_str())),
+            ..Default::default()
+        };
+        let key_only = PushKeys {
+            token: None,
+            public_key: Some(&public),
+        };
+        let both = PushKeys {
+            token: Some("s3cret"),
+            public_key: Some(&public),
+        };
+        assert_eq!(authorize(key_only, &creds(&signed), body, 1000), Ok(()));
+        assert_eq!(
+            authorize(both, &creds(&format!("v1,x {signed}")), body, 1000),
+            Ok(())
+        );
+        assert_eq!(
+            authorize(key_only, &creds(&signed), b"tampered", 1000)
+                .unwrap_err()
+                .status,
+            403
+        );
+        // A v1a signature is no good without the public key.
+        assert_eq!(
+            authorize(TOKEN_ONLY, &creds(&signed), body, 1000)
+                .unwrap_err()
+                .status,
+            403
+        );
+        // Nor is a v1 one without the token, or a bearer token.
+        let v1 = signing::signature(&[Secret::parse("s3cret").unwrap()], None, "m1", 1000, body);
+        assert_eq!(
+            authorize(key_only, &creds(&v1), body, 1000)
+                .unwrap_err()
+                .status,
+            403
+        );
+        let bearer = Credentials {
+            authorization: Some("Bearer s3cret"),
+            ..Default::default()
+        };
+        assert_eq!(
+            authorize(key_only, &bearer, body, 1000).unwrap_err().status,
+            401
+        );
+    }
+
+    fn signing_key() -> signing::SigningKey {
+        signing::SigningKey::parse("whsk_TM0Imyj/ltqdtsNG7BFOD1uKMZ81q6Yk2oz27U+4pvs=", "k")
+            .unwrap()
+    }
+
+    const TOKEN_ONLY: PushKeys = PushKeys {
+        token: Some("s3cret"),
+        public_key: None,
+    };
 }

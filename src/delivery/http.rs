@@ -124,8 +124,14 @@ pub(super) async fn post(
         .header(CONTENT_TYPE, "application/json")
         .header(WEBHOOK_ID, id)
         .header(WEBHOOK_TIMESTAMP, timestamp);
-    if !config.secrets.is_empty() {
-        let signature = signing::signature(&config.secrets, id, timestamp, json.as_bytes());
+    if !config.secrets.is_empty() || config.signing_key.is_some() {
+        let signature = signing::signature(
+            &config.secrets,
+            config.signing_key.as_ref(),
+            id,
+            timestamp,
+            json.as_bytes(),
+        );
         request = request.header(WEBHOOK_SIGNATURE, signature);
     }
     let response = request

@@ -47,6 +47,10 @@ type PushHeaders = (
 impl UserData for Delivery {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         methods.add_method("fd", |_, this, ()| Ok(this.fd()));
+        // The `whpk_` key that verifies this host's `v1a` signatures, or nil.
+        methods.add_method("signing_public_key", |_, this, ()| {
+            Ok(this.config().signing_key.as_ref().map(|k| k.public_key()))
+        });
         methods.add_method("counts", |_, this, ()| Ok(this.counts()));
         // The push endpoint's pushes a second, and seconds a pushed IQ waits.
         methods.add_method("push_limits", |_, this, ()| {
@@ -79,7 +83,11 @@ impl UserData for Delivery {
             "push_authorize",
             |_, this, (authorization, id, timestamp, signature, body): PushHeaders| {
                 let config = this.config();
-                let Some(token) = &config.push_token else {
+                let keys = push::PushKeys {
+                    token: config.push_token.as_ref().map(|t| t.0.as_str()),
+                    public_key: config.push_public_key.as_ref(),
+                };
+                if keys.token.is_none() && keys.public_key.is_none() {
                     return Ok((Some(404), Some("push is not enabled".to_owned())));
                 };
                 if body.as_bytes().len() > config.push_max_size {
@@ -97,7 +105,7 @@ impl UserData for Delivery {
                     .unwrap_or_default()
                     .as_secs();
                 Ok(
-                    match push::authorize(&token.0, &credentials, &body.as_bytes(), now) {
+                    match push::authorize(keys, &credentials, &body.as_bytes(), now) {
                         Ok(()) => (None, None),
                         Err(e) => (Some(e.status), Some(e.message)),
                     },

@@ -213,7 +213,8 @@ unsafe fn read_table(
     ffi::lua_settop(state, table);
 
     let len = ffi::lua_rawlen(state, table);
-    element.children.reserve(len);
+    // A border of Lua's choosing: reserve no more than a stanza would need.
+    element.children.reserve(len.min(256));
     for i in 1..=len {
         match ffi::lua_rawgeti(state, table, i as ffi::lua_Integer) {
             ffi::LUA_TSTRING => {

@@ -217,7 +217,7 @@ pub const NICK: Spec = Spec {
     )
 };
 pub const PUSH_TOKEN: Spec = Spec {
-    shown_default: Some("none: endpoint off"),
+    shown_default: Some("none: endpoint off, unless a public key is set"),
     ..spec(
         "component_push_token",
         "push_token",

@@ -11,6 +11,8 @@ import unittest
 from harness import (BACKEND, PROSODY, DOMAIN, NS_STANZAS, ProsodyTestCase, echo_handler, free_port,
                      json_reply)
 
+# A signing key too short to be one: the error names the option, never the key.
+BAD_KEY = "whsk_c2hvcnQta2V5LW5ldmVyLWxvZ2dlZA=="
 USERS = ["alice", "bob", "carol"] + [f"user{i}" for i in range(10)]
 
 
@@ -24,6 +26,8 @@ def answering(handler):
 
 
 class ContractTest(ProsodyTestCase):
+    SECRETS = (BAD_KEY,)
+
     @classmethod
     def setUpClass(cls):
         cls.web_services()
@@ -57,6 +61,8 @@ class ContractTest(ProsodyTestCase):
             "badheaders.localhost": {"component_post_url": url, "component_post_headers": "X-A: b"},
             "badsecret.localhost": {"component_post_url": url, "component_post_secret": "whsec_%%%"},
             "badinflight.localhost": {"component_post_url": url, "component_post_max_inflight": 0},
+            "badkey.localhost": {"component_post_url": url, "component_post_signing_key": BAD_KEY},
+            "badpublic.localhost": {"component_post_url": url, "component_push_public_key": "whpk_AAAA"},
         }
         cls.start_prosody(cls.components, users=USERS)
         name = "libevent" if BACKEND == "event" else BACKEND
@@ -443,13 +449,16 @@ class ContractTest(ProsodyTestCase):
                               ("badca.localhost", ["component_post_ca_file", "/nonexistent.pem"]),
                               ("badheaders.localhost", ["component_post_headers"]),
                               ("badsecret.localhost", ["component_post_secret"]),
-                              ("badinflight.localhost", ["component_post_max_inflight = 0"])]:
+                              ("badinflight.localhost", ["component_post_max_inflight = 0"]),
+                              ("badkey.localhost", ["component_post_signing_key must be an ed25519 signing key"]),
+                              ("badpublic.localhost", ["component_push_public_key must be an ed25519 public key"])]:
             with self.subTest(host=host):
                 lines = [l for l in log if f"on '{host}'" in l and "Error initializing" in l]
                 self.assertEqual(len(lines), 1, lines)
                 for needle in needles:
                     self.assertIn(needle, lines[0])
                 self.assertNotIn("traceback", lines[0])
+                self.assertNotIn(BAD_KEY, lines[0])
                 # The host has no handler: Prosody answers on its own.
                 self.assertEqual(self.error_to(self.alice, f"x@{host}")[:2],
                                  ("cancel", "service-unavailable"))

@@ -161,6 +161,7 @@ pub fn stanza(host: &str, content_type: Option<&str>, body: &[u8]) -> Result<Ele
     if stanza.attr("id").is_none() {
         stanza.set_attr("id", signing::delivery_id().replacen("msg_", "push_", 1));
     }
+    stanza.check().map_err(|e| refuse(400, e.to_string()))?;
     Ok(stanza)
 }
 

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::xml::Element;
+use crate::xml::{self, Element};
 
 pub const XMLNS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
 
@@ -55,10 +55,16 @@ impl StanzaError {
             .with_attr("type", self.kind.as_str())
             .with_child(Element::new(self.condition).with_attr("xmlns", XMLNS_STANZAS));
         if let Some(text) = &self.text {
+            // It may quote a web service's answer: what XML cannot carry (a
+            // NUL, control characters) becomes U+FFFD.
+            let text: String = text
+                .chars()
+                .map(|c| if xml::is_xml_char(c) { c } else { '\u{FFFD}' })
+                .collect();
             error = error.with_child(
                 Element::new("text")
                     .with_attr("xmlns", XMLNS_STANZAS)
-                    .with_text(text.as_str()),
+                    .with_text(text),
             );
         }
         error
@@ -132,6 +138,17 @@ mod tests {
     fn mapped(status: u16) -> (&'static str, &'static str, Option<String>) {
         let e = for_status(status);
         (e.kind.as_str(), e.condition, e.text)
+    }
+
+    // Found by fuzz/fuzz_targets/reply.rs: a 5xx body quoted in the error
+    // text carried a NUL into the stanza.
+    #[test]
+    fn text_xml_cannot_carry_becomes_a_replacement_character() {
+        let mut error = for_status(503);
+        error.text = Some("busy\0 later\u{1}".into());
+        let xml = error.to_element().to_xml();
+        assert!(xml.contains("busy\u{FFFD} later\u{FFFD}</text>"), "{xml}");
+        crate::xml::parse(&xml).unwrap();
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub enum XmlError {
     TrailingContent,
     #[error("elements nested deeper than {MAX_DEPTH} levels")]
     TooDeep,
+    #[error("not allowed in XML: {0}")]
+    NotXml(String),
 }
 
 impl Element {
@@ -61,8 +63,13 @@ impl Element {
     }
 
     /// Builder: appends a text node.
+    /// Adds a text node (none for empty text, which XML cannot tell from
+    /// no text: `<a></a>` parses as `<a/>`).
     pub fn with_text(mut self, text: impl Into<String>) -> Self {
-        self.children.push(Node::Text(text.into()));
+        let text = text.into();
+        if !text.is_empty() {
+            self.children.push(Node::Text(text));
+        }
         self
     }
 
@@ -112,6 +119,32 @@ impl Element {
             .collect()
     }
 
+    /// Whether every name, attribute and text is one XML can carry: no
+    /// character outside XML 1.0's (a NUL, most control characters) and no
+    /// name that would not parse as one. A stanza that fails this would make
+    /// its recipient's parser close the stream.
+    pub fn check(&self) -> Result<(), XmlError> {
+        check_name(&self.name)?;
+        for (key, value) in &self.attrs {
+            match key.split_once('\u{1}') {
+                // Prosody's key of a namespaced attribute: "namespace\1name".
+                Some((ns, local)) if !ns.is_empty() && !local.contains(':') => {
+                    check_chars(ns, "an attribute's namespace")?;
+                    check_name(local)?;
+                }
+                _ => check_name(key)?,
+            }
+            check_chars(value, "an attribute value")?;
+        }
+        for child in &self.children {
+            match child {
+                Node::Element(element) => element.check()?,
+                Node::Text(text) => check_chars(text, "text")?,
+            }
+        }
+        Ok(())
+    }
+
     /// Serialises exactly as Prosody's `tostring(stanza)` does.
     pub fn to_xml(&self) -> String {
         let mut out = String::with_capacity(256);
@@ -155,6 +188,30 @@ impl Element {
         out.push_str("</");
         out.push_str(&self.name);
         out.push('>');
+    }
+}
+
+/// XML 1.0's `Char`: tab, newline, carriage return, and the rest of
+/// Unicode but the other C0 controls, surrogates and U+FFFE/U+FFFF.
+pub fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+fn check_chars(text: &str, what: &str) -> Result<(), XmlError> {
+    match text.chars().find(|c| !is_xml_char(*c)) {
+        Some(c) => Err(XmlError::NotXml(format!("U+{:04X} in {what}", c as u32))),
+        None => Ok(()),
+    }
+}
+
+/// A name as a start tag can carry it (a simplified XML `Name`: not empty,
+/// no space, markup or quote, not starting with a digit, '-' or '.').
+fn check_name(name: &str) -> Result<(), XmlError> {
+    let bad = |c: char| c.is_whitespace() || "<>&'\"=/!?".contains(c) || !is_xml_char(c);
+    let first_bad = |c: char| c.is_ascii_digit() || c == '-' || c == '.';
+    match name.chars().next() {
+        Some(first) if !first_bad(first) && !name.chars().any(bad) => Ok(()),
+        _ => Err(XmlError::NotXml(format!("the name {name:?}"))),
     }
 }
 
@@ -235,6 +292,7 @@ pub fn parse(xml: &str) -> Result<Element, XmlError> {
         )));
     }
     let mut root = root.ok_or(XmlError::Empty)?;
+    root.check()?;
     if root
         .attr("xmlns")
         .is_some_and(|ns| STREAM_NAMESPACES.contains(&ns))
@@ -264,6 +322,9 @@ fn element_from_start(start: &BytesStart) -> Result<Element, XmlError> {
     for attr in start.attributes() {
         let attr = attr.map_err(|e| syntax(&e))?;
         let key = std::str::from_utf8(attr.key.as_ref()).map_err(|e| syntax(&e))?;
+        // Checked here, as written: the tree's check reads "\1" in a key as
+        // Prosody's namespaced form, which XML text cannot carry.
+        check_name(key)?;
         let value = attr.unescape_value().map_err(|e| syntax(&e))?;
         if element.attr(key).is_some() {
             return Err(syntax(&format!("duplicate attribute {key}")));
@@ -300,6 +361,45 @@ fn push_text(stack: &mut [Element], text: &str) -> Result<(), XmlError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Found by fuzz/fuzz_targets/xml_roundtrip.rs and push.rs: a NUL or a
+    // control character (written, or as a character reference) and names
+    // that would not parse again were accepted.
+    #[test]
+    fn what_xml_cannot_carry_is_refused() {
+        for bad in [
+            "<a>\u{0}</a>",
+            "<a>&#1;</a>",
+            "<a b='\u{8}'/>",
+            "<a b\u{1}c='v'/>",
+            "<a\u{b}/>",
+            "<a>&#xFFFE;</a>",
+        ] {
+            assert!(
+                matches!(parse(bad), Err(XmlError::NotXml(_) | XmlError::Syntax(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(parse("<a b='tab\there'>line\nbreak \u{10000}</a>").is_ok());
+        // Prosody's namespaced attribute keys are checked as what they
+        // serialise to.
+        for key in ["\u{1}local", "urn:x\u{1}a:b"] {
+            assert!(
+                Element::new("a").with_attr(key, "v").check().is_err(),
+                "{key:?}"
+            );
+        }
+        assert!(Element::new("a")
+            .with_attr("urn:x\u{1}a", "v")
+            .check()
+            .is_ok());
+    }
+
+    // Found by fuzz/fuzz_targets/json_to_stanza.rs: `<a></a>` parses as `<a/>`.
+    #[test]
+    fn empty_text_adds_no_node() {
+        assert!(Element::new("a").with_text("").children.is_empty());
+    }
 
     #[test]
     fn serialises_like_prosody() {

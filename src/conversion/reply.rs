@@ -96,8 +96,15 @@ pub fn reply_for(
             Some(id) => reply.set_attr("id", id.as_str()),
             None => reply.remove_attr("id"),
         }
-        if reply.attr("type").is_none() {
-            reply.set_attr("type", "result");
+        match reply.attr("type") {
+            None => reply.set_attr("type", "result"),
+            Some("result" | "error") => {}
+            // A get or set with the request's id would answer nothing.
+            Some(other) => {
+                return Err(ReplyError::Invalid(format!(
+                    "an answer to an IQ must be of type result or error, not {other:?}"
+                )))
+            }
         }
     }
     Ok(Some(reply))
@@ -110,10 +117,16 @@ pub fn stanza_from_object(
     envelope: &Envelope,
     object: &Map<String, Value>,
 ) -> Result<Element, ReplyError> {
-    match object.get("stanza") {
-        Some(stanza) => reply_from_xml(envelope, stanza),
-        None => reply_from_fields(envelope, object),
-    }
+    let stanza = match object.get("stanza") {
+        Some(stanza) => reply_from_xml(envelope, stanza)?,
+        None => reply_from_fields(envelope, object)?,
+    };
+    // JSON strings may hold what XML cannot (a NUL, say): refused here, or
+    // the recipient's parser would close its stream.
+    stanza
+        .check()
+        .map_err(|e| ReplyError::Invalid(e.to_string()))?;
+    Ok(stanza)
 }
 
 fn invalid(field: &str, why: &str) -> ReplyError {
@@ -256,6 +269,40 @@ mod tests {
 
     fn reply(stanza: &Element, answer: HttpAnswer) -> Result<Option<Element>, ReplyError> {
         reply_for(&envelope(stanza), HOST, &answer)
+    }
+
+    // Found by fuzz/fuzz_targets/reply.rs: a get or set "answer" with the
+    // request's id answered nothing.
+    #[test]
+    fn an_iq_answer_must_be_a_result_or_an_error() {
+        let iq = crate::conversion::examples::iq("get");
+        for kind in ["get", "set"] {
+            let answer = json_answer(json!({"kind": "iq", "type": kind}));
+            assert!(
+                matches!(reply(&iq, answer), Err(ReplyError::Invalid(why)) if why.contains("result or error"))
+            );
+        }
+        let answer = json_answer(json!({"kind": "iq", "type": "error"}));
+        assert_eq!(
+            reply(&iq, answer).unwrap().unwrap().attr("type"),
+            Some("error")
+        );
+    }
+
+    // Found by fuzz/fuzz_targets/json_to_stanza.rs: JSON strings can hold
+    // what XML cannot, and the recipient's parser would close its stream.
+    #[test]
+    fn text_xml_cannot_carry_is_refused() {
+        for object in [
+            json!({"body": "a\u{0}b"}),
+            json!({"to": "x@y\u{8}"}),
+            json!({"stanza": "<message><body>&#1;</body></message>"}),
+        ] {
+            assert!(matches!(
+                reply(&message("x"), json_answer(object)),
+                Err(ReplyError::Invalid(_))
+            ));
+        }
     }
 
     #[test]

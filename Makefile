@@ -32,7 +32,7 @@ DEB_PACKAGES := prosody lua5.4 liblua5.4-dev lua5.1 lua5.3 luajit lua-busted lua
 PROSODY13_DEB := 13.0.1-1~bpo12+1
 PROSODY13 := .cache/prosody-13.0.1
 
-.PHONY: all build install rock deps deps-bench deps-profile prosody13 run test test-fresh bench profile soak test-rust test-lua test-e2e readme-options clean
+.PHONY: all build install rock deps deps-bench deps-profile deps-fuzz fuzz prosody13 run test test-fresh bench profile soak test-rust test-lua test-e2e readme-options clean
 
 all: build
 
@@ -115,6 +115,22 @@ deps-profile: deps-bench
 		echo "Installing Debian package: valgrind"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind; }
 
+# Fuzzing: cargo-fuzz on a nightly toolchain (rustup's, beside stable).
+# cargo-fuzz goes into .cache/, not ~/.cargo: what the project needs is
+# installed by the project (and test-fresh's toolchain is read-only).
+CARGO_FUZZ := .cache/cargo-fuzz/bin/cargo-fuzz
+deps-fuzz: $(CARGO_FUZZ)
+	@rustup toolchain list | grep -q '^nightly' || { echo "Installing the nightly Rust toolchain"; \
+		rustup toolchain install nightly --profile minimal; }
+
+$(CARGO_FUZZ):
+	cargo install --locked --root .cache/cargo-fuzz cargo-fuzz
+
+# Every fuzz target for FUZZ_SECONDS each (default 10 minutes), from the
+# committed seed corpora in fuzz/seeds/.
+fuzz: deps-fuzz
+	$(PYTHON) prosody-test/run_all.py fuzz $(or $(FUZZ_SECONDS),600)
+
 # `make test` in a throwaway Debian 12 root made by debootstrap, where only
 # what `make deps` installs is there: proves a fresh machine passes.
 test-fresh:
@@ -136,7 +152,7 @@ soak: deps-bench build
 run: deps build $(if $(filter 13,$(PROSODY)),prosody13)
 	$(PYTHON) prosody-test/run_local.py
 
-test: deps build $(SPEC_LIBS) prosody13
+test: deps deps-fuzz build $(SPEC_LIBS) prosody13
 	$(PYTHON) prosody-test/run_all.py
 
 # One part each; PROSODY=0.12|13 and NETWORK_BACKEND=epoll|select|event

@@ -2,15 +2,18 @@
 library is built for, and the end-to-end suite on each Prosody and network
 backend. Ends with one line: `N passed, N failed, N skipped`.
 
-`run_all.py [rust] [lua] [e2e]` runs only those parts (the Makefile's
-test-rust, test-lua and test-e2e). `make test` builds what the parts need
-first: the plugin, the library for each Lua, and Prosody 13.
+`run_all.py [rust] [lua] [fuzz [SECONDS]] [e2e]` runs only those parts
+(the Makefile's test-rust, test-lua, fuzz and test-e2e). `make test` builds
+what the parts need first: the plugin, the library for each Lua, and
+Prosody 13; its fuzz part gives each target FUZZ_TEST_SECONDS (20).
 """
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 
 from harness import PROSODY_ROOTS
 
@@ -75,6 +78,36 @@ def backends():
     return found
 
 
+FUZZ_DIR = os.path.join(ROOT, "fuzz")
+
+
+def fuzz_targets():
+    return sorted(name[:-3] for name in os.listdir(os.path.join(FUZZ_DIR, "fuzz_targets"))
+                  if name.endswith(".rs") and name != "common.rs")
+
+
+def fuzz(results, seconds=None):
+    """Each fuzz target for `seconds`, from its committed seeds (read only:
+    what it finds goes to a temp folder). A crash fails it; its input is
+    kept in fuzz/artifacts/ to become a regression test."""
+    seconds = int(seconds or os.environ.get("FUZZ_TEST_SECONDS", "20"))
+    # `make deps-fuzz` puts cargo-fuzz there.
+    env = dict(os.environ, PATH=os.path.join(ROOT, ".cache", "cargo-fuzz", "bin") + os.pathsep + os.environ["PATH"])
+    for target in fuzz_targets():
+        found = tempfile.mkdtemp(prefix=f"fuzz-{target}-")
+        seeds = os.path.join(FUZZ_DIR, "seeds", target)
+        try:
+            code, out = run(f"fuzz {target}", [
+                "cargo", "+nightly", "fuzz", "run", "--fuzz-dir", FUZZ_DIR, target, found, seeds,
+                "--", f"-max_total_time={seconds}", "-max_len=4096", "-print_final_stats=1"], env=env)
+        finally:
+            shutil.rmtree(found, ignore_errors=True)
+        runs = re.search(r"Done (\d+) runs in", out) or re.search(r"stat::number_of_executed_units:\s*(\d+)", out)
+        print(f"fuzz {target}: {runs.group(1) if runs else '?'} executions in {seconds} s, "
+              f"{'no crash' if code == 0 else 'FAILED'}", flush=True)
+        results.append((f"fuzz {target}", 1 if code == 0 else 0, 0 if code == 0 else 1, 0))
+
+
 def part(results, name, counts, command, **kwargs):
     code, out = run(name, command, **kwargs)
     p, f, skipped = counts(out)
@@ -108,17 +141,24 @@ def e2e(results):
                  cwd=HERE, env=env)
 
 
-PARTS = {"rust": rust, "lua": lua, "e2e": e2e}
+PARTS = {"rust": rust, "lua": lua, "fuzz": fuzz, "e2e": e2e}
 
 
 def main(names):
+    # `fuzz SECONDS`: the seconds go to the fuzz part.
+    seconds = None
+    if "fuzz" in names and names.index("fuzz") + 1 < len(names) and names[names.index("fuzz") + 1].isdigit():
+        seconds = names.pop(names.index("fuzz") + 1)
     unknown = [n for n in names if n not in PARTS]
     if unknown:
         print(f"unknown part {unknown[0]!r}: say any of {', '.join(PARTS)}")
         return 2
     results = []
     for name in names or PARTS:
-        PARTS[name](results)
+        if name == "fuzz":
+            fuzz(results, seconds)
+        else:
+            PARTS[name](results)
 
     print("\n=== summary")
     width = max(len(r[0]) for r in results)

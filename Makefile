@@ -23,7 +23,7 @@ endif
 # Prosody 13 needs too (the same dependencies), the Lua headers that
 # `luarocks make` compiles against, every Lua the library is built for
 # (the busted specs run on each), and the example bots' languages.
-DEB_PACKAGES := prosody lua5.4 liblua5.4-dev lua5.1 lua5.3 luajit lua-busted lua-event lua-dbi-sqlite3 \
+DEB_PACKAGES := prosody lua5.4 liblua5.4-dev lua5.1 lua5.3 luajit lua-busted lua-event lua-dbi-sqlite3 lua-dbi-postgresql postgresql \
 	luarocks python3 python3-cryptography ca-certificates openssl php-cli nodejs
 
 # Prosody 13 beside Debian 12's 0.12: Debian 13's version, from

@@ -1,7 +1,8 @@
 """End-to-end: durable delivery (component_post_durable). The web service
 goes down under load, Prosody restarts in the middle, the service comes
 back: everything arrives once, in order per conversation, and no sender
-sees an error. Run with Prosody's internal storage and with SQLite."""
+sees an error. Run with Prosody's internal storage, and its SQL storage on
+SQLite and on a real PostgreSQL server."""
 
 import glob
 import os
@@ -11,8 +12,8 @@ import threading
 import time
 import unittest
 
-from harness import (PROSODY, SHELL_UNRELIABLE, SHELL_UNRELIABLE_WHY, WAIT, ProsodyTestCase, echo_handler,
-                     free_port, json_reply)
+from harness import (PROSODY, SHELL_UNRELIABLE, SHELL_UNRELIABLE_WHY, WAIT, PostgresServer, ProsodyTestCase,
+                     echo_handler, free_port, json_reply)
 
 
 # Long enough for a circuit probe (at most every 15 s) after the service is back.
@@ -38,6 +39,7 @@ def is_error(stanza):
 
 class DurableInternalTest(ProsodyTestCase):
     STORAGE = ('storage = "internal"',)
+    STORAGE_NAME = "internal"
 
     def start(self, components):
         return self.start_prosody(components, extra_config=self.STORAGE, metrics=True)
@@ -96,7 +98,7 @@ class DurableInternalTest(ProsodyTestCase):
         for user in USERS:
             bodies = [r["json"]["body"] for r in back.requests if r["json"]["to"] == to[user]]
             self.assertEqual(bodies, [f"{user} {i}" for i in range(1, 13)], "in order per conversation")
-        print(f"\n[durable/{self.STORAGE[0]}] outage: 36 held (24 before the restart, 12 after), "
+        print(f"\n[durable/{self.STORAGE_NAME}] outage: 36 held (24 before the restart, 12 after), "
               f"{len(back.requests)} requests after the service came back, "
               f"{len(set(ids))} distinct webhook-ids, 0 sender errors", flush=True)
 
@@ -324,12 +326,39 @@ class DurableSqliteTest(DurableInternalTest):
     """The same, with Prosody's SQL storage on SQLite (LuaDBI)."""
 
     STORAGE = ('storage = "sql"', 'sql = { driver = "SQLite3", database = "durable.sqlite" }')
+    STORAGE_NAME = "SQLite"
 
     def stored(self, host):
         with sqlite3.connect(os.path.join(self.prosody.dir, "data", "durable.sqlite")) as db:
             (count,) = db.execute('SELECT COUNT(DISTINCT "user") FROM "prosody" WHERE "host"=? AND "store"=?',
                                   (host, "component_http_waiting")).fetchone()
-        return count + super().stored(host)  # nothing may land in the files
+        self.assertEqual(super().stored(host), 0, "nothing lands in internal storage's files")
+        return count
+
+
+class DurablePostgresTest(DurableInternalTest):
+    """The same, with Prosody's SQL storage on a PostgreSQL server of the
+    test's own (LuaDBI's PostgreSQL driver), a new database per test."""
+
+    STORAGE_NAME = "PostgreSQL"
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.postgres = PostgresServer()
+        cls.addClassCleanup(cls.postgres.stop)
+
+    def start(self, components):
+        self.database = self.postgres.database()
+        self.STORAGE = ('storage = "sql"', self.postgres.sql_config(self.database))
+        return super().start(components)
+
+    def stored(self, host):
+        count = self.postgres.psql(
+            'SELECT COUNT(DISTINCT "user") FROM "prosody" '
+            f"WHERE \"host\" = '{host}' AND \"store\" = 'component_http_waiting'", self.database)
+        self.assertEqual(super().stored(host), 0, "nothing lands in internal storage's files")
+        return int(count)
 
 
 if __name__ == "__main__":

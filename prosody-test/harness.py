@@ -272,6 +272,12 @@ class Prosody:
                 self.proc.kill()
                 self.proc.wait()
 
+    def crash(self):
+        """`kill -9`: Prosody gets no chance to save anything."""
+        if self.alive():
+            self.proc.kill()
+            self.proc.wait(timeout=WAIT)
+
     def stop_daemon(self, pid):
         """Stops a Prosody started with -D (not a child of ours)."""
         self._ask_to_stop(pid)

@@ -32,7 +32,7 @@ DEB_PACKAGES := prosody lua5.4 liblua5.4-dev lua5.1 lua5.3 luajit lua-busted lua
 PROSODY13_DEB := 13.0.1-1~bpo12+1
 PROSODY13 := .cache/prosody-13.0.1
 
-.PHONY: all build install rock deps deps-bench deps-profile deps-fuzz fuzz prosody13 run test test-fresh bench profile soak test-rust test-lua test-e2e readme-options clean
+.PHONY: all build install rock deps deps-bench deps-profile deps-fuzz fuzz chaos prosody13 run test test-fresh bench profile soak test-rust test-lua test-e2e readme-options clean
 
 all: build
 
@@ -147,6 +147,11 @@ profile: deps-profile build
 # Five minutes of steady load: does Prosody's memory level off?
 soak: deps-bench build
 	cd prosody-test && $(PYTHON) bench.py soak $(or $(SOAK_SECONDS),300)
+
+# One fault run under steady load, a table per phase (prosody-test/chaos.py);
+# `make test` runs its short version (test_chaos.py). PROSODY=13 for 13.
+chaos: deps build $(if $(filter 13,$(PROSODY)),prosody13)
+	cd prosody-test && $(PYTHON) chaos.py
 
 # PROSODY=13 make run: the same on Prosody 13.
 run: deps build $(if $(filter 13,$(PROSODY)),prosody13)

@@ -19,8 +19,10 @@ Prosody meanwhile, and Prosody's fds, threads and RSS before and after.
 Loopback only; every process started here is ended here, by its PID.
 """
 
+import http.client
 import json
 import os
+import queue
 import subprocess
 import sys
 import threading
@@ -83,7 +85,6 @@ class Service:
         raise RuntimeError("the chaos web service did not start")
 
     def mode(self, mode, delay=0):
-        import http.client
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=WAIT)
         try:
             conn.request("POST", "/mode", json.dumps({"mode": mode, "delay": delay}))
@@ -175,7 +176,7 @@ class Load:
             while True:
                 try:
                     stanza = client.inbox.get_nowait()
-                except Exception:
+                except queue.Empty:
                     break
                 if stanza is None or stanza.name != "message":
                     continue
@@ -221,15 +222,21 @@ class Run:
         self.rows = []
 
     def __enter__(self):
-        self.service.start()
-        self.prosody.start()
-        self.load = Load(self.prosody, self.plan)
-        self.load.start()
+        self.load = None
+        try:
+            self.service.start()
+            self.prosody.start()
+            self.load = Load(self.prosody, self.plan)
+            self.load.start()
+        except BaseException:
+            self.__exit__(*sys.exc_info())
+            raise
         return self
 
     def __exit__(self, *exc):
-        self.load.stopped.set()
-        self.load.close()
+        if self.load:
+            self.load.stopped.set()
+            self.load.close()
         self.service.kill()
         alive = self.prosody.alive()
         self.prosody.cleanup()

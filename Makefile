@@ -23,8 +23,12 @@ endif
 # Prosody 13 needs too (the same dependencies), the Lua headers that
 # `luarocks make` compiles against, every Lua the library is built for
 # (the busted specs run on each), and the example bots' languages.
-DEB_PACKAGES := prosody lua5.4 liblua5.4-dev lua5.1 lua5.3 luajit lua-busted lua-event lua-dbi-sqlite3 lua-dbi-postgresql postgresql \
+DEB_PACKAGES := prosody lua5.4 liblua5.4-dev lua5.1 lua5.3 luajit lua-busted lua-event lua-dbi-sqlite3 lua-dbi-postgresql \
 	luarocks python3 python3-cryptography ca-certificates openssl php-cli nodejs
+# Installed without their recommends: the PostgreSQL server the SQL storage
+# tests start a cluster of their own with, without sysstat, cron and a mail
+# server.
+DEB_PACKAGES_BARE := postgresql
 
 # Prosody 13 beside Debian 12's 0.12: Debian 13's version, from
 # bookworm-backports, unpacked into a cache folder (see prosody-test/fetch-prosody13;
@@ -88,14 +92,18 @@ install: build
 	done
 	@echo "Installed into $(PLUGIN_DIR)/mod_component_http/"
 
-deps:
-	@missing=""; for p in $(DEB_PACKAGES); do \
+# $(call apt_install,PACKAGES[,APT OPTIONS]): installs those not installed yet.
+apt_install = missing=""; for p in $(1); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 		echo "Installing Debian packages:$$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) $$missing; \
 	fi
+
+deps:
+	@$(call apt_install,$(DEB_PACKAGES))
+	@$(call apt_install,$(DEB_PACKAGES_BARE),--no-install-recommends)
 	@command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustup (https://rustup.rs)"; exit 1; }
 
 prosody13: $(PROSODY13)/usr/bin/prosody
@@ -105,15 +113,11 @@ $(PROSODY13)/usr/bin/prosody:
 
 # nginx plays the web service in `make bench`.
 deps-bench: deps
-	@dpkg-query -W -f='$${Status}' nginx-light 2>/dev/null | grep -q "ok installed" || { \
-		echo "Installing Debian package: nginx-light"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; }
+	@$(call apt_install,nginx-light)
 
 # valgrind counts instructions for `make profile`.
 deps-profile: deps-bench
-	@dpkg-query -W -f='$${Status}' valgrind 2>/dev/null | grep -q "ok installed" || { \
-		echo "Installing Debian package: valgrind"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind; }
+	@$(call apt_install,valgrind)
 
 # Fuzzing: cargo-fuzz on a nightly toolchain (rustup's, beside stable).
 # cargo-fuzz goes into .cache/, not ~/.cargo: what the project needs is

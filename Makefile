@@ -123,7 +123,9 @@ deps-profile: deps-bench
 # cargo-fuzz goes into .cache/, not ~/.cargo: what the project needs is
 # installed by the project (and test-fresh's toolchain is read-only).
 CARGO_FUZZ := .cache/cargo-fuzz/bin/cargo-fuzz
+# cargo fuzz compiles libFuzzer, which is C++: g++ beside the C compiler.
 deps-fuzz: $(CARGO_FUZZ)
+	@$(call apt_install,g++)
 	@rustup toolchain list | grep -q '^nightly' || { echo "Installing the nightly Rust toolchain"; \
 		rustup toolchain install nightly --profile minimal; }
 

@@ -132,8 +132,9 @@ deps-fuzz: $(CARGO_FUZZ)
 $(CARGO_FUZZ):
 	cargo install --locked --root .cache/cargo-fuzz cargo-fuzz
 
-# Every fuzz target for FUZZ_SECONDS each (default 10 minutes), from the
-# committed seed corpora in fuzz/seeds/.
+# Every fuzz target (or those in FUZZ_TARGETS, comma-separated) for
+# FUZZ_SECONDS each (default 10 minutes), from the committed seed corpora in
+# fuzz/seeds/.
 fuzz: deps-fuzz
 	$(PYTHON) prosody-test/run_all.py fuzz $(or $(FUZZ_SECONDS),600)
 

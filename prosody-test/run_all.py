@@ -82,8 +82,14 @@ FUZZ_DIR = os.path.join(ROOT, "fuzz")
 
 
 def fuzz_targets():
-    return sorted(name[:-3] for name in os.listdir(os.path.join(FUZZ_DIR, "fuzz_targets"))
-                  if name.endswith(".rs") and name != "common.rs")
+    """Every target, or those FUZZ_TARGETS names (comma-separated)."""
+    every = sorted(name[:-3] for name in os.listdir(os.path.join(FUZZ_DIR, "fuzz_targets"))
+                   if name.endswith(".rs") and name != "common.rs")
+    wanted = [t for t in os.environ.get("FUZZ_TARGETS", "").split(",") if t]
+    unknown = set(wanted) - set(every)
+    if unknown:
+        raise SystemExit(f"FUZZ_TARGETS: no target {', '.join(sorted(unknown))} (there are {', '.join(every)})")
+    return wanted or every
 
 
 def fuzz(results, seconds=None):

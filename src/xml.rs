@@ -343,6 +343,8 @@ fn close_element(element: Element, stack: &mut [Element], root: &mut Option<Elem
 
 fn push_text(stack: &mut [Element], text: &str) -> Result<(), XmlError> {
     match stack.last_mut() {
+        // An empty CDATA section is no text, as in Prosody's parser (expat).
+        Some(_) if text.is_empty() => Ok(()),
         Some(parent) => {
             // Adjacent text (split by entity references) is one text node, as
             // in Prosody's parser.
@@ -399,6 +401,17 @@ mod tests {
     #[test]
     fn empty_text_adds_no_node() {
         assert!(Element::new("a").with_text("").children.is_empty());
+    }
+
+    // Found by fuzz/fuzz_targets/xml_roundtrip.rs (a 5-minute run): an empty
+    // CDATA section made an empty text node, which serialises to nothing.
+    #[test]
+    fn empty_cdata_adds_no_node() {
+        let parsed = parse("<body><![CDATA[]]></body>").unwrap();
+        assert!(parsed.children.is_empty());
+        assert_eq!(parse(&parsed.to_xml()).unwrap(), parsed);
+        let text = parse("<body>a<![CDATA[]]>b</body>").unwrap();
+        assert_eq!(text.children, vec![Node::Text("ab".into())]);
     }
 
     #[test]

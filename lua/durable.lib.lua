@@ -125,8 +125,9 @@ function durable.open(delivery)
 	end
 
 	function admin.retry()
-		delivery:retry_held();
+		-- Counted first: once hurried, the worker may deliver some at once.
 		local held = delivery:held_counts();
+		delivery:retry_held();
 		return held;
 	end
 

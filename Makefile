@@ -25,9 +25,8 @@ endif
 # (the busted specs run on each), and the example bots' languages.
 DEB_PACKAGES := prosody lua5.4 liblua5.4-dev lua5.1 lua5.3 luajit lua-busted lua-event lua-dbi-sqlite3 lua-dbi-postgresql \
 	luarocks python3 python3-cryptography ca-certificates openssl php-cli nodejs
-# Installed without their recommends: the PostgreSQL server the SQL storage
-# tests start a cluster of their own with, without sysstat, cron and a mail
-# server.
+# The PostgreSQL server, for the SQL storage tests (which start a cluster of
+# their own), without its recommends: no sysstat, cron or mail server.
 DEB_PACKAGES_BARE := postgresql
 
 # Prosody 13 beside Debian 12's 0.12: Debian 13's version, from

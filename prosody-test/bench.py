@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 
-from harness import DOMAIN, Certificates, ComponentClient, Prosody, XmppClient, free_port
+from harness import DOMAIN, Certificates, ComponentClient, Prosody, XmppClient, free_port, memory_mib
 
 BOT = "bot.localhost"
 GATEWAY, GATEWAY_SECRET = "gateway.localhost", "bench-secret"
@@ -78,15 +78,6 @@ def switches(status_path):
             if line.startswith("voluntary_ctxt_switches:"):
                 return int(line.split()[1])
     return 0
-
-
-def memory_mib(pid, field):
-    """A memory figure of /proc/PID/status: VmRSS now, VmHWM at peak."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 class Nginx:

@@ -29,7 +29,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from harness import WAIT, Prosody, XmppClient, free_port
+from harness import WAIT, Prosody, free_port, memory_mib, wait_for_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BOT, DURABLE = "bot.localhost", "durable.localhost"
@@ -60,10 +60,8 @@ SHORT = Plan(clients=2, rate=20, window=3, slow_window=4, slow_delay=1, reloads=
 
 def resources(pid):
     """Prosody's open fds, threads and RSS (MiB), from /proc."""
-    with open(f"/proc/{pid}/status") as f:
-        status = dict(line.split(":", 1) for line in f if ":" in line)
-    return {"fds": len(os.listdir(f"/proc/{pid}/fd")), "threads": int(status["Threads"]),
-            "rss": int(status["VmRSS"].split()[0]) / 1024}
+    return {"fds": len(os.listdir(f"/proc/{pid}/fd")), "threads": len(os.listdir(f"/proc/{pid}/task")),
+            "rss": memory_mib(pid, "VmRSS")}
 
 
 class Service:
@@ -75,14 +73,7 @@ class Service:
     def start(self):
         self.proc = subprocess.Popen([sys.executable, os.path.join(HERE, "chaos_service.py"),
                                       str(self.port), self.log])
-        deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline:
-            try:
-                self.mode("echo")
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("the chaos web service did not start")
+        wait_for_port(self.port, self.proc)
 
     def mode(self, mode, delay=0):
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=WAIT)

@@ -858,17 +858,27 @@ class ProsodyTestCase(unittest.TestCase):
 
 
 def wait_for_port(port, proc):
-    """Waits (bounded) until the process `proc` listens on `port`."""
+    """Waits (bounded) until the process `proc` (a bot, a web service)
+    listens on `port`."""
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the bot exited: {proc.args}")
+            raise RuntimeError(f"it exited: {proc.args}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return
         except OSError:
             time.sleep(0.05)
-    raise RuntimeError(f"the bot did not listen: {proc.args}")
+    raise RuntimeError(f"it did not listen: {proc.args}")
+
+
+def memory_mib(pid, field):
+    """A memory figure of /proc/PID/status: VmRSS now, VmHWM at peak."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def reset_mid_body(handler):

@@ -143,7 +143,7 @@ local function send_stanza(stanza)
 end
 
 -- Group chat (rooms.lib.lua): the rooms this host is in.
-local rooms = module:require("rooms").start(native, send_stanza, options.rooms, options.nick);
+local rooms = module:require("rooms").start(native, delivery, send_stanza, options.rooms, options.nick);
 
 -- What the web service (a reply or a push) and the local answers send: a
 -- presence that joins or leaves a room is also the rooms' business.
@@ -177,13 +177,18 @@ local queued = module:metric("gauge", "queued", "", "Stanzas waiting for a free 
 local held_gauge = module:metric("gauge", "held", "",
 	"Durable delivery: stanzas held in storage until the web service takes them", {}):with_labels();
 local rooms_gauge = module:metric("gauge", "rooms", "", "Group chats this host is in", {}):with_labels();
+local errors_withheld = module:metric("counter", "errors_withheld", "",
+	"Stanza errors not sent to a room or its occupants (the room would kick the bot)", {}):with_labels();
 local dead_gauge = module:metric("gauge", "dead_letters", "",
 	"Durable delivery: stanzas given up after component_post_max_age, kept in storage", {}):with_labels();
 
 local function record(reports)
-	for i = 1, #reports, 3 do
-		local outcome, seconds, extra_attempts = reports[i], reports[i + 1], reports[i + 2];
+	for i = 1, #reports, 4 do
+		local outcome, seconds, extra_attempts, withheld = reports[i], reports[i + 1], reports[i + 2], reports[i + 3];
 		requests_by_outcome[outcome]:add(1);
+		if withheld then
+			errors_withheld:add(1);
+		end
 		if seconds >= 0 then
 			duration:sample(seconds);
 		end
@@ -256,16 +261,20 @@ end
 
 -- For a stanza the native side cannot read it says why, for the admin, and
 -- gives the stanza error the sender gets (none for errors and IQ results:
--- the loop guard is native too). pcall: an error escaping a hook would
--- reach the sender's session.
+-- the loop guard is native too; none to a room, which would kick the bot).
+-- pcall: an error escaping a hook would reach the sender's session.
 local function forward(event)
 	local stanza = event.stanza;
-	local ok, why, reply = pcall(delivery.post, delivery, stanza);
+	local ok, why, reply, withheld = pcall(delivery.post, delivery, stanza);
 	if not ok or why then
-		module:log("error", "Could not forward %s: %s", stanza:top_tag(), tostring(why));
+		module:log("error", "Could not forward %s: %s%s", stanza:top_tag(), tostring(why),
+			withheld and " (no error sent to the room: it would kick the bot)" or "");
 	end
 	if ok and reply then
 		send(reply);
+	end
+	if withheld then
+		errors_withheld:add(1);
 	end
 	return true;
 end
@@ -310,11 +319,21 @@ local function with_pushed_iqs(handler)
 	end
 end
 
--- What answers a kind of stanza that is not forwarded: Prosody itself for
--- messages (service-unavailable), this module for presence and IQs.
-local local_handlers = { presence = answer_presence, iq = answer_iq };
-
 local MUC_USER = "http://jabber.org/protocol/muc#user";
+
+-- Messages, when not forwarded: Prosody answers service-unavailable, except
+-- to a room (a groupchat message, or one carrying muc#user: as the native
+-- Envelope::may_get_error), which would kick the bot for it.
+local function drop_room_messages(event)
+	local stanza = event.stanza;
+	if stanza.attr.type == "groupchat" or stanza:get_child("x", MUC_USER) then
+		module:log("debug", "Not forwarding %s from a room", stanza:top_tag());
+		return true;
+	end
+end
+
+-- What answers a kind of stanza that is not forwarded.
+local local_handlers = { message = drop_room_messages, presence = answer_presence, iq = answer_iq };
 
 -- A room's presence about this host's own place in it (joined, kicked, the
 -- room gone) is the rooms' business; a kick or ban is also POSTed.
@@ -355,7 +374,7 @@ for _, kind in ipairs({ "message", "presence", "iq" }) do
 		handler = with_pushed_iqs(handler);
 	elseif handler and kind == "presence" then
 		handler = with_rooms_presence(handler);
-	elseif handler and kind == "message" then
+	elseif handler == forward and kind == "message" then
 		handler = with_rooms_messages(handler);
 	end
 	if handler then

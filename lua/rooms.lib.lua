@@ -7,13 +7,14 @@ local ROOMS_STORE = "component_http_rooms";
 
 local rooms = {};
 
--- Starts group chat: joins `configured` (room@service[/nick] each) and the
+-- Starts group chat for `delivery` (which then sends no message or presence
+-- error to these rooms): joins `configured` (room@service[/nick] each) and the
 -- rooms remembered in storage once the server is ready. `send` sends a
 -- stanza as the component. Returns { presence = (stanza → true if handled,
 -- and whether to POST it), message = (stanza → whether to POST it),
 -- outgoing = (a presence this module sends), joined = () → list }.
-function rooms.start(native, send, configured, nick)
-	local state = native.new_rooms(module.host, nick);
+function rooms.start(native, delivery, send, configured, nick)
+	local state = native.new_rooms(delivery, nick);
 	local store = module:open_store(ROOMS_STORE);
 	local timer;
 	local apply;
@@ -84,20 +85,36 @@ function rooms.start(native, send, configured, nick)
 		module:hook_global("server-started", join_soon);
 	end
 
+	-- pcall: a Lua error escaping a hook would drop the stanza, and break
+	-- the room's broadcast to the occupants after the bot. What cannot be
+	-- read here goes on as any stanza: forwarding it says why, and sends no
+	-- error to the room.
+	local function protected(what, stanza, ...)
+		local ok, a, b = pcall(...);
+		if not ok then
+			module:log("warn", "Could not read %s %s: %s", what, stanza:top_tag(), tostring(a));
+		end
+		return ok, a, b;
+	end
+
 	return {
 		presence = function (stanza)
-			local effects, post = state:presence(stanza);
-			if not effects then
+			local ok, effects, post = protected("room presence", stanza, state.presence, state, stanza);
+			if not ok or not effects then
 				return false;
 			end
 			apply(effects);
 			return true, post;
 		end;
 		message = function (stanza)
-			return state:message(stanza);
+			local ok, post = protected("room message", stanza, state.message, state, stanza);
+			return not ok or post;
 		end;
 		outgoing = function (stanza)
-			apply(state:outgoing(stanza));
+			local ok, effects = protected("presence to a room", stanza, state.outgoing, state, stanza);
+			if ok then
+				apply(effects);
+			end
 		end;
 		joined = function ()
 			return state:joined();

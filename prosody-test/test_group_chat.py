@@ -202,6 +202,65 @@ class GroupChatTest(ProsodyTestCase):
         self.wait_log(f"Joined room {LOBBY} as Bot", 2)
         self.assertEqual(self.log().count(f"Joined room {room} as Bot"), 1, "forgotten: not joined at start")
 
+    # The bot is never kicked by an error it sends (Prosody's MUC kicks an
+    # occupant that sends a message or presence error into the room).
+
+    def assert_not_kicked(self, room=LOBBY):
+        kicked = self.alice.received(lambda s: s.name == "presence" and s.attr.get("from") == f"{room}/Bot"
+                                     and s.attr.get("type") == "unavailable")
+        self.assertEqual(kicked, [], "the bot left the room")
+        self.assertEqual(self.log().count(f"Out of room {room}"), 0)
+
+    def test_a_failing_web_service_does_not_get_the_bot_kicked(self):
+        join(self.alice, LOBBY, "alice")
+
+        def failing(request):
+            if (request["json"] or {}).get("body") == "fail":
+                return json_reply({"error": "oops"}, status=500)
+            return echo_handler(request)
+        self.ws.handler = failing
+        say(self.alice, LOBBY, "fail")
+        self.wait_log(r"POST for message id=\S+ from " + LOBBY + r"/alice failed: .*no error sent to the room")
+        self.assert_echoed_in(LOBBY, "still here")
+        self.assert_not_kicked()
+        errors = self.alice.received(lambda s: s.attr.get("type") == "error")
+        self.assertEqual(errors, [])
+        self.assertEqual(self.metric("errors_withheld_total", host="bot.localhost"), 1)
+
+    def test_a_room_message_the_module_cannot_read_is_logged_and_reaches_everyone_else(self):
+        join(self.alice, LOBBY, "alice")
+        others = [self.connect(user, f"r{i}") for i, user in enumerate(("bob", "carol", "bob", "carol"))]
+        for i, other in enumerate(others):
+            join(other, LOBBY, f"other{i}")
+        deep = "<x xmlns='urn:example:deep'>" * 70 + "</x>" * 70
+        self.alice.send(f"<message to='{LOBBY}' type='groupchat' id='deep'><body>deep</body>{deep}</message>")
+        self.wait_log(r"Could not forward <message .*nested too deeply.*no error sent to the room")
+        for other in others:
+            other.expect(lambda s: s.body == "deep")
+        self.assert_echoed_in(LOBBY, "after the deep one")
+        self.assert_not_kicked()
+        self.assertNotIn("Traceback", self.log())
+        self.assertEqual(self.metric("errors_withheld_total", host="bot.localhost"), 1)
+
+    def test_a_room_presence_the_module_cannot_read_gets_no_error(self):
+        join(self.alice, LOBBY, "alice")
+        deep = "<x xmlns='urn:example:deep'>" * 70 + "</x>" * 70
+        self.alice.send(f"<presence to='{LOBBY}/alice'><status>deep</status>{deep}</presence>")
+        self.wait_log(r"Could not forward <presence .*nested too deeply.*no error sent to the room")
+        self.assert_echoed_in(LOBBY, "after the deep presence")
+        self.assert_not_kicked()
+        self.assertNotIn("Traceback", self.log())
+
+    def test_an_iq_error_to_an_occupant_is_still_sent(self):
+        # An IQ get must be answered (RFC 6120), and the room only passes an
+        # IQ error on: the bot stays.
+        join(self.alice, LOBBY, "alice")
+        self.alice.send(f"<iq type='get' to='{LOBBY}/Bot' id='q1'><query xmlns='urn:example:unknown'/></iq>")
+        got = self.alice.expect_id("q1")
+        self.assertEqual(got.attr.get("type"), "error")
+        self.assert_echoed_in(LOBBY, "after the iq")
+        self.assert_not_kicked()
+
 
 if __name__ == "__main__":
     unittest.main()

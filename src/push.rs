@@ -204,6 +204,7 @@ fn from_json(host: &str, body: &[u8]) -> Result<Element, PushError> {
             .to_owned(),
         id: None,
         stanza_type: None,
+        from_room: false,
     };
     conversion::stanza_from_object(&envelope, &object).map_err(|e| match e {
         ReplyError::Invalid(reason) => refuse(400, reason),

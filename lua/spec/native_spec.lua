@@ -131,9 +131,10 @@ describe("new_delivery", function ()
 		local delivery = assert(native.new_delivery({ host = "bot.localhost", url = "http://127.0.0.1:9/", stanzas = { "message" } }));
 		local deep = st.message({ to = "b@bot.localhost", from = "u@localhost/r", id = "deep" });
 		for _ = 1, 70 do deep:tag("x"); end
-		local why, reply = delivery:post(deep);
+		local why, reply, withheld = delivery:post(deep);
 		assert.matches("nested too deeply", why);
 		assert.is_true(st.is_stanza(reply));
+		assert.is_false(withheld);
 		assert.are.same({ to = "u@localhost/r", from = "b@bot.localhost", id = "deep", type = "error" }, reply.attr);
 		assert.are.equal("internal-server-error", reply.tags[1].tags[1].name);
 		deep.attr.type = "error";
@@ -145,7 +146,8 @@ end);
 
 describe("new_rooms", function ()
 	it("answers with effects as tables, stanzas as util.stanza", function ()
-		local rooms = native.new_rooms("bot.localhost", nil);
+		local delivery = assert(native.new_delivery({ host = "bot.localhost", url = "http://127.0.0.1:9/", stanzas = { "message" } }));
+		local rooms = native.new_rooms(delivery, nil);
 		local effects = rooms:add("room@muc.localhost", nil);
 		assert.are.equal(1, #effects);
 		assert.are.equal("send", effects[1].op);
@@ -162,5 +164,12 @@ describe("new_rooms", function ()
 		assert.are.same({ "room@muc.localhost/bot" }, rooms:joined());
 		assert.is_nil(rooms:next_wait());
 		assert.is_true(rooms:message(st.message({ from = "room@muc.localhost/ann", type = "groupchat" }):tag("body"):text("hi")));
+		-- The delivery knows the room: no error goes to it or its occupants.
+		local deep = st.message({ to = "b@bot.localhost", from = "room@muc.localhost/ann", type = "chat", id = "d" });
+		for _ = 1, 70 do deep:tag("x"); end
+		local why, reply, withheld = delivery:post(deep);
+		assert.matches("nested too deeply", why);
+		assert.is_nil(reply);
+		assert.is_true(withheld);
 	end);
 end);

@@ -1,8 +1,13 @@
 //! What every answer needs to know of the stanza it answers: its kind,
 //! addresses, id and type (docs/contract.md §3, §5, §6).
 
+use std::collections::HashSet;
+use std::sync::{Arc, PoisonError, RwLock};
+
 use thiserror::Error;
 
+use super::ns::MUC_USER;
+use crate::jid;
 use crate::stanza_error::StanzaError;
 use crate::xml::Element;
 
@@ -48,6 +53,33 @@ pub struct Envelope {
     pub from: String,
     pub id: Option<String>,
     pub stanza_type: Option<String>,
+    /// From a group chat: a `groupchat` message, one carrying `muc#user`,
+    /// or (set by the caller, see [`RoomJids`]) from a room this host is in.
+    pub from_room: bool,
+}
+
+/// The rooms a host is in (bare JIDs, lower case), shared by the rooms'
+/// state, which keeps it, and the deliveries, which ask it: a stanza from
+/// one of them must not be answered with a message or presence error.
+#[derive(Debug, Clone, Default)]
+pub struct RoomJids(Arc<RwLock<HashSet<String>>>);
+
+impl RoomJids {
+    pub fn insert(&self, room: &str) {
+        let mut rooms = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        rooms.insert(room.to_lowercase());
+    }
+
+    pub fn remove(&self, room: &str) {
+        let mut rooms = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        rooms.remove(&room.to_lowercase());
+    }
+
+    /// Whether `jid` is a room, or an occupant of one, of this host.
+    pub fn contains(&self, jid: &str) -> bool {
+        let rooms = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        !rooms.is_empty() && rooms.contains(&jid::bare(jid).to_lowercase())
+    }
 }
 
 impl Envelope {
@@ -66,6 +98,8 @@ impl Envelope {
             from: attr("from")?,
             id: stanza.attr("id").map(str::to_owned),
             stanza_type: stanza.attr("type").map(str::to_owned),
+            from_room: stanza.attr("type") == Some("groupchat")
+                || stanza.child("x", Some(MUC_USER)).is_some(),
         })
     }
 
@@ -81,6 +115,15 @@ impl Envelope {
     /// Loop guard (docs/contract.md §5): errors and IQ results are never answered.
     pub fn may_be_answered(&self) -> bool {
         !(self.type_is("error") || (self.kind == Kind::Iq && self.type_is("result")))
+    }
+
+    /// Whether a stanza error may answer it. Prosody's MUC kicks an occupant
+    /// that sends a message or presence error to the room or another
+    /// occupant (an IQ error it only passes on), and a kicked bot misses
+    /// what is said while it rejoins: those are logged instead
+    /// (docs/contract.md §12).
+    pub fn may_get_error(&self) -> bool {
+        self.may_be_answered() && !(self.from_room && self.kind != Kind::Iq)
     }
 
     /// The stanza error reply, as Prosody's `st.error_reply` builds it.

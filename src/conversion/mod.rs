@@ -10,7 +10,7 @@ pub(crate) mod ns;
 mod reply;
 mod request;
 
-pub use envelope::{ConversionError, Envelope, Kind};
+pub use envelope::{ConversionError, Envelope, Kind, RoomJids};
 pub(crate) use reply::json_type_name;
 pub use reply::{error_text, is_json, reply_for, stanza_from_object, HttpAnswer, ReplyError};
 pub use request::{request, stanza_xml, Request};

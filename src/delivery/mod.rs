@@ -38,7 +38,7 @@ pub use held::{Record, Storage};
 pub use outcome::{outcome, DeliveryError, LogLevel, Outcome, Status};
 
 use crate::config::{Config, Ordering};
-use crate::conversion::Request;
+use crate::conversion::{Request, RoomJids};
 use crate::signing;
 use ordering::{conversation_of, Conversations, Place};
 use outbox::Outbox;
@@ -67,6 +67,7 @@ impl Delivery {
                 connector: http::Connector::default(),
                 refusing: AtomicBool::new(false),
                 last_received: AtomicU64::new(0),
+                rooms: RoomJids::default(),
             }),
             next_id: AtomicU64::new(1),
         })
@@ -74,6 +75,12 @@ impl Delivery {
 
     pub fn config(&self) -> &Config {
         &self.shared.config
+    }
+
+    /// The rooms this host is in, kept by its [`crate::rooms::Rooms`]: no
+    /// message or presence error goes to them.
+    pub fn room_jids(&self) -> &RoomJids {
+        &self.shared.rooms
     }
 
     /// The descriptor that becomes readable when outcomes are waiting.
@@ -98,7 +105,8 @@ impl Delivery {
         let shared = &self.shared;
         let config = &shared.config;
         let id = self.next_id.fetch_add(1, AtomicOrdering::Relaxed);
-        let Request { envelope, json } = request;
+        let Request { mut envelope, json } = request;
+        envelope.from_room |= shared.rooms.contains(&envelope.from);
         let mut owed = lock(&shared.owed);
         if !shared.admit(owed.len(), &envelope) {
             return;

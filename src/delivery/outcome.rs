@@ -22,6 +22,9 @@ pub struct Outcome {
     pub storage: Option<Storage>,
     /// The module's status (`module:set_status`) changes.
     pub status: Option<Status>,
+    /// A stanza error was not sent: it would have gone to a room
+    /// ([`Envelope::may_get_error`]); for metrics.
+    pub error_withheld: bool,
 }
 
 /// The module's status, as the admin sees it in Prosody: it follows
@@ -132,15 +135,16 @@ pub fn outcome(
             }
         }
         Err(error) => {
-            outcome.log = Some((
-                error.log_level(),
-                format!("POST for {} failed: {error}", envelope.describe()),
-            ));
-            if envelope.may_be_answered() {
+            let mut line = format!("POST for {} failed: {error}", envelope.describe());
+            if envelope.may_get_error() {
                 outcome
                     .stanzas
                     .push(envelope.error_reply(&error.stanza_error()));
+            } else if envelope.may_be_answered() {
+                outcome.error_withheld = true;
+                line.push_str(" (no error sent to the room: it would kick the bot)");
             }
+            outcome.log = Some((error.log_level(), line));
         }
     }
     outcome
@@ -339,6 +343,38 @@ mod tests {
         assert_eq!(o.stanzas.len(), 1);
         assert!(o.stanzas[0].to_xml().contains("<item-not-found"));
         assert_eq!(o.stanzas[0].attr("id"), Some("q1"));
+    }
+
+    #[test]
+    fn no_message_or_presence_error_goes_to_a_room() {
+        let mut groupchat = message("x");
+        groupchat.set_attr("type", "groupchat");
+        groupchat.set_attr("from", "room@muc.localhost/alice");
+        let private = message("x").with_child(
+            Element::new("x").with_attr("xmlns", "http://jabber.org/protocol/muc#user"),
+        );
+        let mut known = envelope(&message("x"));
+        known.from_room = true; // from a room the host is in
+        for e in [envelope(&groupchat), envelope(&private), known] {
+            let o = outcome(&e, HOST, Err(DeliveryError::Timeout));
+            assert!(o.stanzas.is_empty() && o.error_withheld, "{e:?}");
+            assert!(o
+                .log
+                .unwrap()
+                .1
+                .ends_with("(no error sent to the room: it would kick the bot)"));
+            let ok = outcome(&e, HOST, Ok(json_answer(json!({"body": "hi"}))));
+            assert_eq!(ok.stanzas.len(), 1);
+        }
+        // The room only passes an IQ error on, and a get must be answered.
+        let mut get = envelope(&iq("get"));
+        get.from_room = true;
+        let o = outcome(&get, HOST, Err(DeliveryError::Timeout));
+        assert_eq!((o.stanzas.len(), o.error_withheld), (1, false));
+        // Nor is anything withheld from what is never answered anyway.
+        let mut bounced = envelope(&groupchat);
+        bounced.stanza_type = Some("error".into());
+        assert!(!outcome(&bounced, HOST, Err(DeliveryError::Timeout)).error_withheld);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use super::outbox::Outbox;
 use super::outcome::{outcome, DeliveryError, LogLevel, Outcome};
 use super::runtime::lock;
 use crate::config::Config;
-use crate::conversion::{self, Envelope, Kind};
+use crate::conversion::{self, Envelope, Kind, RoomJids};
 
 /// Durable delivery, under one lock: the held stanzas and the breaker, the task
 /// delivering each blocked conversation's stanzas.
@@ -103,6 +103,8 @@ pub(super) struct Shared {
     pub(super) refusing: AtomicBool,
     /// The last arrival stamp given, so that stamps never repeat.
     pub(super) last_received: AtomicU64,
+    /// The rooms this host is in (kept by its rooms' state).
+    pub(super) rooms: RoomJids,
 }
 
 impl Shared {

@@ -8,16 +8,50 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use mlua::{ffi, Lua, LuaString, Table, UserData, UserDataMethods};
 
 use super::stanza::{element_from_lua, element_to_lua, push_stanzas, push_str, stanza_metatable};
-use crate::conversion::{self, Envelope, Kind};
+use crate::conversion::ns::MUC_USER;
+use crate::conversion::{self, Envelope, Kind, RoomJids};
 use crate::delivery::{Delivery, Outcome, Record, Source, Storage};
 use crate::push;
 use crate::stanza_error::{ErrorType, StanzaError};
 use crate::xml::Element;
 
-/// The stanza error for a stanza this module cannot read, built from its
-/// top-level attributes; none when it must not be answered (an error or an
-/// IQ result: docs/contract.md §5) or has no addresses.
-pub(super) fn unreadable_reply(stanza: &Table, text: Option<&str>) -> Option<Element> {
+/// What a stanza this module cannot read is answered with.
+pub(super) enum Unreadable {
+    /// The stanza error its sender gets.
+    Reply(Element),
+    /// None: it must not be answered (an error or an IQ result:
+    /// docs/contract.md §5), or has no addresses.
+    Nothing,
+    /// None: it came from a room, which would kick the bot for an error.
+    Withheld,
+}
+
+/// The answer to a stanza this module cannot read, built from its top-level
+/// attributes (and whether it carries `muc#user`; `rooms` are the rooms
+/// the host is in, when known).
+pub(super) fn unreadable_reply(
+    stanza: &Table,
+    text: Option<&str>,
+    rooms: Option<&RoomJids>,
+) -> Unreadable {
+    let Some(mut envelope) = unreadable_envelope(stanza) else {
+        return Unreadable::Nothing;
+    };
+    envelope.from_room |= rooms.is_some_and(|r| r.contains(&envelope.from));
+    let mut error = StanzaError::new(ErrorType::Cancel, "internal-server-error");
+    if let Some(text) = text {
+        error = error.with_text(text);
+    }
+    if envelope.may_get_error() {
+        Unreadable::Reply(envelope.error_reply(&error))
+    } else if envelope.may_be_answered() {
+        Unreadable::Withheld
+    } else {
+        Unreadable::Nothing
+    }
+}
+
+fn unreadable_envelope(stanza: &Table) -> Option<Envelope> {
     let mut top = Element::new(stanza.raw_get::<String>("name").ok()?);
     let attr = stanza.raw_get::<Table>("attr").ok()?;
     for name in ["to", "from", "id", "type"] {
@@ -25,14 +59,20 @@ pub(super) fn unreadable_reply(stanza: &Table, text: Option<&str>) -> Option<Ele
             top.attrs.push((name.to_owned(), value));
         }
     }
-    let envelope = Envelope::of(&top).ok()?;
-    let mut error = StanzaError::new(ErrorType::Cancel, "internal-server-error");
-    if let Some(text) = text {
-        error = error.with_text(text);
+    // Only the children's own attributes are looked at: the stanza may be
+    // unreadable for its depth.
+    let from_room = stanza.raw_get::<Table>("tags").is_ok_and(|tags| {
+        tags.sequence_values::<Table>().any(|tag| {
+            tag.ok()
+                .and_then(|tag| tag.raw_get::<Table>("attr").ok())
+                .and_then(|attr| attr.raw_get::<String>("xmlns").ok())
+                .is_some_and(|xmlns| xmlns == MUC_USER)
+        })
+    });
+    if from_room {
+        top = top.with_child(Element::new("x").with_attr("xmlns", MUC_USER));
     }
-    envelope
-        .may_be_answered()
-        .then(|| envelope.error_reply(&error))
+    Envelope::of(&top).ok()
 }
 
 /// Authorization, webhook-id, webhook-timestamp, webhook-signature, body.
@@ -60,20 +100,26 @@ impl UserData for Delivery {
         methods.add_method("forwards", |_, this, kind: String| {
             Ok(Kind::parse(&kind).is_some_and(|k| this.config().forwards(k)))
         });
-        // nil, or for a stanza that cannot be read why, and the stanza
-        // error its sender gets (nil when it must not be answered).
+        // nil, or for a stanza that cannot be read why, the stanza error
+        // its sender gets (nil when it must not be answered), and whether
+        // one was withheld (it came from a room).
         methods.add_method("post", |lua, this, stanza: Table| {
             let request = element_from_lua(lua, &stanza)
                 .and_then(|e| conversion::request(&e).map_err(mlua::Error::external));
             Ok(match request {
                 Ok(request) => {
                     this.submit(request);
-                    (None, None)
+                    (None, None, false)
                 }
                 Err(why) => {
-                    let reply = unreadable_reply(&stanza, Some("could not forward the stanza"));
-                    let reply = reply.map(|r| element_to_lua(lua, &r)).transpose()?;
-                    (Some(why.to_string()), reply)
+                    let text = Some("could not forward the stanza");
+                    let (reply, withheld) =
+                        match unreadable_reply(&stanza, text, Some(this.room_jids())) {
+                            Unreadable::Reply(reply) => (Some(element_to_lua(lua, &reply)?), false),
+                            Unreadable::Nothing => (None, false),
+                            Unreadable::Withheld => (None, true),
+                        };
+                    (Some(why.to_string()), reply, withheld)
                 }
             })
         });
@@ -202,7 +248,7 @@ type Drained = (Table, Option<Table>, Table, Option<Table>, Option<Table>);
 /// Outcomes as flat arrays, cheap to walk in Lua: the stanzas to send; the
 /// log lines as level, message, level, message, ... (nil when there are
 /// none, the usual case); for metrics label, seconds (-1 when not timed),
-/// retries, label, ...; the storage instructions of durable delivery as
+/// retries, whether an error was withheld from a room, label, ...; the storage instructions of durable delivery as
 /// `{ op = "hold"|"forget"|"dead", id=, stanza=, received=, reason= }`
 /// (nil when none); and the module's status changes as level, text,
 /// override, ... (nil when none).
@@ -231,12 +277,14 @@ fn outcomes_to_lua(lua: &Lua, outcomes: Vec<Outcome>) -> mlua::Result<Drained> {
             }
 
             let reports = outcomes.iter().filter(|o| !o.label.is_empty());
-            let mut list = List::new(state, reports.clone().count() * 3);
+            let mut list = List::new(state, reports.clone().count() * 4);
             for outcome in reports {
                 list.push_str(outcome.label);
                 ffi::lua_pushnumber(state, outcome.seconds.unwrap_or(-1.0));
                 list.push_top();
                 ffi::lua_pushinteger(state, outcome.retries.into());
+                list.push_top();
+                ffi::lua_pushboolean(state, c_int::from(outcome.error_withheld));
                 list.push_top();
             }
 

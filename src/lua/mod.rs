@@ -17,7 +17,7 @@ use crate::delivery::Delivery;
 use crate::local;
 use crate::options::{self, Default};
 use crate::rooms::Rooms;
-use delivery::unreadable_reply;
+use delivery::{unreadable_reply, Unreadable};
 use rooms::LuaRooms;
 use stanza::{element_from_lua, element_to_lua, stanzas_to_lua};
 
@@ -30,9 +30,13 @@ pub fn exports(lua: &Lua) -> mlua::Result<Table> {
     exports.set("new_delivery", lua.create_function(new_delivery)?)?;
     exports.set(
         "new_rooms",
-        lua.create_function(|_, (host, nick): (String, Option<String>)| {
-            Ok(LuaRooms(Rooms::new(&host, nick.as_deref())))
-        })?,
+        lua.create_function(
+            |_, (delivery, nick): (mlua::UserDataRef<Delivery>, Option<String>)| {
+                let host = &delivery.config().host;
+                let jids = delivery.room_jids().clone();
+                Ok(LuaRooms(Rooms::new(host, nick.as_deref(), jids)))
+            },
+        )?,
     )?;
     exports.set(
         "request_json",
@@ -58,7 +62,10 @@ pub fn exports(lua: &Lua) -> mlua::Result<Table> {
         lua.create_function(|lua, (stanza, host): (Table, String)| {
             let (answer, why) = match element_from_lua(lua, &stanza) {
                 Ok(element) => (local::iq(&element, &host), None),
-                Err(why) => (unreadable_reply(&stanza, None), Some(why.to_string())),
+                Err(why) => match unreadable_reply(&stanza, None, None) {
+                    Unreadable::Reply(reply) => (Some(reply), Some(why.to_string())),
+                    _ => (None, Some(why.to_string())),
+                },
             };
             let answer = answer.map(|a| element_to_lua(lua, &a)).transpose()?;
             Ok((answer, why))

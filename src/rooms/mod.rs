@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::conversion::ns::{DELAY as NS_DELAY, MUC as NS_MUC, MUC_USER as NS_MUC_USER};
+use crate::conversion::RoomJids;
 use crate::jid;
 use crate::stanza_error::XMLNS_STANZAS;
 use crate::xml::Element;
@@ -62,6 +63,8 @@ pub struct Rooms {
     domain: String,
     default_nick: String,
     rooms: BTreeMap<String, Room>,
+    /// The keys of `rooms`, for the deliveries (see [`RoomJids`]).
+    jids: RoomJids,
 }
 
 /// A join: presence to `room/nick` with the MUC element, asking for no history.
@@ -116,7 +119,7 @@ fn seconds(stamp: &str) -> &str {
 }
 
 impl Rooms {
-    pub fn new(domain: &str, nick: Option<&str>) -> Rooms {
+    pub fn new(domain: &str, nick: Option<&str>, jids: RoomJids) -> Rooms {
         let default_nick = nick
             .map(str::to_owned)
             .unwrap_or_else(|| domain.split('.').next().unwrap_or(domain).to_owned());
@@ -124,7 +127,18 @@ impl Rooms {
             domain: domain.to_owned(),
             default_nick,
             rooms: BTreeMap::new(),
+            jids,
         }
+    }
+
+    fn insert(&mut self, room: String, entry: Room) {
+        self.jids.insert(&room);
+        self.rooms.insert(room, entry);
+    }
+
+    fn remove(&mut self, room: &str) -> Option<Room> {
+        self.jids.remove(room);
+        self.rooms.remove(room)
     }
 
     /// Joins `room@service[/nick]`: from the config (from the domain), or
@@ -145,7 +159,7 @@ impl Rooms {
         let room = room.to_lowercase();
         let jid = remembered_from.unwrap_or(&self.domain).to_owned();
         let join = join_presence(&jid, &room, &nick);
-        self.rooms.insert(
+        self.insert(
             room,
             Room {
                 nick,
@@ -328,7 +342,7 @@ impl Rooms {
         };
         let room = room.to_lowercase();
         if stanza.attr("type") == Some("unavailable") {
-            return match self.rooms.remove(&room) {
+            return match self.remove(&room) {
                 Some(_) => vec![
                     Effect::Log("info", format!("Leaving room {room}")),
                     Effect::Forget { room },
@@ -338,7 +352,7 @@ impl Rooms {
         }
         if stanza.attr("type").is_none() && stanza.child("x", Some(NS_MUC)).is_some() {
             let jid = stanza.attr("from").unwrap_or(&self.domain).to_owned();
-            self.rooms.insert(
+            self.insert(
                 room.clone(),
                 Room {
                     nick: nick.to_owned(),

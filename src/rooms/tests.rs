@@ -26,7 +26,7 @@ fn stamps_are_utc_rfc3339() {
 
 #[test]
 fn joins_asking_for_no_history_with_the_default_nick() {
-    let mut rooms = Rooms::new("bot.h", None);
+    let mut rooms = Rooms::new("bot.h", None, RoomJids::default());
     let effects = rooms.add("Room@muc.h", None);
     assert_eq!(
         effects,
@@ -46,7 +46,7 @@ fn joins_asking_for_no_history_with_the_default_nick() {
 
 #[test]
 fn history_subject_and_own_messages_are_not_posted() {
-    let mut rooms = Rooms::new("bot.h", Some("bot"));
+    let mut rooms = Rooms::new("bot.h", Some("bot"), RoomJids::default());
     rooms.add("room@muc.h/bot", None);
     let msg = |from: &str, inner: &str| {
         parse(&format!(
@@ -68,7 +68,7 @@ fn history_subject_and_own_messages_are_not_posted() {
     assert!(rooms.message(&msg("other@muc.h/x", "<body>not ours</body>")));
     // Joined again where we already were (a reload): no history, no
     // subject; the first live message is posted.
-    let mut again = Rooms::new("bot.h", Some("bot"));
+    let mut again = Rooms::new("bot.h", Some("bot"), RoomJids::default());
     again.add("room@muc.h/bot", None);
     joined(&mut again, Instant::now());
     assert!(again.message(&msg("room@muc.h/ann", "<body>live at once</body>")));
@@ -79,7 +79,7 @@ fn history_subject_and_own_messages_are_not_posted() {
 
 #[test]
 fn a_room_that_goes_away_is_joined_again_with_backoff() {
-    let mut rooms = Rooms::new("bot.h", None);
+    let mut rooms = Rooms::new("bot.h", None, RoomJids::default());
     rooms.add("room@muc.h", None);
     let t0 = Instant::now();
     joined(&mut rooms, t0);
@@ -106,7 +106,7 @@ fn a_room_that_goes_away_is_joined_again_with_backoff() {
 #[test]
 fn a_kick_or_ban_is_not_undone_and_is_posted() {
     for code in ["307", "301"] {
-        let mut rooms = Rooms::new("bot.h", None);
+        let mut rooms = Rooms::new("bot.h", None, RoomJids::default());
         rooms.add("room@muc.h", None);
         let now = Instant::now();
         joined(&mut rooms, now);
@@ -127,7 +127,7 @@ fn a_kick_or_ban_is_not_undone_and_is_posted() {
 
 #[test]
 fn the_web_service_joins_and_leaves() {
-    let mut rooms = Rooms::new("bot.h", None);
+    let mut rooms = Rooms::new("bot.h", None, RoomJids::default());
     let join = join_presence("bot.h", "Room@muc.h", "Helper");
     assert_eq!(
         rooms.outgoing(&join),
@@ -150,10 +150,26 @@ fn the_web_service_joins_and_leaves() {
 
 #[test]
 fn other_occupants_presence_is_not_the_rooms_business() {
-    let mut rooms = Rooms::new("bot.h", None);
+    let mut rooms = Rooms::new("bot.h", None, RoomJids::default());
     rooms.add("room@muc.h", None);
     let ann = parse("<presence from='room@muc.h/ann' to='bot.h'><x xmlns='http://jabber.org/protocol/muc#user'/></presence>");
     assert!(rooms.presence(&ann, Instant::now(), NOW).is_none());
     let stranger = parse("<presence from='u@h/r' to='bot.h'/>");
     assert!(rooms.presence(&stranger, Instant::now(), NOW).is_none());
+}
+
+#[test]
+fn the_deliveries_know_every_room_until_it_is_left() {
+    let jids = RoomJids::default();
+    let mut rooms = Rooms::new("bot.h", None, jids.clone());
+    rooms.add("Room@muc.h/bot", None);
+    assert!(jids.contains("room@muc.h/alice") && jids.contains("ROOM@muc.h"));
+    assert!(!jids.contains("other@muc.h/alice"));
+    let join = parse(
+        "<presence to='other@muc.h/b' from='bot.h'><x xmlns='http://jabber.org/protocol/muc'/></presence>",
+    );
+    rooms.outgoing(&join);
+    assert!(jids.contains("other@muc.h/carol"));
+    rooms.outgoing(&parse("<presence to='other@muc.h/b' type='unavailable'/>"));
+    assert!(!jids.contains("other@muc.h/carol") && jids.contains("room@muc.h"));
 }

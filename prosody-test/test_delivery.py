@@ -125,6 +125,15 @@ class DeliveryTest(ProsodyTestCase):
         # Without Retry-After the first retry comes within 250 ms.
         self.assertGreaterEqual(second["time"] - first["time"], 1.9)
 
+    def test_a_huge_retry_after_is_the_503_it_came_with(self):
+        # u64::MAX seconds once overflowed the clock: the task panicked and
+        # the sender got internal-server-error.
+        self.ws.handler = lambda r: (503, {"Retry-After": "18446744073709551615"}, b"")
+        id_, error = self.error_to("r@retry.localhost")
+        self.assertEqual(error[:2], ("wait", "remote-server-timeout"))
+        self.assertEqual(len(self.requests_for(id_)), 1, "no retry: the wait asked is past the deadline")
+        self.assertNotIn("panic", self.log())
+
     def test_errors_that_will_not_change_are_not_retried(self):
         for status, condition in [(500, "internal-server-error"), (501, "feature-not-implemented"),
                                   (404, "item-not-found"), (400, "bad-request")]:

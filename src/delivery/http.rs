@@ -92,7 +92,11 @@ pub(super) async fn post_with_retries(
             return (result, attempts);
         }
         let wait = retry::delay(attempts, retry_after);
-        if Instant::now() + wait >= deadline {
+        // A `Retry-After` of u64::MAX seconds is past any Instant: no panic.
+        if Instant::now()
+            .checked_add(wait)
+            .is_none_or(|at| at >= deadline)
+        {
             return (result, attempts);
         }
         tokio::time::sleep(wait).await;

@@ -9,6 +9,10 @@ use thiserror::Error;
 /// every recursive walk over a tree bounded.
 pub const MAX_DEPTH: usize = 64;
 
+/// More attributes on one element than this are refused, for the same
+/// reason (a real stanza's elements have a handful).
+pub const MAX_ATTRIBUTES: usize = 128;
+
 /// Namespaces a stream declares as its default; Prosody's parser leaves them
 /// off a top-level stanza, so parsed replies do the same.
 const STREAM_NAMESPACES: [&str; 3] = ["jabber:client", "jabber:server", "jabber:component:accept"];
@@ -319,16 +323,22 @@ fn element_from_start(start: &BytesStart) -> Result<Element, XmlError> {
         .map_err(|e| syntax(&e))?
         .to_owned();
     let mut element = Element::new(name);
-    for attr in start.attributes() {
+    // quick-xml's own duplicate check compares each attribute with every
+    // one before it; this one is linear.
+    let mut seen = std::collections::HashSet::new();
+    for attr in start.attributes().with_checks(false) {
         let attr = attr.map_err(|e| syntax(&e))?;
+        if element.attrs.len() == MAX_ATTRIBUTES {
+            return Err(syntax(&format!("more than {MAX_ATTRIBUTES} attributes")));
+        }
         let key = std::str::from_utf8(attr.key.as_ref()).map_err(|e| syntax(&e))?;
         // Checked here, as written: the tree's check reads "\1" in a key as
         // Prosody's namespaced form, which XML text cannot carry.
         check_name(key)?;
-        let value = attr.unescape_value().map_err(|e| syntax(&e))?;
-        if element.attr(key).is_some() {
+        if !seen.insert(attr.key) {
             return Err(syntax(&format!("duplicate attribute {key}")));
         }
+        let value = attr.unescape_value().map_err(|e| syntax(&e))?;
         element.attrs.push((key.to_owned(), value.into_owned()));
     }
     Ok(element)
@@ -510,5 +520,21 @@ mod tests {
         ));
         let deep = "<a>".repeat(MAX_DEPTH + 1) + &"</a>".repeat(MAX_DEPTH + 1);
         assert_eq!(parse(&deep), Err(XmlError::TooDeep));
+    }
+
+    #[test]
+    fn attributes_are_counted_and_duplicates_found_among_many() {
+        let attrs = |n: usize| (0..n).map(|i| format!(" a{i}='{i}'")).collect::<String>();
+        assert_eq!(
+            parse(&format!("<a{}/>", attrs(MAX_ATTRIBUTES)))
+                .unwrap()
+                .attrs
+                .len(),
+            MAX_ATTRIBUTES
+        );
+        let many = parse(&format!("<a{}/>", attrs(MAX_ATTRIBUTES + 1)));
+        assert!(matches!(many, Err(XmlError::Syntax(e)) if e.contains("more than 128 attributes")));
+        let late = parse(&format!("<a{} a7='again'/>", attrs(100)));
+        assert!(matches!(late, Err(XmlError::Syntax(e)) if e.contains("duplicate attribute a7")));
     }
 }

@@ -122,10 +122,6 @@ for _, option in ipairs(native.options) do
 	options[option.key] = readers[option.type](option);
 end
 
-if options.tls_verify == false then
-	module:log("warn", "component_post_tls_verify = false: the web service's certificate is not checked");
-end
-
 -- new_delivery answers nil and a reason for a bad option (say, a header
 -- value that is not a string); pcall: a Lua error is reported the same way.
 local ok, delivery, config_err = pcall(native.new_delivery, options);
@@ -133,6 +129,9 @@ if not ok then
 	load_error("invalid option: %s", tostring(delivery):match("^[^\n]*"));
 elseif not delivery then
 	load_error("%s", config_err);
+end
+for _, warning in ipairs(delivery:warnings()) do
+	module:log("warn", "%s", warning);
 end
 
 local function send_stanza(stanza)
@@ -304,8 +303,9 @@ end
 -- The push endpoint (push.lib.lua): off unless component_push_token or
 -- component_push_public_key is set.
 local push_endpoint;
-if options.push_token or options.push_public_key then
-	push_endpoint = module:require("push").serve(delivery, native, send);
+local endpoint = native.new_push(delivery);
+if endpoint then
+	push_endpoint = module:require("push").serve(endpoint, native, send);
 end
 
 -- IQ answers to pushed IQs are the push endpoint's; the rest go on.

@@ -1,10 +1,11 @@
 -- The push endpoint (docs/contract.md §10): the web service POSTs a stanza
 -- to Prosody's HTTP server and the component sends it as its own. Only
 -- loaded when component_push_token or component_push_public_key is set.
+-- The native endpoint decides who may push and how often, and reads the
+-- stanza; this serves HTTP and waits for the answers to pushed IQs.
 
 local json = require "util.json";
-local jid_prep = require "util.jid".prep;
-local throttle = require "util.throttle";
+local jid = require "util.jid";
 
 -- `body`: a table to encode, or JSON text already made.
 local function json_response(response, status, body)
@@ -15,21 +16,28 @@ end
 
 local push = {};
 
--- Serves /component_http on this host: `delivery` checks credentials, reads
--- the body and knows the limits (component_push_rate, _timeout), `send`
--- sends a stanza as the component. Returns { answer = (an IQ
--- result or error: true if it answered a pushed IQ, now sent back over
--- HTTP), cancel = (every pushed IQ still waiting gets 503 and `why`) }.
-function push.serve(delivery, native, send)
-	local rate, timeout = delivery:push_limits();
-	-- IQs pushed and waiting for their answer: id -> { response, timer }.
+-- Serves /component_http on this host: `endpoint` (native.new_push) admits
+-- and reads pushes, `send` sends a stanza as the component. Returns {
+-- answer = (an IQ result or error: true if it answered a pushed IQ, now
+-- sent back over HTTP), cancel = (every pushed IQ still waiting gets 503
+-- and `why`) }.
+function push.serve(endpoint, native, send)
+	local timeout = endpoint:timeout();
+	-- IQs pushed and waiting for their answer: id -> { to, response, timer }.
 	local pushed_iqs = {};
-	local push_throttle = throttle.create(rate, 1);
 
-	-- An answer to a pushed IQ goes back to the HTTP request that sent it.
+	-- An answer to a pushed IQ goes back to the HTTP request that sent it,
+	-- if it comes from the JID the IQ went to (or, for an IQ to a bare JID,
+	-- one of its resources): the id alone could be answered by anyone.
 	local function answer_pushed_iq(stanza)
 		local waiting = pushed_iqs[stanza.attr.id];
 		if not waiting then
+			return false;
+		end
+		local from = jid.prep(stanza.attr.from);
+		if from ~= waiting.to and not (waiting.bare and jid.bare(from) == waiting.to) then
+			module:log("warn", "Ignoring an answer to pushed iq %s from %s: it went to %s",
+				stanza.attr.id, tostring(stanza.attr.from), waiting.to);
 			return false;
 		end
 		pushed_iqs[stanza.attr.id] = nil;
@@ -43,24 +51,23 @@ function push.serve(delivery, native, send)
 	local function handle_push(event)
 		local request, response = event.request, event.response;
 		local headers, body = request.headers, request.body or "";
-		local status, why = delivery:push_authorize(headers.authorization, headers.webhook_id,
-			headers.webhook_timestamp, headers.webhook_signature, body);
+		local status, why, retry_after = endpoint:admit(tostring(request.ip), headers.authorization,
+			headers.webhook_id, headers.webhook_timestamp, headers.webhook_signature, body);
 		if status then
 			if status == 401 then
 				response.headers.www_authenticate = "Bearer";
 			end
+			if retry_after then
+				response.headers.retry_after = tostring(retry_after);
+			end
 			return json_response(response, status, { error = why });
 		end
-		if not push_throttle:poll(1) then
-			response.headers.retry_after = "1";
-			return json_response(response, 429, { error = "too many pushes, slow down" });
-		end
 		local stanza;
-		stanza, status, why = delivery:push_stanza(headers.content_type, body);
+		stanza, status, why = endpoint:stanza(headers.content_type, body);
 		if not stanza then
 			return json_response(response, status, { error = why });
 		end
-		local to = jid_prep(stanza.attr.to);
+		local to = jid.prep(stanza.attr.to);
 		if not to then
 			return json_response(response, 400, { error = "invalid JID in 'to'" });
 		end
@@ -71,6 +78,8 @@ function push.serve(delivery, native, send)
 				return json_response(response, 409, { error = "an iq with this id is still waiting" });
 			end
 			pushed_iqs[id] = {
+				to = to;
+				bare = not jid.resource(to);
 				response = response;
 				timer = module:add_timer(timeout, function ()
 					if pushed_iqs[id] and pushed_iqs[id].response == response then

@@ -13,6 +13,8 @@ from harness import (BACKEND, PROSODY, DOMAIN, NS_STANZAS, ProsodyTestCase, echo
 
 # A signing key too short to be one: the error names the option, never the key.
 BAD_KEY = "whsk_c2hvcnQta2V5LW5ldmVyLWxvZ2dlZA=="
+BAD_WHSEC = "whsec_not%base64%never-logged"
+URL_PASSWORD = "url-password-never-logged"
 USERS = ["alice", "bob", "carol"] + [f"user{i}" for i in range(10)]
 
 
@@ -26,7 +28,7 @@ def answering(handler):
 
 
 class ContractTest(ProsodyTestCase):
-    SECRETS = (BAD_KEY,)
+    SECRETS = (BAD_KEY, BAD_WHSEC, URL_PASSWORD, "a cleartext secret")
 
     @classmethod
     def setUpClass(cls):
@@ -63,6 +65,13 @@ class ContractTest(ProsodyTestCase):
             "badinflight.localhost": {"component_post_url": url, "component_post_max_inflight": 0},
             "badkey.localhost": {"component_post_url": url, "component_post_signing_key": BAD_KEY},
             "badpublic.localhost": {"component_post_url": url, "component_push_public_key": "whpk_AAAA"},
+            "shorttoken.localhost": {"component_post_url": url, "component_push_token": "2short"},
+            "badwhsec.localhost": {"component_post_url": url, "component_push_token": BAD_WHSEC},
+            "badage.localhost": {"component_post_url": url, "component_post_max_age": 1e19},
+            "userinfo.localhost": {"component_post_url": f"http://bot:{URL_PASSWORD}@exa mple.com/"},
+            # Never contacted: only configured, to be warned of.
+            "cleartext.localhost": {"component_post_url": "http://bot-service.example/hook",
+                                    "component_post_secret": "a cleartext secret"},
         }
         cls.start_prosody(cls.components, users=USERS)
         name = "libevent" if BACKEND == "event" else BACKEND
@@ -451,18 +460,32 @@ class ContractTest(ProsodyTestCase):
                               ("badsecret.localhost", ["component_post_secret"]),
                               ("badinflight.localhost", ["component_post_max_inflight = 0"]),
                               ("badkey.localhost", ["component_post_signing_key must be an ed25519 signing key"]),
-                              ("badpublic.localhost", ["component_push_public_key must be an ed25519 public key"])]:
+                              ("badpublic.localhost", ["component_push_public_key must be an ed25519 public key"]),
+                              ("shorttoken.localhost",
+                               ["component_push_token = 6 characters long must be at least 16 characters"]),
+                              ("badwhsec.localhost", ["component_push_token", "must be whsec_ and valid base64"]),
+                              ("badage.localhost", ["component_post_max_age", "at most 1e9"]),
+                              ("userinfo.localhost", ["component_post_url", "http://***@exa mple.com/"])]:
             with self.subTest(host=host):
                 lines = [l for l in log if f"on '{host}'" in l and "Error initializing" in l]
                 self.assertEqual(len(lines), 1, lines)
                 for needle in needles:
                     self.assertIn(needle, lines[0])
                 self.assertNotIn("traceback", lines[0])
-                self.assertNotIn(BAD_KEY, lines[0])
+                for secret in (BAD_KEY, BAD_WHSEC, URL_PASSWORD):
+                    self.assertNotIn(secret, lines[0])
                 # The host has no handler: Prosody answers on its own.
                 self.assertEqual(self.error_to(self.alice, f"x@{host}")[:2],
                                  ("cancel", "service-unavailable"))
         self.assertTrue(self.prosody.alive())
+
+    def test_secrets_sent_in_the_clear_are_warned_of_except_on_loopback(self):
+        warnings = [l for l in self.log().splitlines() if "unencrypted" in l]
+        self.assertEqual(len(warnings), 1, warnings)
+        self.assertIn("cleartext.localhost", warnings[0])
+        self.assertIn("component_post_url is http://: component_post_secret goes to bot-service.example "
+                      "unencrypted", warnings[0])
+        self.assertNotIn("a cleartext secret", self.log())
 
     def test_only_configured_kinds_are_forwarded(self):
         before = len(self.ws.requests)

@@ -158,7 +158,7 @@ class LuarocksTest(ProsodyTestCase):
         # With a push token and durable delivery, so every Lua file of the
         # module is loaded from the tree.
         self.start_prosody({"bot.localhost": {"component_post_url": self.ws.url + "/",
-                                              "component_push_token": "rock-token",
+                                              "component_push_token": "rock-push-token-01",
                                               "component_post_durable": True}},
                            start=False, plugin_dir=os.path.join(self.dir, "none"),
                            extra_config=[f'installer_plugin_path = "{self.tree}"'])

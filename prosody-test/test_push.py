@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import unittest
 
@@ -50,12 +51,14 @@ class PushTest(ProsodyTestCase):
             "nopush.localhost": {"component_post_url": url},
             "keyed.localhost": {"component_post_url": url, "component_push_public_key": KEYS.public_key,
                                 "component_push_rate": 1000},
+            "guarded.localhost": {"component_post_url": url, "component_push_token": TOKEN,
+                                  "component_push_public_key": KEYS.public_key, "component_push_auth_failures": 3},
         }, http=True)
         cls.http_port = cls.prosody.http_port
         cls.alice = cls.connect("alice")
 
     def post(self, body, host="bot.localhost", content_type="application/json", token=TOKEN,
-             headers=None):
+             headers=None, source="127.0.0.1"):
         if isinstance(body, dict):
             body = json.dumps(body)
         if isinstance(body, str):
@@ -64,7 +67,7 @@ class PushTest(ProsodyTestCase):
         if token:
             all_headers["Authorization"] = f"Bearer {token}"
         all_headers.update(headers or {})
-        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=30)
+        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=30, source_address=(source, 0))
         try:
             conn.request("POST", PATH, body=body, headers=all_headers)
             response = conn.getresponse()
@@ -245,6 +248,91 @@ class PushTest(ProsodyTestCase):
     def test_endpoint_is_off_without_a_token(self):
         status, _, _ = self.post({"to": self.alice.jid, "body": "x"}, host="nopush.localhost")
         self.assertEqual(status, 404)
+
+    # What an HTTP client without the credentials, or with a copy of a
+    # signed request, tries.
+
+    def signed(self, body, msg_id, signatures=None):
+        timestamp = str(int(time.time()))
+        signature = KEYS.sign(msg_id, timestamp, body)
+        if signatures is not None:
+            signature = signatures(signature)
+        return {"webhook-id": msg_id, "webhook-timestamp": timestamp, "webhook-signature": signature}
+
+    def test_only_the_first_three_signatures_are_checked(self):
+        body = json.dumps({"to": self.alice.jid, "body": "many signatures"}).encode()
+        bogus = [Ed25519Keys().sign("x", "0", b"") for _ in range(4)]
+        late = self.signed(body, "msg_late", lambda good: " ".join(bogus[:3] + [good]))
+        status, answer, _ = self.post(body, host="keyed.localhost", token=None, headers=late)
+        self.assertEqual((status, answer), (403, {"error": "bad signature"}))
+        # A request listing a hundred costs the check of three.
+        hundred = self.signed(body, "msg_hundred", lambda good: " ".join(bogus[:1] * 100 + [good]))
+        status, _, _ = self.post(body, host="keyed.localhost", token=None, headers=hundred)
+        self.assertEqual(status, 403)
+        rotated = self.signed(body, "msg_rotated", lambda good: " ".join(bogus[:2] + [good]))
+        status, _, _ = self.post(body, host="keyed.localhost", token=None, headers=rotated)
+        self.assertEqual(status, 202)
+        self.alice.expect(lambda s: s.body == "many signatures")
+
+    def test_a_signed_push_is_accepted_once(self):
+        body = json.dumps({"to": self.alice.jid, "body": "pay once"}).encode()
+        headers = self.signed(body, "msg_replayed")
+        status, _, _ = self.post(body, host="keyed.localhost", token=None, headers=headers)
+        self.assertEqual(status, 202)
+        status, answer, _ = self.post(body, host="keyed.localhost", token=None, headers=headers)
+        self.assertEqual(status, 409, answer)
+        self.assertIn("webhook-id was used already", answer["error"])
+        self.alice.expect(lambda s: s.body == "pay once")
+        status, _, _ = self.post({"to": self.alice.jid, "body": "barrier"})
+        self.alice.expect(lambda s: s.body == "barrier")
+        self.assertEqual(self.alice.received(lambda s: s.body == "pay once"), [], "delivered once")
+
+    def test_failed_authorisations_are_limited_per_address(self):
+        for _ in range(3):
+            status, _, _ = self.post({"to": self.alice.jid, "body": "x"}, host="guarded.localhost",
+                                     token="a-wrong-guess-of-the-token", source="127.0.0.3")
+            self.assertEqual(status, 403)
+        # The fourth is refused before anything is checked, even the right token.
+        status, answer, headers = self.post({"to": self.alice.jid, "body": "x"}, host="guarded.localhost",
+                                            source="127.0.0.3")
+        self.assertEqual(status, 429, answer)
+        self.assertIn("too many failed authorisations", answer["error"])
+        self.assertGreater(int(headers["retry-after"]), 1)
+        # Another address is not held up.
+        status, _, _ = self.post({"to": self.alice.jid, "body": "other address"}, host="guarded.localhost",
+                                 source="127.0.0.4")
+        self.assertEqual(status, 202)
+        self.alice.expect(lambda s: s.body == "other address")
+
+    def test_an_iq_answer_from_anyone_but_its_recipient_is_ignored(self):
+        results = []
+        iq = {"to": self.alice.jid, "kind": "iq", "type": "get",
+              "stanza": "<iq type='get' id='guess-me'><query xmlns='jabber:iq:version'/></iq>"}
+        pusher = threading.Thread(target=lambda: results.append(self.post(iq)))
+        pusher.start()
+        got = self.alice.expect(lambda s: s.name == "iq" and s.attr.get("id") == "guess-me")
+        bob = self.connect("bob")
+        bob.send("<iq type='result' to='bot.localhost' id='guess-me'><query xmlns='jabber:iq:version'>"
+                 "<name>forged</name></query></iq>")
+        bob.ping_server()  # the forged answer is in before the real one
+        self.wait_log("Ignoring an answer to pushed iq guess-me from bob@")
+        self.alice.send(f"<iq type='result' to='{got.attr['from']}' id='guess-me'>"
+                        "<query xmlns='jabber:iq:version'><name>real</name></query></iq>")
+        pusher.join(30)
+        status, answer, _ = results[0]
+        self.assertEqual(status, 200, answer)
+        self.assertIn("<name>real</name>", answer["stanza"])
+        self.assertEqual(answer["from"], self.alice.jid)
+
+    def test_thousands_of_attributes_are_refused_cheaply(self):
+        # 7,398 attributes in 64 KiB: names of three letters, empty values.
+        names = (a + b + c for a in "abcdefghijklmnopqrstuvwxyz" for b in "abcdefghijklmnopqrstuvwxyz"
+                 for c in "abcdefghijklmnopqrstuvwxyz")
+        attrs = "".join(f" {next(names)}=''" for _ in range(7398))
+        status, answer, _ = self.post(f"<message to='{self.alice.jid}'{attrs}><body>x</body></message>",
+                                      content_type="application/xmpp+xml")
+        self.assertEqual(status, 400)
+        self.assertIn("more than 128 attributes", answer["error"])
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import unittest
 
 from harness import DOMAIN, ProsodyTestCase, json_reply, schema_errors
 
-TOKEN = "rich-push-token"
+TOKEN = "rich-push-token-01"
 NS = {
     "chatstates": "http://jabber.org/protocol/chatstates",
     "oob": "jabber:x:oob",

@@ -18,6 +18,7 @@ use crate::signing::{KeyError, PublicKey, Secret, SecretError, SigningKey};
 pub enum ConfigError {
     #[error("component_post_url is not set: it must be the http(s) URL to POST stanzas to")]
     MissingUrl,
+    /// `value` with any user and password in it masked.
     #[error("component_post_url = {value:?} is not a valid http(s) URL: {reason}")]
     BadUrl { value: String, reason: String },
     #[error("component_post_stanzas: unknown stanza kind {0:?} (use message, presence, iq)")]
@@ -72,6 +73,7 @@ pub struct Options {
     pub push_max_size: Option<f64>,
     pub push_rate: Option<f64>,
     pub push_timeout: Option<f64>,
+    pub push_auth_failures: Option<f64>,
     pub durable: Option<bool>,
     pub max_age: Option<f64>,
     pub durable_limit: Option<f64>,
@@ -109,6 +111,8 @@ pub struct Config {
     pub push_rate: f64,
     /// How long a pushed IQ waits for its answer.
     pub push_timeout: Duration,
+    /// Failed authorisations per client address and minute.
+    pub push_auth_failures: u32,
     /// Hold stanzas the service could not take, and deliver them later.
     pub durable: bool,
     /// How long a held stanza is tried before it is given up (dead-letter).
@@ -144,7 +148,7 @@ impl Config {
     pub fn new(options: Options) -> Result<Config, ConfigError> {
         let value = options.url.as_deref().ok_or(ConfigError::MissingUrl)?;
         let bad_url = |reason: &str| ConfigError::BadUrl {
-            value: value.to_owned(),
+            value: without_credentials(value),
             reason: reason.to_owned(),
         };
         let url = Url::parse(value).map_err(|e| bad_url(&e.to_string()))?;
@@ -189,12 +193,7 @@ impl Config {
             },
             tls_verify: flag(&options::TLS_VERIFY, options.tls_verify),
             max_response: count(&options::MAX_RESPONSE, options.max_response)?,
-            push_token: match options.push_token {
-                Some(token) if token.is_empty() => {
-                    return Err(invalid(&options::PUSH_TOKEN, "\"\"", "a non-empty secret"))
-                }
-                token => token.map(PushToken),
-            },
+            push_token: options.push_token.map(push_token).transpose()?,
             push_public_key: options
                 .push_public_key
                 .as_deref()
@@ -203,6 +202,8 @@ impl Config {
             push_max_size: count(&options::PUSH_MAX_SIZE, options.push_max_size)?,
             push_rate: rate(&options::PUSH_RATE, options.push_rate)?,
             push_timeout: seconds(&options::PUSH_TIMEOUT, options.push_timeout)?,
+            push_auth_failures: count(&options::PUSH_AUTH_FAILURES, options.push_auth_failures)?
+                as u32,
             durable: flag(&options::DURABLE, options.durable),
             max_age: seconds(&options::MAX_AGE, options.max_age)?,
             durable_limit: count(&options::DURABLE_LIMIT, options.durable_limit)?,
@@ -224,6 +225,76 @@ impl Config {
     pub fn forwards(&self, kind: Kind) -> bool {
         self.forwarded.contains(&kind)
     }
+
+    /// What the admin is warned of at load: secrets that would travel in
+    /// the clear, certificates not checked.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let secret = if !self.secrets.is_empty() {
+            Some(options::SECRET.name)
+        } else if self.signing_key.is_some() {
+            Some(options::SIGNING_KEY.name)
+        } else if !self.headers.is_empty() {
+            Some(options::HEADERS.name)
+        } else {
+            None
+        };
+        if let Some(secret) =
+            secret.filter(|_| self.url.scheme() == "http" && !is_loopback(&self.url))
+        {
+            warnings.push(format!(
+                "component_post_url is http://: {secret} goes to {} unencrypted; use https://",
+                self.url.host_str().unwrap_or_default()
+            ));
+        }
+        if !self.tls_verify {
+            warnings.push(
+                "component_post_tls_verify = false: the web service's certificate is not checked"
+                    .into(),
+            );
+        }
+        warnings
+    }
+}
+
+/// Whether `url` stays on this machine (127.0.0.0/8, ::1, localhost).
+fn is_loopback(url: &Url) -> bool {
+    let host = url.host_str().unwrap_or_default();
+    let ip = host.trim_start_matches('[').trim_end_matches(']');
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => {
+            let name = host.to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost")
+        }
+    }
+}
+
+/// A URL as written, for an error message, with the user and password (if
+/// any) masked: `http://***@host/`.
+fn without_credentials(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***{}", &rest[at..]),
+        None => url.to_owned(),
+    }
+}
+
+/// The push token: at least 16 characters (a bearer token is all an
+/// attacker must guess), and a `whsec_` one valid base64.
+fn push_token(token: String) -> Result<PushToken, ConfigError> {
+    let option = &options::PUSH_TOKEN;
+    if token.chars().count() < 16 {
+        let length = format!("{} characters long", token.chars().count());
+        return Err(invalid(option, length, "at least 16 characters"));
+    }
+    if token.starts_with("whsec_") && Secret::parse(&token).is_err() {
+        return Err(invalid(option, "whsec_…", "whsec_ and valid base64"));
+    }
+    Ok(PushToken(token))
 }
 
 fn invalid(option: &Spec, value: impl ToString, expected: impl Into<String>) -> ConfigError {
@@ -239,8 +310,13 @@ fn seconds(option: &Spec, value: Option<f64>) -> Result<Duration, ConfigError> {
         unreachable!("{} is not a duration", option.name)
     };
     let secs = value.unwrap_or(default);
-    if !(secs.is_finite() && secs > 0.0) {
-        return Err(invalid(option, secs, "a positive number of seconds"));
+    // Past a billion seconds (31 years) a duration only overflows clocks.
+    if !(secs.is_finite() && secs > 0.0 && secs <= 1e9) {
+        return Err(invalid(
+            option,
+            secs,
+            "a positive number of seconds, at most 1e9",
+        ));
     }
     Ok(Duration::from_secs_f64(secs))
 }

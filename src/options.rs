@@ -223,7 +223,7 @@ pub const PUSH_TOKEN: Spec = Spec {
         "push_token",
         Type::Token,
         "`Authorization: Bearer <token>` (compared in constant time), or a Standard Webhooks \
-         signature made with it as the secret (`whsec_…` or plain)",
+         signature made with it as the secret (`whsec_…` or plain); at least 16 characters",
     )
 };
 pub const PUSH_PUBLIC_KEY: Spec = Spec {
@@ -240,14 +240,24 @@ pub const PUSH_RATE: Spec = spec(
     "component_push_rate",
     "push_rate",
     Type::Rate(10.0),
-    "pushes per second (burst as many), through Prosody's `util.throttle`; beyond: 429 with \
-     `Retry-After: 1`",
+    "pushes per second (burst as many); beyond: 429 with `Retry-After: 1`",
 );
 pub const PUSH_TIMEOUT: Spec = spec(
     "component_push_timeout",
     "push_timeout",
     Type::Seconds(30.0),
     "seconds a pushed IQ get/set waits for its answer; then 504",
+);
+pub const PUSH_AUTH_FAILURES: Spec = spec(
+    "component_push_auth_failures",
+    "push_auth_failures",
+    Type::Count {
+        default: 10,
+        min: 1,
+    },
+    "failed authorisations a client address may make per minute; past it the address gets \
+     429 until its minute is over, before any credential is checked (behind a reverse \
+     proxy, set Prosody's `trusted_proxies` so that addresses are the clients')",
 );
 pub const PUSH_MAX_SIZE: Spec = spec(
     "component_push_max_size",
@@ -260,7 +270,7 @@ pub const PUSH_MAX_SIZE: Spec = spec(
 );
 
 /// Every option, in the README's order.
-pub const ALL: [&Spec; 24] = [
+pub const ALL: [&Spec; 25] = [
     &URL,
     &STANZAS,
     &TIMEOUT,
@@ -284,6 +294,7 @@ pub const ALL: [&Spec; 24] = [
     &PUSH_PUBLIC_KEY,
     &PUSH_RATE,
     &PUSH_TIMEOUT,
+    &PUSH_AUTH_FAILURES,
     &PUSH_MAX_SIZE,
 ];
 

@@ -78,6 +78,10 @@ impl SigningKey {
     }
 }
 
+/// Signatures of one kind checked per request: enough for a key rotation
+/// (old and new), and a request that lists a hundred costs no more.
+pub const MAX_SIGNATURES_CHECKED: usize = 3;
+
 /// An ed25519 public key (`whpk_` + base64 of its 32 bytes).
 #[derive(Clone, Debug)]
 pub struct PublicKey(ed25519_dalek::VerifyingKey);
@@ -101,12 +105,16 @@ impl PublicKey {
 
     /// Whether one of the space-separated `v1a,<base64>` signatures in
     /// `signatures` is this key's over `id.timestamp.body`.
+    /// Only the first [`MAX_SIGNATURES_CHECKED`] `v1a` ones are checked.
     pub fn verifies(&self, signatures: &str, id: &str, timestamp: u64, body: &[u8]) -> bool {
         let content = signed_content(id, timestamp, body);
-        signatures.split(' ').any(|given| {
-            given
-                .strip_prefix("v1a,")
-                .and_then(|encoded| BASE64.decode(encoded).ok())
+        let v1a = signatures
+            .split(' ')
+            .filter_map(|given| given.strip_prefix("v1a,"));
+        v1a.take(MAX_SIGNATURES_CHECKED).any(|encoded| {
+            BASE64
+                .decode(encoded)
+                .ok()
                 .and_then(|bytes| ed25519_dalek::Signature::from_slice(&bytes).ok())
                 .is_some_and(|signature| self.0.verify(&content, &signature).is_ok())
         })
@@ -172,12 +180,41 @@ pub fn signature(
 
 /// A fresh delivery id, kept across every attempt of one stanza.
 pub fn delivery_id() -> String {
-    format!("msg_{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+    unguessable_id("msg_")
+}
+
+/// `prefix` and 128 bits from the operating system's CSPRNG, in hex: an id
+/// nobody can guess (a pushed IQ's, whose answer is matched by it).
+pub fn unguessable_id(prefix: &str) -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::getrandom(&mut bytes).is_err() {
+        // No OS randomness (never seen on Linux): still unique, if guessable.
+        bytes = fastrand::u128(..).to_le_bytes();
+    }
+    let mut id = String::with_capacity(prefix.len() + 32);
+    id.push_str(prefix);
+    for byte in bytes {
+        id.push_str(&format!("{byte:02x}"));
+    }
+    id
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_are_128_bits_in_hex() {
+        let (a, b) = (unguessable_id("push_"), unguessable_id("push_"));
+        for id in [&a, &b] {
+            let hex = id.strip_prefix("push_").unwrap();
+            assert!(
+                hex.len() == 32 && hex.chars().all(|c| c.is_ascii_hexdigit()),
+                "{id}"
+            );
+        }
+        assert_ne!(a, b);
+    }
 
     #[test]
     fn matches_the_standard_webhooks_test_vector() {

@@ -1,17 +1,14 @@
 //! A host's [`Delivery`] as Lua userdata: post, drain (outcomes as flat
-//! arrays), the push endpoint's checks, cancel, and durable delivery's
-//! admin.
+//! arrays), cancel, and durable delivery's admin.
 
 use std::ffi::{c_int, CStr};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use mlua::{ffi, Lua, LuaString, Table, UserData, UserDataMethods};
+use mlua::{ffi, Lua, Table, UserData, UserDataMethods};
 
 use super::stanza::{element_from_lua, element_to_lua, push_stanzas, push_str, stanza_metatable};
 use crate::conversion::ns::MUC_USER;
 use crate::conversion::{self, Envelope, Kind, RoomJids};
 use crate::delivery::{Delivery, Outcome, Record, Source, Storage};
-use crate::push;
 use crate::stanza_error::{ErrorType, StanzaError};
 use crate::xml::Element;
 
@@ -75,15 +72,6 @@ fn unreadable_envelope(stanza: &Table) -> Option<Envelope> {
     Envelope::of(&top).ok()
 }
 
-/// Authorization, webhook-id, webhook-timestamp, webhook-signature, body.
-type PushHeaders = (
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    LuaString,
-);
-
 impl UserData for Delivery {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         methods.add_method("fd", |_, this, ()| Ok(this.fd()));
@@ -92,11 +80,8 @@ impl UserData for Delivery {
             Ok(this.config().signing_key.as_ref().map(|k| k.public_key()))
         });
         methods.add_method("counts", |_, this, ()| Ok(this.counts()));
-        // The push endpoint's pushes a second, and seconds a pushed IQ waits.
-        methods.add_method("push_limits", |_, this, ()| {
-            let config = this.config();
-            Ok((config.push_rate, config.push_timeout.as_secs_f64()))
-        });
+        // What the admin is warned of at load, as lines.
+        methods.add_method("warnings", |_, this, ()| Ok(this.config().warnings()));
         methods.add_method("forwards", |_, this, kind: String| {
             Ok(Kind::parse(&kind).is_some_and(|k| this.config().forwards(k)))
         });
@@ -124,53 +109,6 @@ impl UserData for Delivery {
             })
         });
         methods.add_method("drain", |lua, this, ()| outcomes_to_lua(lua, this.drain()));
-        // Push endpoint: nil when allowed, else the HTTP status and why.
-        methods.add_method(
-            "push_authorize",
-            |_, this, (authorization, id, timestamp, signature, body): PushHeaders| {
-                let config = this.config();
-                let keys = push::PushKeys {
-                    token: config.push_token.as_ref().map(|t| t.0.as_str()),
-                    public_key: config.push_public_key.as_ref(),
-                };
-                if keys.token.is_none() && keys.public_key.is_none() {
-                    return Ok((Some(404), Some("push is not enabled".to_owned())));
-                };
-                if body.as_bytes().len() > config.push_max_size {
-                    let why = format!("larger than {} bytes", config.push_max_size);
-                    return Ok((Some(413), Some(why)));
-                }
-                let credentials = push::Credentials {
-                    authorization: authorization.as_deref(),
-                    webhook_id: id.as_deref(),
-                    webhook_timestamp: timestamp.as_deref(),
-                    webhook_signature: signature.as_deref(),
-                };
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_secs();
-                Ok(
-                    match push::authorize(keys, &credentials, &body.as_bytes(), now) {
-                        Ok(()) => (None, None),
-                        Err(e) => (Some(e.status), Some(e.message)),
-                    },
-                )
-            },
-        );
-        // The stanza a push describes, or nil, the HTTP status and why.
-        methods.add_method(
-            "push_stanza",
-            |lua, this, (content_type, body): (Option<String>, LuaString)| {
-                let host = &this.config().host;
-                Ok(
-                    match push::stanza(host, content_type.as_deref(), &body.as_bytes()) {
-                        Ok(stanza) => (Some(element_to_lua(lua, &stanza)?), None, None),
-                        Err(e) => (None, Some(e.status), Some(e.message)),
-                    },
-                )
-            },
-        );
         methods.add_method("cancel_all", |lua, this, shutting_down: bool| {
             let why = if shutting_down {
                 "the server is shutting down"

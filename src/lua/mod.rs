@@ -4,6 +4,7 @@
 //! in this module; the rest of the crate knows nothing of mlua.
 
 mod delivery;
+mod push;
 mod rooms;
 mod stanza;
 
@@ -16,6 +17,7 @@ use crate::conversion;
 use crate::delivery::Delivery;
 use crate::local;
 use crate::options::{self, Default};
+use crate::push::Endpoint;
 use crate::rooms::Rooms;
 use delivery::{unreadable_reply, Unreadable};
 use rooms::LuaRooms;
@@ -37,6 +39,13 @@ pub fn exports(lua: &Lua) -> mlua::Result<Table> {
                 Ok(LuaRooms(Rooms::new(host, nick.as_deref(), jids)))
             },
         )?,
+    )?;
+    // The host's push endpoint, or nil when it is off.
+    exports.set(
+        "new_push",
+        lua.create_function(|_, delivery: mlua::UserDataRef<Delivery>| {
+            Ok(Endpoint::new(delivery.config()))
+        })?,
     )?;
     exports.set(
         "request_json",

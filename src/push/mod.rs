@@ -1,119 +1,156 @@
 //! The push endpoint (docs/contract.md §10): the web service POSTs a stanza
 //! (the reply JSON of §4, or raw XML) and the component sends it on its own.
+//! [`Endpoint`] decides who may push ([`auth`]) and how often ([`limits`]);
+//! [`stanza`] reads what is pushed.
+
+mod auth;
+pub mod limits;
+
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use thiserror::Error;
 
+pub use auth::{authorize, Authorized, Credentials, PushKeys};
+use limits::{FailureLimit, RateLimit, Replayed, Replays};
+
+use crate::config::{Config, PushToken};
 use crate::conversion::{self, Envelope, Kind, ReplyError};
 use crate::jid;
-use crate::signing::{self, PublicKey, Secret};
+use crate::signing::{self, PublicKey};
 use crate::xml::{self, Element};
 
 /// A signed push older or newer than this is refused (Standard Webhooks'
 /// replay window).
 const TIMESTAMP_TOLERANCE_SECS: u64 = 5 * 60;
 
-/// An HTTP status for the pusher, with a message naming the problem.
+/// An HTTP status for the pusher, with a message naming the problem, and
+/// for a 429 the seconds to wait (`Retry-After`).
 #[derive(Debug, Error, PartialEq, Eq)]
 #[error("{message}")]
 pub struct PushError {
     pub status: u16,
     pub message: String,
+    pub retry_after: Option<u64>,
 }
 
 fn refuse(status: u16, message: impl Into<String>) -> PushError {
     PushError {
         status,
         message: message.into(),
+        retry_after: None,
     }
 }
 
-/// The credentials a push request carries.
-#[derive(Debug, Default)]
-pub struct Credentials<'a> {
-    pub authorization: Option<&'a str>,
-    pub webhook_id: Option<&'a str>,
-    pub webhook_timestamp: Option<&'a str>,
-    pub webhook_signature: Option<&'a str>,
+fn too_many(message: &str, wait: Duration) -> PushError {
+    PushError {
+        retry_after: Some(wait.as_secs_f64().ceil().max(1.0) as u64),
+        ..refuse(429, message)
+    }
 }
 
-/// What the push endpoint accepts: the token (as a bearer token, or as the
-/// secret of a `v1` signature) and the public key of `v1a` signatures. At
-/// least one is set, or the endpoint is off.
-#[derive(Debug, Clone, Copy)]
-pub struct PushKeys<'a> {
-    pub token: Option<&'a str>,
-    pub public_key: Option<&'a PublicKey>,
+/// The push endpoint of one component host: its keys, its limits, and
+/// what it remembers to keep them.
+#[derive(Debug)]
+pub struct Endpoint {
+    host: String,
+    token: Option<PushToken>,
+    public_key: Option<PublicKey>,
+    max_size: usize,
+    timeout: Duration,
+    failures: FailureLimit,
+    pushes: RateLimit,
+    replays: Replays,
 }
 
-/// `Authorization: Bearer <token>`, or a Standard Webhooks signature: `v1`
-/// made with the token as its secret (compared in constant time), or `v1a`
-/// made with the secret half of the public key.
-pub fn authorize(
-    keys: PushKeys,
-    credentials: &Credentials,
-    body: &[u8],
-    now_secs: u64,
-) -> Result<(), PushError> {
-    if let Some(authorization) = credentials.authorization {
-        let given = authorization
-            .strip_prefix("Bearer ")
-            .ok_or_else(|| refuse(401, "Authorization must be 'Bearer <token>'"))?;
-        let Some(token) = keys.token else {
-            return Err(refuse(
-                401,
-                "no bearer token is accepted here: sign the push (v1a)",
-            ));
-        };
-        return if constant_time_eq(given.trim().as_bytes(), token.as_bytes()) {
-            Ok(())
-        } else {
-            Err(refuse(403, "wrong token"))
-        };
-    }
-    let Some(signatures) = credentials.webhook_signature else {
-        return Err(refuse(
-            401,
-            "missing credentials: send Authorization: Bearer <token> or a webhook signature",
-        ));
-    };
-    let (Some(id), Some(timestamp)) = (credentials.webhook_id, credentials.webhook_timestamp)
-    else {
-        return Err(refuse(
-            401,
-            "a signed push needs webhook-id and webhook-timestamp",
-        ));
-    };
-    let timestamp: u64 = timestamp
-        .trim()
-        .parse()
-        .map_err(|_| refuse(401, "webhook-timestamp must be Unix seconds"))?;
-    if timestamp.abs_diff(now_secs) > TIMESTAMP_TOLERANCE_SECS {
-        return Err(refuse(401, "webhook-timestamp is too far from now"));
-    }
-    let symmetric = match keys.token {
-        Some(token) => {
-            let secret = Secret::parse(token).map_err(|e| refuse(500, e.to_string()))?;
-            let expected = signing::signature(&[secret], None, id, timestamp, body);
-            signatures
-                .split(' ')
-                .any(|given| constant_time_eq(given.as_bytes(), expected.as_bytes()))
+impl Endpoint {
+    /// The endpoint `config` asks for; none without a token or public key.
+    pub fn new(config: &Config) -> Option<Endpoint> {
+        if config.push_token.is_none() && config.push_public_key.is_none() {
+            return None;
         }
-        None => false,
-    };
-    let asymmetric = keys
-        .public_key
-        .is_some_and(|key| key.verifies(signatures, id, timestamp, body));
-    if symmetric || asymmetric {
-        Ok(())
-    } else {
-        Err(refuse(403, "bad signature"))
+        // As many ids as the rate lets through while a timestamp is good.
+        let window = (2 * TIMESTAMP_TOLERANCE_SECS) as f64;
+        Some(Endpoint {
+            host: config.host.clone(),
+            token: config.push_token.clone(),
+            public_key: config.push_public_key.clone(),
+            max_size: config.push_max_size,
+            timeout: config.push_timeout,
+            failures: FailureLimit::new(config.push_auth_failures),
+            pushes: RateLimit::new(config.push_rate),
+            replays: Replays::new((config.push_rate * window).ceil() as usize + 1),
+        })
     }
-}
 
-/// Equal bytes, in a time that does not depend on where they differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    /// How long a pushed IQ waits for its answer.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Whether a push from `address` may go on, in the order that keeps a
+    /// refusal cheap: an address that failed too often is refused before
+    /// anything is checked; then size, credentials, the rate, and (for a
+    /// signed push) whether its `webhook-id` was used already.
+    pub fn admit(
+        &mut self,
+        address: &str,
+        credentials: &Credentials,
+        body: &[u8],
+        now: Instant,
+        unix_secs: u64,
+    ) -> Result<(), PushError> {
+        if let Some(wait) = self.failures.wait(address, now) {
+            return Err(too_many(
+                "too many failed authorisations from this address",
+                wait,
+            ));
+        }
+        if body.len() > self.max_size {
+            return Err(refuse(413, format!("larger than {} bytes", self.max_size)));
+        }
+        let keys = PushKeys {
+            token: self.token.as_ref().map(|t| t.0.as_str()),
+            public_key: self.public_key.as_ref(),
+        };
+        let authorized = match authorize(keys, credentials, body, unix_secs) {
+            Ok(authorized) => authorized,
+            Err(error) => {
+                self.failures.record(address, now);
+                return Err(error);
+            }
+        };
+        if !self.pushes.take(now) {
+            return Err(too_many(
+                "too many pushes, slow down",
+                Duration::from_secs(1),
+            ));
+        }
+        if let Authorized::Signed { id, timestamp } = authorized {
+            let tolerance = TIMESTAMP_TOLERANCE_SECS;
+            match self.replays.check(id, timestamp, tolerance, unix_secs) {
+                Ok(()) => {}
+                Err(Replayed::Seen) => {
+                    return Err(refuse(
+                        409,
+                        "this webhook-id was used already: a push is accepted once",
+                    ))
+                }
+                Err(Replayed::Full) => {
+                    return Err(too_many(
+                        "too many pushes, slow down",
+                        Duration::from_secs(1),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The stanza a push describes (see [`stanza`]).
+    pub fn stanza(&self, content_type: Option<&str>, body: &[u8]) -> Result<Element, PushError> {
+        stanza(&self.host, content_type, body)
+    }
 }
 
 /// The stanza a push describes, sent as the component `host`: `to` is
@@ -159,7 +196,7 @@ pub fn stanza(host: &str, content_type: Option<&str>, body: &[u8]) -> Result<Ele
         ));
     }
     if stanza.attr("id").is_none() {
-        stanza.set_attr("id", signing::delivery_id().replacen("msg_", "push_", 1));
+        stanza.set_attr("id", signing::unguessable_id("push_"));
     }
     stanza.check().map_err(|e| refuse(400, e.to_string()))?;
     Ok(stanza)
@@ -374,148 +411,4 @@ mod tests {
             403
         );
     }
-
-    #[test]
-    fn bearer_token() {
-        let creds = |a| Credentials {
-            authorization: Some(a),
-            ..Default::default()
-        };
-        assert_eq!(
-            authorize(TOKEN_ONLY, &creds("Bearer s3cret"), b"", 0),
-            Ok(())
-        );
-        assert_eq!(
-            authorize(TOKEN_ONLY, &creds("Bearer wrong"), b"", 0)
-                .unwrap_err()
-                .status,
-            403
-        );
-        assert_eq!(
-            authorize(TOKEN_ONLY, &creds("Bearer s3cre"), b"", 0)
-                .unwrap_err()
-                .status,
-            403
-        );
-        assert_eq!(
-            authorize(TOKEN_ONLY, &creds("Basic xyz"), b"", 0)
-                .unwrap_err()
-                .status,
-            401
-        );
-        assert_eq!(
-            authorize(TOKEN_ONLY, &Credentials::default(), b"", 0)
-                .unwrap_err()
-                .status,
-            401
-        );
-    }
-
-    #[test]
-    fn webhook_signature() {
-        let body = br#"{"to": "u@h"}"#;
-        let secret = Secret::parse("s3cret").unwrap();
-        let good = signing::signature(&[secret], None, "m1", 1000, body);
-        let creds = |signature: &'static str, ts: &'static str| Credentials {
-            webhook_id: Some("m1"),
-            webhook_timestamp: Some(ts),
-            webhook_signature: Some(signature),
-            ..Default::default()
-        };
-        let good: &'static str = Box::leak(format!("v1,other {good}").into_boxed_str());
-        assert_eq!(
-            authorize(TOKEN_ONLY, &creds(good, "1000"), body, 1100),
-            Ok(())
-        );
-        assert_eq!(
-            authorize(TOKEN_ONLY, &creds(good, "1000"), b"tampered", 1100)
-                .unwrap_err()
-                .status,
-            403
-        );
-        assert_eq!(
-            authorize(TOKEN_ONLY, &creds(good, "1000"), body, 5000)
-                .unwrap_err()
-                .status,
-            401
-        );
-        assert_eq!(
-            authorize(TOKEN_ONLY, &creds("v1,nope", "1000"), body, 1000)
-                .unwrap_err()
-                .status,
-            403
-        );
-        assert_eq!(
-            authorize(TOKEN_ONLY, &creds(good, "soon"), body, 1000)
-                .unwrap_err()
-                .status,
-            401
-        );
-    }
-
-    #[test]
-    fn v1a_signature_with_the_public_key() {
-        let key = signing_key();
-        let public = PublicKey::parse(&key.public_key(), "component_push_public_key").unwrap();
-        let body = br#"{"to": "u@h"}"#;
-        let signed = signing::signature(&[], Some(&key), "m1", 1000, body);
-        let creds = |signature: &str| Credentials {
-            webhook_id: Some("m1"),
-            webhook_timestamp: Some("1000"),
-            webhook_signature: Some(Box::leak(signature.to_owned().into_boxed_str())),
-            ..Default::default()
-        };
-        let key_only = PushKeys {
-            token: None,
-            public_key: Some(&public),
-        };
-        let both = PushKeys {
-            token: Some("s3cret"),
-            public_key: Some(&public),
-        };
-        assert_eq!(authorize(key_only, &creds(&signed), body, 1000), Ok(()));
-        assert_eq!(
-            authorize(both, &creds(&format!("v1,x {signed}")), body, 1000),
-            Ok(())
-        );
-        assert_eq!(
-            authorize(key_only, &creds(&signed), b"tampered", 1000)
-                .unwrap_err()
-                .status,
-            403
-        );
-        // A v1a signature is no good without the public key.
-        assert_eq!(
-            authorize(TOKEN_ONLY, &creds(&signed), body, 1000)
-                .unwrap_err()
-                .status,
-            403
-        );
-        // Nor is a v1 one without the token, or a bearer token.
-        let v1 = signing::signature(&[Secret::parse("s3cret").unwrap()], None, "m1", 1000, body);
-        assert_eq!(
-            authorize(key_only, &creds(&v1), body, 1000)
-                .unwrap_err()
-                .status,
-            403
-        );
-        let bearer = Credentials {
-            authorization: Some("Bearer s3cret"),
-            ..Default::default()
-        };
-        assert_eq!(
-            authorize(key_only, &bearer, body, 1000).unwrap_err().status,
-            401
-        );
-    }
-
-    fn signing_key() -> signing::SigningKey {
-        signing::SigningKey::parse("whsk_TM0Imyj/ltqdtsNG7BFOD1uKMZ81q6Yk2oz27U+4pvs=", "k")
-            .unwrap()
-    }
-
-    const TOKEN_ONLY: PushKeys = PushKeys {
-        token: Some("s3cret"),
-        public_key: None,
-    };
 }

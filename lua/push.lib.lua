@@ -67,11 +67,7 @@ function push.serve(endpoint, native, send)
 		if not stanza then
 			return json_response(response, status, { error = why });
 		end
-		local to = jid.prep(stanza.attr.to);
-		if not to then
-			return json_response(response, 400, { error = "invalid JID in 'to'" });
-		end
-		stanza.attr.to = to;
+		local to = stanza.attr.to; -- prepared natively
 		local id = stanza.attr.id;
 		if stanza.name == "iq" and (stanza.attr.type == "get" or stanza.attr.type == "set") then
 			if pushed_iqs[id] then

@@ -8,8 +8,8 @@ import threading
 import time
 import unittest
 
-from harness import (BACKEND, PROSODY, DOMAIN, NS_STANZAS, ProsodyTestCase, echo_handler, free_port,
-                     json_reply)
+from harness import (BACKEND, PROSODY, DOMAIN, NS_STANZAS, SHELL_UNRELIABLE, SHELL_UNRELIABLE_WHY, ProsodyTestCase,
+                     echo_handler, free_port, json_reply)
 
 # A signing key too short to be one: the error names the option, never the key.
 BAD_KEY = "whsk_c2hvcnQta2V5LW5ldmVyLWxvZ2dlZA=="
@@ -237,6 +237,45 @@ class ContractTest(ProsodyTestCase):
         self.barrier(self.bob)
         self.assertEqual(self.bob.received(lambda s: s.body == "spoofed"), [])
         self.assertIn("reply refused", self.log())
+
+    def test_replies_to_invalid_jids_are_refused(self):
+        # Split at the last '@', the first was once taken for a JID at
+        # localhost; a bidi override would show bob's name reversed.
+        for to in ["bob@localhost@bot.localhost", "@bot.localhost", "\u202ebob@localhost", "bob@localhost/"]:
+            with self.subTest(to=to):
+                self.script(lambda r, to=to: json_reply({"to": to, "body": "misaddressed"}))
+                error = self.error_to(self.alice, "jids@bot.localhost")
+                self.assertEqual(error[1], "internal-server-error")
+                self.assertIn("'to' is not a valid JID", error[2])
+        self.script(lambda r: json_reply({"from": "x@y@bot.localhost", "body": "misaddressed"}))
+        self.assertIn("'from' is not a valid JID", self.error_to(self.alice, "jids@bot.localhost")[2])
+        self.script(echo_handler)
+        self.barrier(self.bob)
+        self.assertEqual(self.bob.received(lambda s: s.body == "misaddressed"), [])
+
+    def test_addresses_of_a_reply_are_prepared(self):
+        self.script(lambda r: json_reply({"to": self.bob.jid.replace("bob@", "Bob@").replace(DOMAIN, DOMAIN.upper()),
+                                          "from": "Echo@BOT.localhost", "body": "prepared"}))
+        self.alice.message("prep@bot.localhost", "hi")
+        got = self.bob.expect(lambda s: s.body == "prepared")
+        self.assertEqual(got.attr["from"], "echo@bot.localhost")
+
+    def test_a_reply_to_the_component_itself_is_refused(self):
+        self.script(lambda r: json_reply({"to": "other@bot.localhost", "body": "talking to myself"}))
+        error = self.error_to(self.alice, "self@bot.localhost")
+        self.assertIn("at the component itself: a loop", error[2])
+        time.sleep(0.5)  # a loop would POST again and again
+        looped = [r for r in self.ws.requests if (r["json"] or {}).get("body") == "talking to myself"]
+        self.assertEqual(looped, [])
+
+    @unittest.skipIf(SHELL_UNRELIABLE, SHELL_UNRELIABLE_WHY)
+    def test_a_stanza_from_the_component_itself_is_not_posted(self):
+        # As another module of the host would send it: through the router.
+        self.shell("> local h = prosody.hosts['bot.localhost']; h.events.fire_event('message/bare', {origin = h, stanza = "
+                   "require'util.stanza'.message({from='other@bot.localhost', to='echo@bot.localhost', "
+                   "id='selfsent'}):tag('body'):text('from myself')})")
+        self.wait_log(r"Not forwarding message id=selfsent from other@bot.localhost: .*a loop")
+        self.assertFalse(any((r["json"] or {}).get("body") == "from myself" for r in self.ws.requests))
 
     # §5 errors ---------------------------------------------------------------
 

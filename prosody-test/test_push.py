@@ -118,7 +118,15 @@ class PushTest(ProsodyTestCase):
     def test_bad_input_is_refused_with_its_reason_and_nothing_is_sent(self):
         cases = [
             ({"body": "no to"}, "application/json", 400, "missing 'to'"),
-            ({"to": "not a jid@@/", "body": "x"}, "application/json", 400, "invalid JID"),
+            ({"to": "not a jid@@/", "body": "x"}, "application/json", 400, "'to' is not a valid JID"),
+            ({"to": f"victim@{DOMAIN}@bot.localhost", "body": "x"}, "application/json", 400,
+             "'to' is not a valid JID"),
+            ({"to": "@bot.localhost", "body": "x"}, "application/json", 400, "'to' is not a valid JID"),
+            ({"to": "\u202ealice@localhost", "body": "x"}, "application/json", 400, "'to' is not a valid JID"),
+            ({"to": self.alice.jid, "from": "a@b@bot.localhost", "body": "x"}, "application/json", 400,
+             "'from' is not a valid JID"),
+            ({"to": "echo@bot.localhost", "body": "x"}, "application/json", 400, "at the component itself: a loop"),
+            ("<message to='bot.localhost'><body>x</body></message>", "application/xmpp+xml", 400, "a loop"),
             ("{oops", "application/json", 400, "invalid JSON"),
             ({"to": self.alice.jid, "kind": "email"}, "application/json", 400, "wrong 'kind'"),
             ("<message to='a@b'><body></message>", "application/xmpp+xml", 400, "invalid XML"),

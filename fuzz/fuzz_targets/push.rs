@@ -1,8 +1,9 @@
 //! Push body (JSON or raw XML) → the stanza the component sends: no panic;
-//! it is from the component's domain, has a `to` and an id, and parses again.
+//! it is from the component's domain, has a prepared `to` elsewhere and an
+//! id, and parses again.
 #![no_main]
 
-use component_http::push;
+use component_http::{jid, push};
 use libfuzzer_sys::fuzz_target;
 
 #[path = "common.rs"]
@@ -24,6 +25,9 @@ fuzz_target!(|data: &[u8]| {
             "a push names its recipient"
         );
         assert!(stanza.attr("id").is_some(), "a pushed stanza has an id");
+        let to = stanza.attr("to").unwrap_or_default();
+        assert_eq!(jid::prep(to).as_deref(), Some(to), "'to' is prepared");
+        assert!(!jid::host(to).eq_ignore_ascii_case(common::HOST), "never to itself");
         common::reparses(&stanza);
     }
 });

@@ -3,6 +3,7 @@
 //! Pure functions over [`Element`](crate::xml::Element); how a failed
 //! delivery is answered is `delivery`'s.
 
+mod address;
 mod compose;
 mod envelope;
 mod extract;
@@ -10,6 +11,7 @@ pub(crate) mod ns;
 mod reply;
 mod request;
 
+pub use address::{prepare as prepare_addresses, AddressError};
 pub use envelope::{ConversionError, Envelope, Kind, RoomJids};
 pub(crate) use reply::json_type_name;
 pub use reply::{error_text, is_json, reply_for, stanza_from_object, HttpAnswer, ReplyError};

@@ -5,6 +5,7 @@
 use serde_json::{Map, Value};
 use thiserror::Error;
 
+use super::address::{self, AddressError};
 use super::compose::{self, KeyError};
 use super::envelope::{Envelope, Kind};
 use crate::jid;
@@ -87,10 +88,10 @@ pub fn reply_for(
         }
     };
     let mut reply = stanza_from_object(envelope, &object)?;
-    let from = reply.attr("from").unwrap_or_default();
-    if !jid::host(from).eq_ignore_ascii_case(host) {
-        return Err(ReplyError::ForeignFrom(from.to_owned()));
-    }
+    address::prepare(&mut reply, host).map_err(|e| match e {
+        AddressError::Foreign(from) => ReplyError::ForeignFrom(from),
+        other => ReplyError::Invalid(other.to_string()),
+    })?;
     if envelope.is_iq_request() && reply.name == "iq" {
         match &envelope.id {
             Some(id) => reply.set_attr("id", id.as_str()),

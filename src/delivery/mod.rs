@@ -39,6 +39,7 @@ pub use outcome::{outcome, DeliveryError, LogLevel, Outcome, Status};
 
 use crate::config::{Config, Ordering};
 use crate::conversion::{Request, RoomJids};
+use crate::jid;
 use crate::signing;
 use ordering::{conversation_of, Conversations, Place};
 use outbox::Outbox;
@@ -106,6 +107,21 @@ impl Delivery {
         let config = &shared.config;
         let id = self.next_id.fetch_add(1, AtomicOrdering::Relaxed);
         let Request { mut envelope, json } = request;
+        if jid::host(&envelope.from).eq_ignore_ascii_case(&config.host) {
+            // Its answer would come back here, and so on: not POSTed, and
+            // not answered (docs/contract.md §5).
+            shared.outbox.queue(Outcome {
+                label: "loop",
+                ..Outcome::log_only(
+                    LogLevel::Warn,
+                    format!(
+                        "Not forwarding {}: it comes from this component itself (a loop)",
+                        envelope.describe()
+                    ),
+                )
+            });
+            return;
+        }
         envelope.from_room |= shared.rooms.contains(&envelope.from);
         let mut owed = lock(&shared.owed);
         if !shared.admit(owed.len(), &envelope) {

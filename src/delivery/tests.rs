@@ -367,3 +367,20 @@ fn cancel_all_answers_in_flight_stanzas_once() {
     std::thread::sleep(Duration::from_millis(100));
     assert!(d.drain().is_empty());
 }
+
+#[test]
+fn a_stanza_from_the_component_itself_is_not_posted() {
+    let delivery = delivery("http://127.0.0.1:9/never");
+    let stanza = Element::new("message")
+        .with_attr("to", "echo@bot.localhost")
+        .with_attr("from", "other@BOT.localhost/r")
+        .with_child(Element::new("body").with_text("again"));
+    delivery.submit(conversion::request(&stanza).unwrap());
+    assert!(wait_readable(&delivery));
+    let outcomes = delivery.drain();
+    assert_eq!(outcomes.len(), 1);
+    assert_eq!(outcomes[0].label, "loop");
+    assert!(outcomes[0].stanzas.is_empty());
+    assert!(outcomes[0].log.as_ref().unwrap().1.contains("a loop"));
+    assert_eq!(delivery.in_flight(), 0, "never accepted");
+}

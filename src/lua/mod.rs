@@ -47,6 +47,14 @@ pub fn exports(lua: &Lua) -> mlua::Result<Table> {
             Ok(Endpoint::new(delivery.config()))
         })?,
     )?;
+    // The JID as it leaves the module (see crate::jid), or nil: for the
+    // specs, which compare it with Prosody's own util.jid.prep.
+    exports.set(
+        "jid_prep",
+        lua.create_function(|_, jid: mlua::LuaString| {
+            Ok(jid.to_str().ok().and_then(|jid| crate::jid::prep(&jid)))
+        })?,
+    )?;
     exports.set(
         "request_json",
         lua.create_function(|lua, stanza: Table| {

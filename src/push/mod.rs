@@ -15,8 +15,7 @@ pub use auth::{authorize, Authorized, Credentials, PushKeys};
 use limits::{FailureLimit, RateLimit, Replayed, Replays};
 
 use crate::config::{Config, PushToken};
-use crate::conversion::{self, Envelope, Kind, ReplyError};
-use crate::jid;
+use crate::conversion::{self, AddressError, Envelope, Kind, ReplyError};
 use crate::signing::{self, PublicKey};
 use crate::xml::{self, Element};
 
@@ -177,13 +176,13 @@ pub fn stanza(host: &str, content_type: Option<&str>, body: &[u8]) -> Result<Ele
     if stanza.attr("to").is_none_or(str::is_empty) {
         return Err(refuse(400, "missing 'to'"));
     }
-    match stanza.attr("from") {
-        None => stanza.set_attr("from", host),
-        Some(from) if !jid::host(from).eq_ignore_ascii_case(host) => {
-            return Err(refuse(403, format!("'from' must be {host} or a JID at it")))
-        }
-        Some(_) => {}
+    if stanza.attr("from").is_none() {
+        stanza.set_attr("from", host);
     }
+    conversion::prepare_addresses(&mut stanza, host).map_err(|e| match e {
+        AddressError::Foreign(_) => refuse(403, format!("'from' must be {host} or a JID at it")),
+        other => refuse(400, other.to_string()),
+    })?;
     if stanza.name == "iq"
         && !matches!(
             stanza.attr("type"),

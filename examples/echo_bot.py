@@ -7,7 +7,10 @@ JSON this service answers becomes the reply. Standard library only.
     python3 echo_bot.py --port 8080
 
 It uses the structured keys of the JSON contract: it reacts 👍 to
-"thanks", and joins a group chat it is invited to (then echoes there too).
+"thanks", and joins a group chat it is invited to (then echoes there too),
+if the room is on its own server (say, conference.example.com for
+bot.example.com) or a domain given with --room-domains: an invitation says
+only what the inviter claims, and anyone may send one.
 
 With the push endpoint on (component_push_token), it also speaks first: it
 shows that it is typing while it "thinks", and "remind me in 10 s: tea" is
@@ -41,6 +44,19 @@ def push(args, stanza):
         print("echo bot: pushed, got", response.status, response.read().decode(), flush=True)
 
 
+def allowed_domains(args):
+    """Room domains the bot joins: --room-domains, or its own server's."""
+    if args.room_domains:
+        return [d.strip().lower() for d in args.room_domains.split(",") if d.strip()]
+    server = args.push_host.split(".", 1)[-1]
+    return [server, f"*.{server}"]
+
+
+def room_allowed(args, room):
+    domain = room.rpartition("@")[2].lower()
+    return any(domain == d or (d.startswith("*.") and domain.endswith(d[1:])) for d in allowed_domains(args))
+
+
 def make_handler(args):
     class EchoBot(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive: the module reuses connections
@@ -48,7 +64,10 @@ def make_handler(args):
         def do_POST(self):
             stanza = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
             invite = stanza.get("invite")
-            if invite:  # join the room, as EchoBot, asking for no history
+            if invite:
+                if not room_allowed(args, invite["room"]):
+                    return self.answer(200, {"body": "I only join rooms on " + ", ".join(allowed_domains(args))})
+                # Join the room, as EchoBot, asking for no history.
                 return self.answer(200, {"kind": "presence", "to": f"{invite['room']}/{NICK}", "join": True})
             body = stanza.get("body")
             if body is None:  # presence, iq, chat states...: nothing to say
@@ -88,6 +107,8 @@ def main():
     parser.add_argument("--push-url", help="the component's push endpoint")
     parser.add_argument("--push-host", default="bot.localhost", help="the component's domain")
     parser.add_argument("--push-token", help="component_push_token")
+    parser.add_argument("--room-domains", help="comma-separated room domains to join when invited "
+                        "(default: the component's server and its subdomains)")
     args = parser.parse_args()
     server = ThreadingHTTPServer((args.host, args.port), make_handler(args))
     print(f"echo bot listening on http://{args.host}:{args.port}/", flush=True)

@@ -59,9 +59,11 @@ end
 local durable = {};
 
 -- Durable delivery on: opens the stores, hands what they hold to `delivery`
--- (the native side), and returns { apply = (storage ops from drained
--- outcomes), admin = { list, replay, purge, retry } }.
-function durable.open(delivery)
+-- (the native side), deletes dead letters older than `dead_letter_age`
+-- seconds (now, then every hour or as often as that age when shorter), and
+-- returns { apply = (storage ops from drained outcomes), admin = { list,
+-- replay, purge, retry }, stop = (no more sweeps) }.
+function durable.open(delivery, dead_letter_age)
 	local waiting_store = module:open_store(WAITING);
 	local dead_store = module:open_store(DEAD);
 
@@ -131,14 +133,37 @@ function durable.open(delivery)
 		return held;
 	end
 
+	-- Dead letters are kept for the admin to look at, not for ever.
+	local function expire_dead_letters()
+		local oldest = os.time() - dead_letter_age;
+		local expired = 0;
+		for _, record in ipairs(stored(dead_store)) do
+			if (record.died or 0) < oldest then
+				store_set(dead_store, record.id, nil);
+				expired = expired + 1;
+			end
+		end
+		if expired > 0 then
+			delivery:forget_dead_letters(expired);
+			module:log("info", "Deleted %d dead letters older than %d s (component_post_dead_letter_age)",
+				expired, dead_letter_age);
+		end
+	end
+
 	local records = stored(waiting_store);
 	delivery:restore(records, count_records(dead_store));
 	if #records > 0 then
 		module:log("info", "Delivering %d stanzas held from before", #records);
 	end
+	expire_dead_letters();
+	local sweep = module:add_timer(math.min(dead_letter_age, 3600), function ()
+		expire_dead_letters();
+		return math.min(dead_letter_age, 3600);
+	end);
 	return {
 		apply = apply_storage;
 		admin = admin;
+		stop = function () sweep:stop(); end;
 	};
 end
 

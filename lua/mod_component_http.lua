@@ -150,8 +150,9 @@ local NS_MUC = "http://jabber.org/protocol/muc";
 local function send(stanza)
 	-- Only a join (the MUC element) or a leave can be the rooms' business:
 	-- the local answers to probes and subscriptions skip the native call.
-	if stanza.name == "presence" and (stanza.attr.type == "unavailable" or stanza:get_child("x", NS_MUC)) then
-		rooms.outgoing(stanza);
+	if stanza.name == "presence" and (stanza.attr.type == "unavailable" or stanza:get_child("x", NS_MUC))
+		and not rooms.outgoing(stanza) then
+		return;
 	end
 	send_stanza(stanza);
 end
@@ -252,7 +253,7 @@ module:hook_global("stats-update", function ()
 end);
 
 if options.durable then
-	durable_store = module:require("durable").open(delivery);
+	durable_store = module:require("durable").open(delivery, options.dead_letter_age);
 	shell_state.durable = durable_store.admin;
 else
 	module:require("durable").warn_if_held();
@@ -417,6 +418,9 @@ end);
 function module.unload()
 	leave_shell();
 	rooms.stop();
+	if durable_store then
+		durable_store.stop();
+	end
 	if watcher.close then
 		watcher:close();
 	else -- libevent's handle has no close()

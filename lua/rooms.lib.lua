@@ -12,7 +12,8 @@ local rooms = {};
 -- rooms remembered in storage once the server is ready. `send` sends a
 -- stanza as the component. Returns { presence = (stanza → true if handled,
 -- and whether to POST it), message = (stanza → whether to POST it),
--- outgoing = (a presence this module sends), joined = () → list }.
+-- outgoing = (a presence this module sends → whether to send it), joined =
+-- () → list }.
 function rooms.start(native, delivery, send, configured, nick)
 	local state = native.new_rooms(delivery, nick);
 	local store = module:open_store(ROOMS_STORE);
@@ -110,11 +111,13 @@ function rooms.start(native, delivery, send, configured, nick)
 			local ok, post = protected("room message", stanza, state.message, state, stanza);
 			return not ok or post;
 		end;
+		-- Whether to send it (not a join past component_post_max_rooms).
 		outgoing = function (stanza)
-			local ok, effects = protected("presence to a room", stanza, state.outgoing, state, stanza);
+			local ok, effects, send = protected("presence to a room", stanza, state.outgoing, state, stanza);
 			if ok then
 				apply(effects);
 			end
+			return not ok or send;
 		end;
 		joined = function ()
 			return state:joined();

@@ -51,6 +51,11 @@ class DeliveryTest(ProsodyTestCase):
             "flood.localhost": {"component_post_url": url + "/flood", "component_post_max_inflight": 2,
                                 "component_post_queue_size": 3, "component_post_ordering": "none"},
             "order.localhost": {"component_post_url": url + "/order"},
+            "fair.localhost": {"component_post_url": url + "/fair"},
+            "bytes.localhost": {"component_post_url": url + "/bytes", "component_post_queue_bytes": 4000,
+                                "component_post_ordering": "none"},
+            "deadline.localhost": {"component_post_url": url + "/deadline", "component_post_timeout": 2,
+                                   "component_post_retries": 0},
             "signed.localhost": {"component_post_url": url + "/signed", "component_post_secret": WHSEC,
                                  "component_post_headers": {"Authorization": TOKEN}},
             "rotate.localhost": {"component_post_url": url + "/rotate",
@@ -226,6 +231,76 @@ class DeliveryTest(ProsodyTestCase):
         self.ws.handler = echo_handler
         self.alice.message("f@flood.localhost", "after")
         self.alice.expect(lambda s: s.body == "Did you say after?")
+
+    def test_one_flooding_sender_does_not_starve_another(self):
+        # alice floods one bot JID and the service keeps her first request
+        # (a flooder that keeps its place); past 1 + 100 of hers, hers are
+        # refused, and bob, on the same host, is served as usual.
+        gate = threading.Event()
+        self.addCleanup(gate.set)
+
+        def held(request):
+            if request["json"]["from"].startswith("alice@"):
+                gate.wait(60)
+            return echo_handler(request)
+        self.ws.handler = held
+        total = 1100
+        ids = set(self.alice.message("f@fair.localhost", f"flood {i}") for i in range(total))
+        refused = [self.alice.expect(lambda s: s.attr.get("type") == "error" and s.attr.get("id") in ids)
+                   for _ in range(total - 101)]
+        self.assertEqual({s.error()[:2] for s in refused}, {("wait", "resource-constraint")})
+        self.assertIn("too many of your stanzas", refused[0].error()[2])
+        self.bob.message("f@fair.localhost", "my turn")
+        got = self.bob.expect(lambda s: s.attr.get("from") == "f@fair.localhost")
+        self.assertEqual(got.body, "Did you say my turn?")
+        gate.set()
+        replies = [self.alice.expect(lambda s: (s.body or "").startswith("Did you say flood"), timeout=30)
+                   for _ in range(101)]
+        self.assertEqual(len(replies), 101)
+
+    def test_waiting_stanzas_are_bounded_in_bytes(self):
+        # Two stanzas of 700 characters fit in 4,000 bytes of JSON (each
+        # carries its body twice, in "body" and in "stanza"); the third
+        # does not, though the count limits are far.
+        gate = threading.Event()
+        self.addCleanup(gate.set)
+
+        def held(request):
+            gate.wait(10)
+            return echo_handler(request)
+        self.ws.handler = held
+        ids = [self.alice.message(f"b{i}@bytes.localhost", f"{i}" * 700) for i in range(3)]
+        error = self.alice.expect_id(ids[2]).error()
+        self.assertEqual(error[:2], ("wait", "resource-constraint"))
+        self.assertIn("bytes.localhost:component_http", [l for l in self.log().splitlines()
+                                                         if "KiB of JSON" in l][0])
+        gate.set()
+        for id_ in ids[:2]:
+            self.alice.expect(lambda s: s.attr.get("from", "").endswith("@bytes.localhost") and s.body, timeout=10)
+
+    def test_a_stanzas_deadline_counts_from_its_arrival(self):
+        gate = threading.Event()
+        self.addCleanup(gate.set)
+
+        def slow(request):
+            body = request["json"].get("body")
+            if body == "slow":
+                gate.wait(10)
+            elif body == "queued":
+                time.sleep(1)
+            return echo_handler(request)
+        self.ws.handler = slow
+        first = self.alice.message("d@deadline.localhost", "slow")
+        queued = self.alice.message("d@deadline.localhost", "queued")
+        # The first times out after its 2 s; the second spent its 2 s
+        # waiting behind it, so what is left cannot wait 1 s for an answer
+        # (with a fresh 2 s it would get one).
+        self.assertEqual(self.alice.expect_id(first).error()[:2], ("wait", "remote-server-timeout"))
+        self.assertEqual(self.alice.expect_id(queued).error()[:2], ("wait", "remote-server-timeout"))
+        gate.set()
+        self.alice.message("d@deadline.localhost", "barrier")
+        self.alice.expect(lambda s: s.body == "Did you say barrier?")
+        self.assertEqual(self.alice.received(lambda s: s.body == "Did you say queued?"), [])
 
     def test_oversized_answer(self):
         self.ws.handler = lambda r: json_reply({"body": "x" * 5000})

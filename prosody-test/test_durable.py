@@ -47,6 +47,13 @@ class DurableInternalTest(ProsodyTestCase):
     def service(self, port, handler=None):
         return self.web_service(handler=handler, port=port)
 
+    def stored_dead(self, host):
+        """How many dead letters the storage keeps, as the shell lists them."""
+        if SHELL_UNRELIABLE:
+            return 0
+        listing = self.shell(f"component_http:held('{host}')")
+        return int(re.search(r"dead letters: (\d+)", listing).group(1))
+
     def stored(self, host):
         """How many stanzas wait in the storage the admin configured."""
         files = glob.glob(os.path.join(self.prosody.dir, "data", host.replace(".", "%2e"),
@@ -296,6 +303,34 @@ class DurableInternalTest(ProsodyTestCase):
         self.assertIn("waiting: 0", listing)
         self.assertIn("dead letters: 2", listing)
         self.assertEqual(listing.count("late "), 2, listing)
+
+    def test_dead_letters_are_deleted_after_their_age(self):
+        port = free_port()  # nothing listens: the service never comes
+        age = 1 if PROSODY == "0.12" else "1s"
+        self.start({"old.localhost": durable(port, component_post_max_age=age,
+                                             component_post_dead_letter_age=age)})
+        alice = self.connect("alice")
+        ids = [alice.message("bot@old.localhost", f"late {i}") for i in range(2)]
+        for id_ in ids:
+            alice.expect_id(id_, timeout=10)  # given up: a dead letter
+        self.wait_log(r"Deleted \d dead letters older than 1 s", timeout=10)
+        deadline = time.monotonic() + 10
+        while self.metric("dead_letters", host="old.localhost") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        self.assertEqual(self.metric("dead_letters", host="old.localhost"), 0)
+        self.assertEqual(self.stored_dead("old.localhost"), 0)
+
+    def test_held_stanzas_are_bounded_in_bytes(self):
+        port = free_port()
+        self.start({"full.localhost": durable(port, component_post_durable_bytes=800)})
+        alice = self.connect("alice")
+        ids = [alice.message(f"b{i}@full.localhost", "x" * 200) for i in range(3)]
+        self.wait_log(r"Holding message", 2)
+        # Three conversations fail at once: whichever comes third bounces.
+        error = alice.expect(lambda s: s.attr.get("id") in ids and is_error(s), timeout=10).error()
+        self.assertEqual(error[:2], ("cancel", "remote-server-timeout"))
+        self.wait_log(r"2 stanzas \(0 KiB\) held for the web service, at most 100000 \(0 KiB\): bouncing more")
+        self.assertEqual(self.metric("held", host="full.localhost"), 2)
 
     @unittest.skipIf(SHELL_UNRELIABLE, SHELL_UNRELIABLE_WHY)
     def test_replay_and_purge_from_the_admin_shell(self):

@@ -43,18 +43,22 @@ class GroupChatTest(ProsodyTestCase):
             "component_post_url": self.ws.url + "/",
             "component_post_stanzas": ["message", "presence"],
             "component_post_rooms": [f"{LOBBY}/Bot", f"quiet@{MUC_DOMAIN}"],
+            "component_post_max_rooms": 3,
             "component_push_token": TOKEN,
         }}, muc=True, metrics=True)
         self.wait_log(f"Joined room {LOBBY} as Bot")
         self.alice = self.connect("alice")
 
-    def push(self, body):
+    def push(self, body, answer=None):
         conn = http.client.HTTPConnection("127.0.0.1", self.prosody.http_port, timeout=10)
         try:
             conn.request("POST", "/component_http", body=json.dumps(body),
                          headers={"Host": "bot.localhost", "Content-Type": "application/json",
                                   "Authorization": f"Bearer {TOKEN}"})
-            return conn.getresponse().status
+            response = conn.getresponse()
+            if answer is not None:
+                answer.update(json.loads(response.read() or b"{}"))
+            return response.status
         finally:
             conn.close()
 
@@ -202,6 +206,26 @@ class GroupChatTest(ProsodyTestCase):
         self.wait_log(f"Joined room {LOBBY} as Bot", 2)
         self.assertEqual(self.log().count(f"Joined room {room} as Bot"), 1, "forgotten: not joined at start")
 
+    def test_the_rooms_a_host_is_in_are_capped(self):
+        # Two configured, a cap of three: one more, and no further.
+        self.assertEqual(self.push({"kind": "presence", "to": f"third@{MUC_DOMAIN}/Bot", "join": True}), 202)
+        self.wait_log(f"Joined room third@{MUC_DOMAIN} as Bot")
+        answer = {}
+        status = self.push({"kind": "presence", "to": f"fourth@{MUC_DOMAIN}/Bot", "join": True}, answer)
+        self.assertEqual(status, 400)
+        self.assertIn("more rooms than component_post_max_rooms = 3", answer["error"])
+        # An invitation answered with a join: an invalid reply, said to the inviter.
+        self.ws.handler = lambda r: (json_reply({"kind": "presence", "to": r["json"]["invite"]["room"] + "/Bot",
+                                                 "join": True}) if "invite" in (r["json"] or {}) else echo_handler(r))
+        self.alice.send(f"<message to='bot.localhost' id='inv'><x xmlns='jabber:x:conference' "
+                        f"jid='fifth@{MUC_DOMAIN}'/></message>")
+        error = self.alice.expect_id("inv").error()
+        self.assertEqual(error[1], "internal-server-error")
+        self.assertIn("more rooms than component_post_max_rooms = 3", error[2])
+        self.assertEqual(self.metric("rooms", host="bot.localhost"), 3)
+        self.assertNotIn("Joined room fourth", self.log())
+        self.assertNotIn("Joined room fifth", self.log())
+
     # The bot is never kicked by an error it sends (Prosody's MUC kicks an
     # occupant that sends a message or presence error into the room).
 
@@ -299,6 +323,13 @@ class ExampleBotTest(ProsodyTestCase):
         answer = self.alice.expect(lambda s: s.attr.get("from") == "echo@example.localhost")
         self.assertEqual(answer.body, "Did you say hello?")
         self.assertIsNotNone(answer.child("active", "http://jabber.org/protocol/chatstates"))
+
+    def test_joins_no_room_on_another_server(self):
+        self.alice.send("<message to='echo@example.localhost' id='far'><x xmlns='jabber:x:conference' "
+                        "jid='party@conference.elsewhere.example'/></message>")
+        got = self.alice.expect(lambda s: s.attr.get("from") == "echo@example.localhost" and s.body)
+        self.assertEqual(got.body, "I only join rooms on localhost, *.localhost")
+        self.assertNotIn("party@conference.elsewhere.example/EchoBot", self.log(), "no join was sent")
 
     def test_joins_a_room_it_is_invited_to(self):
         room = f"party@{MUC_DOMAIN}"

@@ -60,6 +60,8 @@ pub struct Options {
     pub connect_timeout: Option<f64>,
     pub max_inflight: Option<f64>,
     pub queue_size: Option<f64>,
+    pub conversation_queue: Option<f64>,
+    pub queue_bytes: Option<f64>,
     pub retries: Option<f64>,
     pub ordering: Option<String>,
     pub secrets: Vec<String>,
@@ -77,7 +79,10 @@ pub struct Options {
     pub durable: Option<bool>,
     pub max_age: Option<f64>,
     pub durable_limit: Option<f64>,
+    pub durable_bytes: Option<f64>,
+    pub dead_letter_age: Option<f64>,
     pub rooms: Vec<String>,
+    pub max_rooms: Option<f64>,
     pub nick: Option<String>,
 }
 
@@ -91,6 +96,10 @@ pub struct Config {
     pub connect_timeout: Duration,
     pub max_inflight: usize,
     pub queue_size: usize,
+    /// Stanzas one conversation may have waiting beyond the one POSTed.
+    pub conversation_queue: usize,
+    /// Bytes of request JSON the stanzas owed answers may come to.
+    pub queue_bytes: usize,
     pub retries: u32,
     pub ordering: Ordering,
     pub secrets: Vec<Secret>,
@@ -119,8 +128,14 @@ pub struct Config {
     pub max_age: Duration,
     /// At most this many stanzas held at once; past it they bounce.
     pub durable_limit: usize,
+    /// At most this many bytes of held stanzas (as XML); past it they bounce.
+    pub durable_bytes: usize,
+    /// Dead letters older than this are deleted from storage.
+    pub dead_letter_age: Duration,
     /// Group chats joined at load, as `room@service` or `room@service/nick`.
     pub rooms: Vec<String>,
+    /// Rooms the host may be in, configured ones included.
+    pub max_rooms: usize,
     /// The nick in a room that names none (default: the domain's first label).
     pub nick: Option<String>,
     forwarded: Vec<Kind>,
@@ -174,6 +189,8 @@ impl Config {
             connect_timeout: seconds(&options::CONNECT_TIMEOUT, options.connect_timeout)?,
             max_inflight: count(&options::MAX_INFLIGHT, options.max_inflight)?,
             queue_size: count(&options::QUEUE_SIZE, options.queue_size)?,
+            conversation_queue: count(&options::CONVERSATION_QUEUE, options.conversation_queue)?,
+            queue_bytes: count(&options::QUEUE_BYTES, options.queue_bytes)?,
             retries: count(&options::RETRIES, options.retries)? as u32,
             ordering,
             secrets: options
@@ -207,7 +224,19 @@ impl Config {
             durable: flag(&options::DURABLE, options.durable),
             max_age: seconds(&options::MAX_AGE, options.max_age)?,
             durable_limit: count(&options::DURABLE_LIMIT, options.durable_limit)?,
+            durable_bytes: count(&options::DURABLE_BYTES, options.durable_bytes)?,
+            dead_letter_age: seconds(&options::DEAD_LETTER_AGE, options.dead_letter_age)?,
             rooms: rooms(&options.rooms)?,
+            max_rooms: match count(&options::MAX_ROOMS, options.max_rooms)? {
+                max if max < options.rooms.len() => {
+                    let configured = format!(
+                        "{max}, fewer than the {} rooms of component_post_rooms",
+                        options.rooms.len()
+                    );
+                    return Err(invalid(&options::MAX_ROOMS, configured, "at least as many"));
+                }
+                max => max,
+            },
             nick: match options.nick {
                 Some(nick) if nick.is_empty() || nick.contains('/') => {
                     return Err(invalid(

@@ -84,7 +84,7 @@ pub const TIMEOUT: Spec = spec(
     "component_post_timeout",
     "timeout",
     Type::Seconds(30.0),
-    "seconds one stanza's delivery may take in all, retries included; then the sender gets \
+    "seconds one stanza's delivery may take in all, from its arrival: waiting its turn and retries included; then the sender gets \
      `wait`/`remote-server-timeout`",
 );
 pub const CONNECT_TIMEOUT: Spec = spec(
@@ -111,6 +111,30 @@ pub const QUEUE_SIZE: Spec = spec(
     },
     "further stanzas that may wait for a free slot; beyond that a stanza is refused at once \
      with `wait`/`resource-constraint` (logged once as a warning, not once per stanza)",
+);
+pub const QUEUE_BYTES: Spec = Spec {
+    shown_default: Some("`67108864` (64 MiB)"),
+    ..spec(
+        "component_post_queue_bytes",
+        "queue_bytes",
+        Type::Count {
+            default: 64 * 1024 * 1024,
+            min: 1,
+        },
+        "bytes of JSON (as POSTed) the stanzas in flight or waiting may come to, per host; \
+         past it a stanza is refused as past `component_post_queue_size`",
+    )
+};
+pub const CONVERSATION_QUEUE: Spec = spec(
+    "component_post_conversation_queue",
+    "conversation_queue",
+    Type::Count {
+        default: 100,
+        min: 0,
+    },
+    "stanzas one conversation (a sender's bare JID and one component JID) may have waiting \
+     beyond the one being POSTed; beyond that its new stanzas are refused at once with \
+     `wait`/`resource-constraint`, and other conversations are not held up",
 );
 pub const RETRIES: Spec = spec(
     "component_post_retries",
@@ -200,12 +224,45 @@ pub const DURABLE_LIMIT: Spec = spec(
     "durable: stanzas held at most per host; past it they bounce as without durable delivery \
      (logged once)",
 );
+pub const DURABLE_BYTES: Spec = Spec {
+    shown_default: Some("`268435456` (256 MiB)"),
+    ..spec(
+        "component_post_durable_bytes",
+        "durable_bytes",
+        Type::Count {
+            default: 256 * 1024 * 1024,
+            min: 1,
+        },
+        "durable: bytes of held stanzas (as XML) at most per host; past it they bounce as past \
+         `component_post_durable_limit`",
+    )
+};
+pub const DEAD_LETTER_AGE: Spec = Spec {
+    shown_default: Some("`604800` (7 days)"),
+    ..spec(
+        "component_post_dead_letter_age",
+        "dead_letter_age",
+        Type::Seconds(604_800.0),
+        "durable: seconds a dead letter is kept in storage before it is deleted (checked at \
+         load and then every hour, or as often as this when shorter)",
+    )
+};
 pub const ROOMS: Spec = spec(
     "component_post_rooms",
     "rooms",
     Type::Rooms,
     "group chats to join at load, e.g. `{ \"room@conference.example.com/Bot\" }`; the nick \
      is optional (see [Group chat](#group-chat))",
+);
+pub const MAX_ROOMS: Spec = spec(
+    "component_post_max_rooms",
+    "max_rooms",
+    Type::Count {
+        default: 100,
+        min: 1,
+    },
+    "rooms one host may be in, configured ones included; past it a join from a reply is an \
+     invalid reply and one from a push a 400, naming this option",
 );
 pub const NICK: Spec = Spec {
     shown_default: Some("the first label of the component's domain"),
@@ -270,13 +327,15 @@ pub const PUSH_MAX_SIZE: Spec = spec(
 );
 
 /// Every option, in the README's order.
-pub const ALL: [&Spec; 25] = [
+pub const ALL: [&Spec; 30] = [
     &URL,
     &STANZAS,
     &TIMEOUT,
     &CONNECT_TIMEOUT,
     &MAX_INFLIGHT,
     &QUEUE_SIZE,
+    &QUEUE_BYTES,
+    &CONVERSATION_QUEUE,
     &RETRIES,
     &ORDERING,
     &SECRET,
@@ -288,7 +347,10 @@ pub const ALL: [&Spec; 25] = [
     &DURABLE,
     &MAX_AGE,
     &DURABLE_LIMIT,
+    &DURABLE_BYTES,
+    &DEAD_LETTER_AGE,
     &ROOMS,
+    &MAX_ROOMS,
     &NICK,
     &PUSH_TOKEN,
     &PUSH_PUBLIC_KEY,

@@ -75,6 +75,15 @@ impl RoomJids {
         rooms.remove(&room.to_lowercase());
     }
 
+    /// How many rooms.
+    pub fn len(&self) -> usize {
+        self.0.read().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Whether `jid` is a room, or an occupant of one, of this host.
     pub fn contains(&self, jid: &str) -> bool {
         let rooms = self.0.read().unwrap_or_else(PoisonError::into_inner);

@@ -78,12 +78,19 @@ impl Shared {
     /// the caller bounces it instead.
     pub(super) fn hold(self: &Arc<Self>, id: u64, job: &Arc<Job>) -> bool {
         let mut state = self.durable_state();
-        let limit = self.config.durable_limit;
-        if state.held.len() >= limit {
+        let (limit, max_bytes) = (self.config.durable_limit, self.config.durable_bytes);
+        let record = job.record();
+        if state.held.len() >= limit || state.held.bytes() + record.stanza.len() > max_bytes {
             if !std::mem::replace(&mut state.full, true) {
                 self.outbox.queue(Outcome::log_only(
                     LogLevel::Error,
-                    format!("{limit} stanzas held for the web service: bouncing more"),
+                    format!(
+                        "{} stanzas ({} KiB) held for the web service, at most {limit} ({} KiB): \
+                         bouncing more",
+                        state.held.len(),
+                        state.held.bytes() / 1024,
+                        max_bytes / 1024
+                    ),
                 ));
             }
             return false;
@@ -92,7 +99,6 @@ impl Shared {
         if lock(&self.owed).remove(&id).is_none() {
             return true; // cancelled meanwhile, and answered then
         }
-        let record = job.record();
         self.outbox.queue(Outcome {
             log: Some((
                 LogLevel::Debug,

@@ -156,6 +156,8 @@ pub struct Held<T> {
     pub conversations: HashMap<String, Conversation<T>>,
     pub breaker: Breaker,
     count: usize,
+    /// Bytes of the held stanzas' XML.
+    bytes: usize,
 }
 
 impl<T> Default for Held<T> {
@@ -164,6 +166,7 @@ impl<T> Default for Held<T> {
             conversations: HashMap::new(),
             breaker: Breaker::default(),
             count: 0,
+            bytes: 0,
         }
     }
 }
@@ -177,6 +180,11 @@ impl<T> Held<T> {
         self.count == 0
     }
 
+    /// Bytes of the held stanzas (their XML, as stored).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     pub fn is_blocked(&self, conversation: &str) -> bool {
         self.conversations.contains_key(conversation)
     }
@@ -185,6 +193,7 @@ impl<T> Held<T> {
     /// not blocked before (it needs a task to deliver it).
     pub fn push(&mut self, conversation: &str, record: Record, item: Arc<T>) -> bool {
         self.count += 1;
+        self.bytes += record.stanza.len();
         let is_new = !self.conversations.contains_key(conversation);
         let queue = &mut self
             .conversations
@@ -215,7 +224,9 @@ impl<T> Held<T> {
         self.count -= 1;
         entry.failures = 0;
         entry.next_try = None;
-        entry.queue.pop_front()
+        let popped = entry.queue.pop_front();
+        self.bytes -= popped.as_ref().map_or(0, |(record, _)| record.stanza.len());
+        popped
     }
 
     /// Removes a stanza wherever it is.
@@ -223,7 +234,11 @@ impl<T> Held<T> {
         for entry in self.conversations.values_mut() {
             if let Some(at) = entry.queue.iter().position(|(record, _)| record.id == id) {
                 self.count -= 1;
-                return entry.queue.remove(at);
+                let removed = entry.queue.remove(at);
+                self.bytes -= removed
+                    .as_ref()
+                    .map_or(0, |(record, _)| record.stanza.len());
+                return removed;
             }
         }
         None

@@ -69,15 +69,15 @@ pub(super) fn is_transient(result: &Result<HttpAnswer, DeliveryError>) -> bool {
 }
 
 /// POSTs one stanza, retrying what may succeed on another attempt, all
-/// within the stanza's deadline. Returns the last result and the number of
+/// before `deadline`. Returns the last result and the number of
 /// attempts made.
 pub(super) async fn post_with_retries(
     client: &reqwest::Client,
     config: &Config,
     id: &str,
     json: &str,
+    deadline: Instant,
 ) -> (Result<HttpAnswer, DeliveryError>, u32) {
-    let deadline = Instant::now() + config.timeout;
     let mut attempts = 0;
     loop {
         attempts += 1;

@@ -25,7 +25,6 @@ mod shared;
 mod tests;
 mod wake;
 
-use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
@@ -41,11 +40,11 @@ use crate::config::{Config, Ordering};
 use crate::conversion::{Request, RoomJids};
 use crate::jid;
 use crate::signing;
-use ordering::{conversation_of, Conversations, Place};
+use ordering::{conversation_of, Conversations, Full};
 use outbox::Outbox;
 use pipeline::TaskGuard;
 use runtime::lock;
-use shared::{InFlight, Job, Shared};
+use shared::{InFlight, Job, Owed, Shared};
 
 /// The deliveries of one component host.
 pub struct Delivery {
@@ -62,7 +61,7 @@ impl Delivery {
                 slots: Semaphore::new(config.max_inflight),
                 config,
                 durable: shared::Durable::default(),
-                owed: Mutex::new(HashMap::new()),
+                owed: Mutex::new(Owed::default()),
                 outbox,
                 conversations: Conversations::default(),
                 connector: http::Connector::default(),
@@ -124,16 +123,12 @@ impl Delivery {
         }
         envelope.from_room |= shared.rooms.contains(&envelope.from);
         let mut owed = lock(&shared.owed);
-        if !shared.admit(owed.len(), &envelope) {
+        if !shared.admit(&owed, &envelope, json.len()) {
             return;
         }
         let ordered = config.ordering == Ordering::Conversation;
         let job = Arc::new(Job {
-            conversation: if ordered || config.durable {
-                conversation_of(&envelope)
-            } else {
-                String::new()
-            },
+            conversation: conversation_of(&envelope),
             received: if config.durable { shared.stamp() } else { 0 },
             envelope,
             json,
@@ -154,16 +149,19 @@ impl Delivery {
                 return;
             }
         };
-        let place = if ordered {
-            shared.conversations.join(&job.conversation, id)
-        } else {
-            Place::first()
-        };
-        let guard = TaskGuard::new(
-            Arc::clone(shared),
-            id,
-            ordered.then(|| job.conversation.clone()),
-        );
+        let place =
+            match shared
+                .conversations
+                .join(&job.conversation, ordered, config.conversation_queue)
+            {
+                Ok(place) => place,
+                Err(Full) => {
+                    drop(owed);
+                    shared.fail(id, DeliveryError::ConversationFull);
+                    return;
+                }
+            };
+        let guard = TaskGuard::new(Arc::clone(shared), id, job.conversation.clone());
         // Spawned while holding the `owed` lock, so the task cannot finish
         // before its abort handle is recorded.
         let task = runtime.spawn(pipeline::run(guard, job, place, client, Instant::now()));
@@ -185,7 +183,7 @@ impl Delivery {
         let shared = &self.shared;
         // Redeliverers first: what they hold is in the store already.
         shared.close_durable();
-        let cancelled: Vec<InFlight> = lock(&shared.owed).drain().map(|(_, entry)| entry).collect();
+        let cancelled: Vec<InFlight> = lock(&shared.owed).drain();
         let mut outcomes = self.drain();
         let host = &shared.config.host;
         for entry in cancelled {
@@ -249,7 +247,7 @@ impl Drop for Delivery {
         // Nobody is left to drain: stop the requests rather than let them
         // run for nothing.
         self.shared.close_durable();
-        for (_, entry) in lock(&self.shared.owed).drain() {
+        for entry in lock(&self.shared.owed).drain() {
             if let Some(abort) = entry.abort {
                 abort.abort();
             }

@@ -168,6 +168,8 @@ pub enum DeliveryError {
     Cancelled(&'static str),
     #[error("refused: too many stanzas waiting for the web service")]
     QueueFull,
+    #[error("refused: too many stanzas of this conversation waiting")]
+    ConversationFull,
     #[error("not sent: the web service keeps failing (circuit open)")]
     CircuitOpen,
     #[error("not delivered in {} s: given up", .0.as_secs_f64())]
@@ -193,6 +195,8 @@ impl DeliveryError {
             }
             DeliveryError::QueueFull => StanzaError::new(Wait, "resource-constraint")
                 .with_text("too many stanzas waiting for the web service"),
+            DeliveryError::ConversationFull => StanzaError::new(Wait, "resource-constraint")
+                .with_text("too many of your stanzas are waiting for the bot; try again later"),
             DeliveryError::CircuitOpen => StanzaError::new(Wait, "remote-server-timeout")
                 .with_text("the bot's web service is failing; try again later"),
             DeliveryError::Expired(_) => {
@@ -215,6 +219,7 @@ impl DeliveryError {
             DeliveryError::TooLarge(_) => "too_large",
             DeliveryError::Cancelled(_) => "cancelled",
             DeliveryError::QueueFull => "refused",
+            DeliveryError::ConversationFull => "refused_conversation",
             DeliveryError::CircuitOpen => "circuit_open",
             DeliveryError::Expired(_) => "expired",
             DeliveryError::Internal(_) => "internal",
@@ -230,7 +235,7 @@ impl DeliveryError {
             DeliveryError::Cancelled(_) => LogLevel::Info,
             // A flood refuses many stanzas: the admin hears of it once, when
             // the queue fills up, not once per stanza.
-            DeliveryError::QueueFull => LogLevel::Debug,
+            DeliveryError::QueueFull | DeliveryError::ConversationFull => LogLevel::Debug,
             // Said once, when the circuit opens.
             DeliveryError::CircuitOpen => LogLevel::Debug,
             _ => LogLevel::Warn,

@@ -5,21 +5,25 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use tokio::time::timeout_at;
+
 use super::http::{is_transient, post_with_retries};
 use super::ordering::Place;
 use super::outcome::{outcome, DeliveryError};
 use super::shared::{Job, Shared};
+use crate::conversion::ReplyError;
+use crate::rooms;
 
 /// Whatever way a delivery task ends (done, aborted, panicked), its stanza
 /// is answered once and its conversation moves on.
 pub(super) struct TaskGuard {
     pub(super) shared: Arc<Shared>,
     pub(super) id: u64,
-    conversation: Option<String>,
+    conversation: String,
 }
 
 impl TaskGuard {
-    pub(super) fn new(shared: Arc<Shared>, id: u64, conversation: Option<String>) -> TaskGuard {
+    pub(super) fn new(shared: Arc<Shared>, id: u64, conversation: String) -> TaskGuard {
         TaskGuard {
             shared,
             id,
@@ -35,13 +39,13 @@ impl Drop for TaskGuard {
             self.id,
             DeliveryError::Internal("the delivery task stopped unexpectedly".into()),
         );
-        if let Some(key) = self.conversation.take() {
-            self.shared.conversations.leave(&key, self.id);
-        }
+        self.shared.conversations.leave(&self.conversation);
     }
 }
 
-/// The task of one submitted stanza.
+/// The task of one submitted stanza. Its deadline (`component_post_timeout`)
+/// counts from its arrival, waits included; with durable delivery the waits
+/// do not count (a stanza that waited is held or delivered at its turn).
 pub(super) async fn run(
     guard: TaskGuard,
     job: Arc<Job>,
@@ -49,16 +53,63 @@ pub(super) async fn run(
     client: reqwest::Client,
     submitted: Instant,
 ) {
-    place.wait_for_turn().await;
     let shared = &guard.shared;
-    let Ok(_slot) = shared.slots.acquire().await else {
-        return; // the semaphore is never closed
+    let durable = shared.config.durable;
+    let deadline = submitted
+        .checked_add(shared.config.timeout)
+        .unwrap_or(submitted);
+    if !durable
+        && timeout_at(deadline.into(), place.wait_for_turn())
+            .await
+            .is_err()
+    {
+        // Answered now; the conversation's next stanza still waits for the
+        // ones before this, so that order holds.
+        settle(
+            shared,
+            guard.id,
+            &job,
+            Err(DeliveryError::Timeout),
+            0,
+            submitted,
+        );
+        place.wait_for_turn().await;
+        return;
+    }
+    place.wait_for_turn().await;
+    let slot = if durable {
+        Ok(shared.slots.acquire().await)
+    } else {
+        timeout_at(deadline.into(), shared.slots.acquire()).await
     };
-    if shared.config.durable && !shared.may_send_now(guard.id, &job) {
+    let Ok(Ok(_slot)) = slot else {
+        // Past the deadline (the semaphore is never closed).
+        settle(
+            shared,
+            guard.id,
+            &job,
+            Err(DeliveryError::Timeout),
+            0,
+            submitted,
+        );
+        return;
+    };
+    if durable && !shared.may_send_now(guard.id, &job) {
         return; // held, or refused while the circuit is open
     }
-    let (result, attempts) =
-        post_with_retries(&client, &shared.config, &job.delivery_id, &job.json).await;
+    let deadline = if durable {
+        Instant::now() + shared.config.timeout
+    } else {
+        deadline
+    };
+    let (result, attempts) = post_with_retries(
+        &client,
+        &shared.config,
+        &job.delivery_id,
+        &job.json,
+        deadline,
+    )
+    .await;
     settle(shared, guard.id, &job, result, attempts, submitted);
 }
 
@@ -79,14 +130,28 @@ fn settle(
             return;
         }
     }
-    let host = &shared.config.host;
+    let config = &shared.config;
     shared.finish(id, |envelope| {
-        let mut outcome = outcome(envelope, host, result);
-        if let Some((_, line)) = outcome.log.as_mut().filter(|_| attempts > 1) {
-            line.push_str(&format!(" (after {attempts} attempts)"));
+        let mut outcome = outcome(envelope, &config.host, result);
+        // A join past component_post_max_rooms is an invalid reply (the
+        // rooms' state refuses it too, at sending, should replies race).
+        let refused = outcome
+            .stanzas
+            .iter()
+            .find_map(|s| rooms::refuse_join(s, &shared.rooms, config.max_rooms));
+        if let Some(why) = refused {
+            let error = DeliveryError::Reply(ReplyError::Invalid(why));
+            outcome = super::outcome::outcome(envelope, &config.host, Err(error));
+        }
+        if let Some((_, line)) = outcome.log.as_mut() {
+            match attempts {
+                0 => line.push_str(" (while waiting its turn: never POSTed)"),
+                1 => {}
+                _ => line.push_str(&format!(" (after {attempts} attempts)")),
+            }
         }
         outcome.seconds = Some(submitted.elapsed().as_secs_f64());
-        outcome.retries = attempts - 1;
+        outcome.retries = attempts.saturating_sub(1);
         outcome
     });
 }

@@ -78,6 +78,46 @@ pub(super) struct InFlight {
     pub(super) abort: Option<AbortHandle>,
 }
 
+/// Every accepted stanza until its outcome is queued, and the bytes of
+/// JSON they will be POSTed as (`component_post_queue_bytes`).
+#[derive(Default)]
+pub(super) struct Owed {
+    stanzas: HashMap<u64, InFlight>,
+    bytes: usize,
+}
+
+impl Owed {
+    pub(super) fn len(&self) -> usize {
+        self.stanzas.len()
+    }
+
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub(super) fn insert(&mut self, id: u64, entry: InFlight) {
+        self.bytes += entry.job.json.len();
+        if let Some(old) = self.stanzas.insert(id, entry) {
+            self.bytes -= old.job.json.len();
+        }
+    }
+
+    pub(super) fn remove(&mut self, id: &u64) -> Option<InFlight> {
+        let entry = self.stanzas.remove(id)?;
+        self.bytes -= entry.job.json.len();
+        Some(entry)
+    }
+
+    pub(super) fn get_mut(&mut self, id: &u64) -> Option<&mut InFlight> {
+        self.stanzas.get_mut(id)
+    }
+
+    pub(super) fn drain(&mut self) -> Vec<InFlight> {
+        self.bytes = 0;
+        self.stanzas.drain().map(|(_, entry)| entry).collect()
+    }
+}
+
 pub(super) fn unix_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -93,7 +133,7 @@ pub(super) struct Shared {
     pub(super) durable: Durable,
     /// Every accepted stanza until its outcome is queued: running, waiting
     /// for a slot, or waiting behind its conversation.
-    pub(super) owed: Mutex<HashMap<u64, InFlight>>,
+    pub(super) owed: Mutex<Owed>,
     pub(super) outbox: Outbox,
     pub(super) conversations: Conversations,
     /// One per POST that may run at once (`max_inflight`).
@@ -133,12 +173,13 @@ impl Shared {
         now.max(previous + 1)
     }
 
-    /// Refuses `envelope` at once when `max_inflight + queue_size` stanzas
-    /// are owed answers already; the admin hears of it once per flood.
-    pub(super) fn admit(&self, owed: usize, envelope: &Envelope) -> bool {
+    /// Refuses a stanza (`envelope`, `bytes` of JSON) at once when
+    /// `max_inflight + queue_size` stanzas, or `queue_bytes` of them, are
+    /// owed answers already; the admin hears of it once per flood.
+    pub(super) fn admit(&self, owed: &Owed, envelope: &Envelope, bytes: usize) -> bool {
         let config = &self.config;
         let limit = config.max_inflight + config.queue_size;
-        if owed < limit {
+        if owed.len() < limit && owed.bytes() + bytes <= config.queue_bytes {
             self.refusing.store(false, AtomicOrdering::Relaxed);
             return true;
         }
@@ -146,7 +187,11 @@ impl Shared {
             self.outbox.queue(Outcome::log_only(
                 LogLevel::Warn,
                 format!(
-                    "{limit} stanzas in flight or waiting: refusing more with resource-constraint"
+                    "{} stanzas ({} KiB of JSON) in flight or waiting, at most {limit} ({} KiB): \
+                     refusing more with resource-constraint",
+                    owed.len(),
+                    owed.bytes() / 1024,
+                    config.queue_bytes / 1024
                 ),
             ));
         }

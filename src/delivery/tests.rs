@@ -145,7 +145,7 @@ fn a_panicking_task_still_answers_its_stanza() {
             abort: None,
         },
     );
-    let guard = TaskGuard::new(Arc::clone(&d.shared), 7, None);
+    let guard = TaskGuard::new(Arc::clone(&d.shared), 7, String::new());
     let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
         let _guard = guard;
         panic!("a bug in a delivery task");
@@ -227,14 +227,28 @@ fn durable_delivery_holds_what_the_service_cannot_take_without_answering() {
 
 #[test]
 fn past_the_durable_limit_stanzas_bounce_as_without_durable_delivery() {
+    let limit = Options {
+        durable_limit: Some(1.0),
+        ..Default::default()
+    };
+    // One stanza's XML is about 110 bytes.
+    let bytes = Options {
+        durable_bytes: Some(150.0),
+        ..Default::default()
+    };
+    for (limit, said) in [(limit, "at most 1 ("), (bytes, "at most 100000 (0 KiB)")] {
+        bounces_past(limit, said);
+    }
+}
+
+fn bounces_past(limit: Options, said: &str) {
     let config = Config::new(Options {
         host: "bot.localhost".into(),
         url: Some(refused_url()),
         stanzas: vec!["message".into()],
         retries: Some(0.0),
         durable: Some(true),
-        durable_limit: Some(1.0),
-        ..Default::default()
+        ..limit
     })
     .unwrap();
     let d = Delivery::new(config).unwrap();
@@ -249,9 +263,12 @@ fn past_the_durable_limit_stanzas_bounce_as_without_durable_delivery() {
         outcomes.extend(d.drain());
     }
     assert!(outcomes.iter().all(|o| o.storage.is_none()));
-    assert!(outcomes.iter().any(|o| o.log.as_ref().is_some_and(
-        |(_, line)| line.contains("1 stanzas held for the web service: bouncing more")
-    )));
+    assert!(outcomes.iter().any(|o| o
+        .log
+        .as_ref()
+        .is_some_and(|(_, line)| line.contains("1 stanzas")
+            && line.contains(said)
+            && line.contains("bouncing more"))));
     let replies = xml(&outcomes);
     assert_eq!(replies.len(), 1);
     assert!(

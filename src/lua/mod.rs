@@ -36,7 +36,8 @@ pub fn exports(lua: &Lua) -> mlua::Result<Table> {
             |_, (delivery, nick): (mlua::UserDataRef<Delivery>, Option<String>)| {
                 let host = &delivery.config().host;
                 let jids = delivery.room_jids().clone();
-                Ok(LuaRooms(Rooms::new(host, nick.as_deref(), jids)))
+                let max = delivery.config().max_rooms;
+                Ok(LuaRooms(Rooms::new(host, nick.as_deref(), jids, max)))
             },
         )?,
     )?;
@@ -44,7 +45,10 @@ pub fn exports(lua: &Lua) -> mlua::Result<Table> {
     exports.set(
         "new_push",
         lua.create_function(|_, delivery: mlua::UserDataRef<Delivery>| {
-            Ok(Endpoint::new(delivery.config()))
+            Ok(Endpoint::new(
+                delivery.config(),
+                delivery.room_jids().clone(),
+            ))
         })?,
     )?;
     // The JID as it leaves the module (see crate::jid), or nil: for the

@@ -70,8 +70,10 @@ impl UserData for LuaRooms {
         methods.add_method_mut("message", |lua, this, stanza: Table| {
             Ok(this.0.message(&element_from_lua(lua, &stanza)?))
         });
+        // The effects, and whether to send the presence.
         methods.add_method_mut("outgoing", |lua, this, stanza: Table| {
-            effects_to_lua(lua, this.0.outgoing(&element_from_lua(lua, &stanza)?))
+            let (effects, send) = this.0.outgoing(&element_from_lua(lua, &stanza)?);
+            Ok((effects_to_lua(lua, effects)?, send))
         });
         // Effects of the joins due now, and the seconds until the next (or nil).
         methods.add_method_mut("due", |lua, this, ()| {

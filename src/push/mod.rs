@@ -15,7 +15,8 @@ pub use auth::{authorize, Authorized, Credentials, PushKeys};
 use limits::{FailureLimit, RateLimit, Replayed, Replays};
 
 use crate::config::{Config, PushToken};
-use crate::conversion::{self, AddressError, Envelope, Kind, ReplyError};
+use crate::conversion::{self, AddressError, Envelope, Kind, ReplyError, RoomJids};
+use crate::rooms;
 use crate::signing::{self, PublicKey};
 use crate::xml::{self, Element};
 
@@ -60,11 +61,15 @@ pub struct Endpoint {
     failures: FailureLimit,
     pushes: RateLimit,
     replays: Replays,
+    /// The rooms the host is in, and how many it may be in.
+    rooms: RoomJids,
+    max_rooms: usize,
 }
 
 impl Endpoint {
     /// The endpoint `config` asks for; none without a token or public key.
-    pub fn new(config: &Config) -> Option<Endpoint> {
+    /// `rooms`: the rooms the host is in (a push may join one more).
+    pub fn new(config: &Config, rooms: RoomJids) -> Option<Endpoint> {
         if config.push_token.is_none() && config.push_public_key.is_none() {
             return None;
         }
@@ -79,6 +84,8 @@ impl Endpoint {
             failures: FailureLimit::new(config.push_auth_failures),
             pushes: RateLimit::new(config.push_rate),
             replays: Replays::new((config.push_rate * window).ceil() as usize + 1),
+            rooms,
+            max_rooms: config.max_rooms,
         })
     }
 
@@ -146,9 +153,14 @@ impl Endpoint {
         Ok(())
     }
 
-    /// The stanza a push describes (see [`stanza`]).
+    /// The stanza a push describes (see [`stanza`]); a join past
+    /// `component_post_max_rooms` is refused.
     pub fn stanza(&self, content_type: Option<&str>, body: &[u8]) -> Result<Element, PushError> {
-        stanza(&self.host, content_type, body)
+        let stanza = stanza(&self.host, content_type, body)?;
+        match rooms::refuse_join(&stanza, &self.rooms, self.max_rooms) {
+            Some(why) => Err(refuse(400, why)),
+            None => Ok(stanza),
+        }
     }
 }
 

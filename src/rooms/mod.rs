@@ -16,6 +16,9 @@ use crate::xml::Element;
 
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(60);
+/// A room that cannot be joined for this long is forgotten: its service
+/// is gone, or was never there (a web service can name any room).
+pub const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// What the caller does for the rooms.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +58,8 @@ struct Room {
     /// Joined by the web service: kept in storage.
     remembered: bool,
     retries: u32,
+    /// Since when its joins fail, until one succeeds.
+    failing_since: Option<Instant>,
 }
 
 /// The rooms of one component host.
@@ -65,6 +70,8 @@ pub struct Rooms {
     rooms: BTreeMap<String, Room>,
     /// The keys of `rooms`, for the deliveries (see [`RoomJids`]).
     jids: RoomJids,
+    /// `component_post_max_rooms`.
+    max_rooms: usize,
 }
 
 /// A join: presence to `room/nick` with the MUC element, asking for no history.
@@ -89,6 +96,26 @@ fn statuses(stanza: &Element) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The room (bare JID, lower case) a presence joins: one without a type,
+/// to `room/nick`, with the MUC element.
+pub fn joined_room(stanza: &Element) -> Option<String> {
+    let (room, _) = stanza.attr("to")?.split_once('/')?;
+    let joins = stanza.name == "presence"
+        && stanza.attr("type").is_none()
+        && stanza.child("x", Some(NS_MUC)).is_some();
+    joins.then(|| room.to_lowercase())
+}
+
+/// Why `stanza` may not join its room: it is a join to a room the host is
+/// not in, and the host is in `max_rooms` already
+/// (`component_post_max_rooms`).
+pub fn refuse_join(stanza: &Element, rooms: &RoomJids, max_rooms: usize) -> Option<String> {
+    let room = joined_room(stanza)?;
+    (!rooms.contains(&room) && rooms.len() >= max_rooms).then(|| {
+        format!("joining {room} would make more rooms than component_post_max_rooms = {max_rooms}")
+    })
 }
 
 /// Unix seconds as an XEP-0082 / RFC 3339 UTC stamp, as delay stamps are.
@@ -119,7 +146,7 @@ fn seconds(stamp: &str) -> &str {
 }
 
 impl Rooms {
-    pub fn new(domain: &str, nick: Option<&str>, jids: RoomJids) -> Rooms {
+    pub fn new(domain: &str, nick: Option<&str>, jids: RoomJids, max_rooms: usize) -> Rooms {
         let default_nick = nick
             .map(str::to_owned)
             .unwrap_or_else(|| domain.split('.').next().unwrap_or(domain).to_owned());
@@ -128,6 +155,7 @@ impl Rooms {
             default_nick,
             rooms: BTreeMap::new(),
             jids,
+            max_rooms,
         }
     }
 
@@ -159,6 +187,9 @@ impl Rooms {
         let room = room.to_lowercase();
         let jid = remembered_from.unwrap_or(&self.domain).to_owned();
         let join = join_presence(&jid, &room, &nick);
+        if let Some(why) = refuse_join(&join, &self.jids, self.max_rooms) {
+            return vec![Effect::Log("error", format!("Not joining: {why}"))];
+        }
         self.insert(
             room,
             Room {
@@ -167,6 +198,7 @@ impl Rooms {
                 state: State::Joining,
                 remembered: remembered_from.is_some(),
                 retries: 0,
+                failing_since: None,
             },
         );
         vec![Effect::Send(join)]
@@ -182,6 +214,24 @@ impl Rooms {
         let Some(entry) = self.rooms.get_mut(room) else {
             return Vec::new();
         };
+        let since = *entry.failing_since.get_or_insert(now);
+        if now.saturating_duration_since(since) >= GIVE_UP_AFTER {
+            let remembered = entry.remembered;
+            self.remove(room);
+            let mut effects = vec![Effect::Log(
+                "warn",
+                format!(
+                    "Forgetting room {room} ({why}): it could not be joined for {} hours",
+                    GIVE_UP_AFTER.as_secs() / 3600
+                ),
+            )];
+            if remembered {
+                effects.push(Effect::Forget {
+                    room: room.to_owned(),
+                });
+            }
+            return effects;
+        }
         entry.retries += 1;
         let delay = FIRST_RETRY
             .saturating_mul(1 << entry.retries.min(7).saturating_sub(1))
@@ -276,6 +326,16 @@ impl Rooms {
                 None => (self.wait(&room, now, "the room service went away"), false),
             });
         }
+        // The room may have given us another nick than we asked for (XEP-0045
+        // status 210, or a nick change): the one in its self-presence is ours.
+        if let Some((_, nick)) = from
+            .split_once('/')
+            .filter(|_| codes.iter().any(|c| c == "110"))
+        {
+            if nick != entry.nick {
+                entry.nick = nick.to_owned();
+            }
+        }
         let first = !matches!(entry.state, State::Joined { .. });
         if first {
             entry.state = State::Joined {
@@ -283,6 +343,7 @@ impl Rooms {
                 since: seconds(now_stamp).to_owned(),
             };
             entry.retries = 0;
+            entry.failing_since = None;
             let nick = entry.nick.clone();
             return Some((
                 vec![Effect::Log("info", format!("Joined room {room} as {nick}"))],
@@ -332,25 +393,34 @@ impl Rooms {
 
     /// A presence the web service sends (reply or push): a join (with the
     /// MUC element) to a room makes it one of ours, remembered; leaving one
-    /// forgets it.
-    pub fn outgoing(&mut self, stanza: &Element) -> Vec<Effect> {
+    /// forgets it. Also whether to send it: not a join past the cap of
+    /// rooms (the web service was told already, where it could be: see
+    /// [`refuse_join`]).
+    pub fn outgoing(&mut self, stanza: &Element) -> (Vec<Effect>, bool) {
         let Some(to) = stanza.attr("to") else {
-            return Vec::new();
+            return (Vec::new(), true);
         };
         let Some((room, nick)) = to.split_once('/') else {
-            return Vec::new();
+            return (Vec::new(), true);
         };
         let room = room.to_lowercase();
         if stanza.attr("type") == Some("unavailable") {
-            return match self.remove(&room) {
+            let effects = match self.remove(&room) {
                 Some(_) => vec![
                     Effect::Log("info", format!("Leaving room {room}")),
                     Effect::Forget { room },
                 ],
                 None => Vec::new(),
             };
+            return (effects, true);
         }
-        if stanza.attr("type").is_none() && stanza.child("x", Some(NS_MUC)).is_some() {
+        if let Some(why) = refuse_join(stanza, &self.jids, self.max_rooms) {
+            return (
+                vec![Effect::Log("error", format!("Not joining: {why}"))],
+                false,
+            );
+        }
+        if joined_room(stanza).is_some() {
             let jid = stanza.attr("from").unwrap_or(&self.domain).to_owned();
             self.insert(
                 room.clone(),
@@ -360,15 +430,19 @@ impl Rooms {
                     state: State::Joining,
                     remembered: true,
                     retries: 0,
+                    failing_since: None,
                 },
             );
-            return vec![Effect::Remember {
-                room,
-                nick: nick.to_owned(),
-                jid,
-            }];
+            return (
+                vec![Effect::Remember {
+                    room,
+                    nick: nick.to_owned(),
+                    jid,
+                }],
+                true,
+            );
         }
-        Vec::new()
+        (Vec::new(), true)
     }
 
     /// Joins whose wait is over, and when to ask again.

@@ -26,7 +26,7 @@ fn stamps_are_utc_rfc3339() {
 
 #[test]
 fn joins_asking_for_no_history_with_the_default_nick() {
-    let mut rooms = Rooms::new("bot.h", None, RoomJids::default());
+    let mut rooms = Rooms::new("bot.h", None, RoomJids::default(), 100);
     let effects = rooms.add("Room@muc.h", None);
     assert_eq!(
         effects,
@@ -46,7 +46,7 @@ fn joins_asking_for_no_history_with_the_default_nick() {
 
 #[test]
 fn history_subject_and_own_messages_are_not_posted() {
-    let mut rooms = Rooms::new("bot.h", Some("bot"), RoomJids::default());
+    let mut rooms = Rooms::new("bot.h", Some("bot"), RoomJids::default(), 100);
     rooms.add("room@muc.h/bot", None);
     let msg = |from: &str, inner: &str| {
         parse(&format!(
@@ -68,7 +68,7 @@ fn history_subject_and_own_messages_are_not_posted() {
     assert!(rooms.message(&msg("other@muc.h/x", "<body>not ours</body>")));
     // Joined again where we already were (a reload): no history, no
     // subject; the first live message is posted.
-    let mut again = Rooms::new("bot.h", Some("bot"), RoomJids::default());
+    let mut again = Rooms::new("bot.h", Some("bot"), RoomJids::default(), 100);
     again.add("room@muc.h/bot", None);
     joined(&mut again, Instant::now());
     assert!(again.message(&msg("room@muc.h/ann", "<body>live at once</body>")));
@@ -79,7 +79,7 @@ fn history_subject_and_own_messages_are_not_posted() {
 
 #[test]
 fn a_room_that_goes_away_is_joined_again_with_backoff() {
-    let mut rooms = Rooms::new("bot.h", None, RoomJids::default());
+    let mut rooms = Rooms::new("bot.h", None, RoomJids::default(), 100);
     rooms.add("room@muc.h", None);
     let t0 = Instant::now();
     joined(&mut rooms, t0);
@@ -106,7 +106,7 @@ fn a_room_that_goes_away_is_joined_again_with_backoff() {
 #[test]
 fn a_kick_or_ban_is_not_undone_and_is_posted() {
     for code in ["307", "301"] {
-        let mut rooms = Rooms::new("bot.h", None, RoomJids::default());
+        let mut rooms = Rooms::new("bot.h", None, RoomJids::default(), 100);
         rooms.add("room@muc.h", None);
         let now = Instant::now();
         joined(&mut rooms, now);
@@ -127,30 +127,110 @@ fn a_kick_or_ban_is_not_undone_and_is_posted() {
 
 #[test]
 fn the_web_service_joins_and_leaves() {
-    let mut rooms = Rooms::new("bot.h", None, RoomJids::default());
+    let mut rooms = Rooms::new("bot.h", None, RoomJids::default(), 100);
     let join = join_presence("bot.h", "Room@muc.h", "Helper");
     assert_eq!(
         rooms.outgoing(&join),
-        [Effect::Remember {
-            room: "room@muc.h".into(),
-            nick: "Helper".into(),
-            jid: "bot.h".into()
-        }]
+        (
+            vec![Effect::Remember {
+                room: "room@muc.h".into(),
+                nick: "Helper".into(),
+                jid: "bot.h".into()
+            }],
+            true
+        )
     );
     let leave = parse("<presence type='unavailable' to='room@muc.h/Helper' from='bot.h'/>");
     assert_eq!(
-        rooms.outgoing(&leave)[1],
+        rooms.outgoing(&leave).0[1],
         Effect::Forget {
             room: "room@muc.h".into()
         }
     );
     let other = parse("<presence to='u@h/r' from='bot.h'><show>away</show></presence>");
-    assert!(rooms.outgoing(&other).is_empty());
+    assert_eq!(rooms.outgoing(&other), (vec![], true));
+}
+
+#[test]
+fn rooms_are_capped_configured_ones_included() {
+    let jids = RoomJids::default();
+    let mut rooms = Rooms::new("bot.h", None, jids.clone(), 2);
+    rooms.add("one@muc.h", None);
+    let (effects, send) = rooms.outgoing(&join_presence("bot.h", "two@muc.h", "b"));
+    assert!(send && matches!(effects[0], Effect::Remember { .. }));
+    let third = join_presence("bot.h", "three@muc.h", "b");
+    assert_eq!(
+        refuse_join(&third, &jids, 2).as_deref(),
+        Some("joining three@muc.h would make more rooms than component_post_max_rooms = 2")
+    );
+    let (effects, send) = rooms.outgoing(&third);
+    assert!(!send);
+    assert!(
+        matches!(&effects[0], Effect::Log("error", l) if l.contains("component_post_max_rooms = 2"))
+    );
+    // A room it is in already may be joined again; one left makes room.
+    assert!(rooms.outgoing(&join_presence("bot.h", "two@muc.h", "c")).1);
+    rooms.outgoing(&parse("<presence type='unavailable' to='two@muc.h/c'/>"));
+    assert!(rooms.outgoing(&third).1);
+    // Remembered rooms beyond the cap at load are not joined.
+    assert!(matches!(
+        &rooms.add("four@muc.h/b", Some("bot.h"))[0],
+        Effect::Log("error", _)
+    ));
+}
+
+#[test]
+fn a_room_that_cannot_be_joined_for_a_day_is_forgotten() {
+    let jids = RoomJids::default();
+    let mut rooms = Rooms::new("bot.h", None, jids.clone(), 100);
+    rooms.outgoing(&join_presence("bot.h", "gone@far.example", "b"));
+    let unreachable = parse(
+        "<presence type='error' from='gone@far.example/b' to='bot.h'><error type='cancel'>\
+         <remote-server-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></presence>",
+    );
+    let t0 = Instant::now();
+    let (effects, _) = rooms.presence(&unreachable, t0, NOW).unwrap();
+    assert!(matches!(&effects[0], Effect::Log("warn", l) if l.contains("joining again")));
+    let later = t0 + GIVE_UP_AFTER - Duration::from_secs(1);
+    let (effects, _) = rooms.presence(&unreachable, later, NOW).unwrap();
+    assert!(matches!(&effects[0], Effect::Log("warn", l) if l.contains("joining again")));
+    let (effects, _) = rooms
+        .presence(&unreachable, t0 + GIVE_UP_AFTER, NOW)
+        .unwrap_or_default();
+    assert!(matches!(&effects[0], Effect::Log("warn", l)
+        if l == "Forgetting room gone@far.example (remote-server-not-found): it could not be joined for 24 hours"));
+    assert_eq!(
+        effects[1],
+        Effect::Forget {
+            room: "gone@far.example".into()
+        }
+    );
+    assert!(!jids.contains("gone@far.example") && rooms.next_due().is_none());
+}
+
+#[test]
+fn its_own_messages_are_known_by_the_nick_the_room_gave() {
+    let mut rooms = Rooms::new("bot.h", None, RoomJids::default(), 100);
+    rooms.add("room@muc.h/Bot", None);
+    let given = parse(
+        "<presence from='room@muc.h/Bot2' to='bot.h'><x xmlns='http://jabber.org/protocol/muc#user'>\
+         <status code='110'/><status code='210'/></x></presence>",
+    );
+    rooms.presence(&given, Instant::now(), NOW).unwrap();
+    assert_eq!(rooms.joined(), ["room@muc.h/Bot2"]);
+    let own = parse(
+        "<message type='groupchat' from='room@muc.h/Bot2' to='bot.h'><body>mine</body></message>",
+    );
+    let live = parse(
+        "<message type='groupchat' from='room@muc.h/ann' to='bot.h'><body>hi</body></message>",
+    );
+    assert!(rooms.message(&live));
+    assert!(!rooms.message(&own), "its own, reflected");
 }
 
 #[test]
 fn other_occupants_presence_is_not_the_rooms_business() {
-    let mut rooms = Rooms::new("bot.h", None, RoomJids::default());
+    let mut rooms = Rooms::new("bot.h", None, RoomJids::default(), 100);
     rooms.add("room@muc.h", None);
     let ann = parse("<presence from='room@muc.h/ann' to='bot.h'><x xmlns='http://jabber.org/protocol/muc#user'/></presence>");
     assert!(rooms.presence(&ann, Instant::now(), NOW).is_none());
@@ -161,7 +241,7 @@ fn other_occupants_presence_is_not_the_rooms_business() {
 #[test]
 fn the_deliveries_know_every_room_until_it_is_left() {
     let jids = RoomJids::default();
-    let mut rooms = Rooms::new("bot.h", None, jids.clone());
+    let mut rooms = Rooms::new("bot.h", None, jids.clone(), 100);
     rooms.add("Room@muc.h/bot", None);
     assert!(jids.contains("room@muc.h/alice") && jids.contains("ROOM@muc.h"));
     assert!(!jids.contains("other@muc.h/alice"));

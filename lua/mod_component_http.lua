@@ -15,9 +15,29 @@ local NATIVE_NAME = "component_http";
 -- Stamped by `make` from Cargo.toml: the native library this shim expects.
 local VERSION = "@VERSION@";
 
+-- What the module before a reload handed over (module.save, below): its
+-- deliveries, still owing answers, and the pushed IQs waiting for theirs.
+local inherited = module.saved_state or {};
+
+-- A load that fails after a reload answers what was handed over, as an
+-- unload would: nothing is left unanswered.
+local function bounce_inherited()
+	for _, old in ipairs(inherited.deliveries or {}) do
+		local ok, stanzas = pcall(old.cancel_all, old, false);
+		for _, stanza in ipairs(ok and stanzas or {}) do
+			pcall(module.send, module, stanza);
+		end
+	end
+	if inherited.pushed_iqs then
+		pcall(module:require("push").refuse, inherited.pushed_iqs, "the module failed to load");
+	end
+	inherited = {};
+end
+
 -- A table error skips the traceback Prosody adds to a failed load, so the
 -- admin gets one log line that says what to fix.
 local function load_error(message, ...)
+	bounce_inherited();
 	local text = message:format(...);
 	error(setmetatable({}, { __tostring = function () return text; end }), 0);
 end
@@ -134,6 +154,15 @@ for _, warning in ipairs(delivery:warnings()) do
 	module:log("warn", "%s", warning);
 end
 
+-- A reload: the deliveries of the module before go on with what they owe
+-- (what waits is POSTed as this config says), watched until they owe
+-- nothing; this one's stanzas of a conversation wait for theirs.
+local retired = {}; -- delivery -> its descriptor's watcher, once watched
+for _, old in ipairs(inherited.deliveries or {}) do
+	delivery:take_over(old);
+	retired[old] = false;
+end
+
 local function send_stanza(stanza)
 	local ok, err = pcall(module.send, module, stanza);
 	if not ok then
@@ -226,22 +255,52 @@ local function apply_outcomes(stanzas, logs, reports, storage, statuses)
 	end
 end
 
-local function drain()
-	apply_outcomes(delivery:drain());
-end
-
-local function on_readable()
-	-- An error escaping here would reach net.server and stall Prosody.
-	local ok, err = xpcall(drain, debug.traceback);
-	if not ok then
-		module:log("error", "Delivering replies failed: %s", err);
+local function close_watcher(watcher)
+	if watcher.close then
+		watcher:close();
+	else -- libevent's handle has no close()
+		watcher:setflags(false, false);
 	end
 end
 
-local watcher = server.watchfd(delivery:fd(), on_readable);
+-- Calls `drain` when `d`'s descriptor is readable. An error escaping it
+-- would reach net.server and stall Prosody.
+local function watch(d, drain)
+	return server.watchfd(d:fd(), function ()
+		local ok, err = xpcall(drain, debug.traceback);
+		if not ok then
+			module:log("error", "Delivering replies failed: %s", err);
+		end
+	end);
+end
+
+local watcher = watch(delivery, function ()
+	apply_outcomes(delivery:drain());
+end);
+
+-- A retired delivery is drained until it owes nothing, then let go. Once
+-- nothing is owed every outcome is queued, so the last drain gets them all.
+local function drain_retired(old)
+	apply_outcomes(old:drain());
+	if old:owes() == 0 and retired[old] ~= nil then
+		apply_outcomes(old:drain());
+		if retired[old] then
+			close_watcher(retired[old]);
+		end
+		retired[old] = nil;
+	end
+end
+for old in pairs(retired) do
+	retired[old] = watch(old, function () drain_retired(old); end);
+	drain_retired(old);
+end
 
 module:hook_global("stats-update", function ()
 	local running, waiting = delivery:counts();
+	for old in pairs(retired) do
+		local old_running, old_waiting = old:counts();
+		running, waiting = running + old_running, waiting + old_waiting;
+	end
 	in_flight:set(running);
 	queued:set(waiting);
 	rooms_gauge:set(#rooms.joined());
@@ -306,7 +365,9 @@ end
 local push_endpoint;
 local endpoint = native.new_push(delivery);
 if endpoint then
-	push_endpoint = module:require("push").serve(endpoint, native, send);
+	push_endpoint = module:require("push").serve(endpoint, native, send, inherited.pushed_iqs);
+elseif inherited.pushed_iqs then
+	module:require("push").refuse(inherited.pushed_iqs, "the push endpoint was turned off");
 end
 
 -- IQ answers to pushed IQs are the push endpoint's; the rest go on.
@@ -404,10 +465,30 @@ local function stop(shutting_down)
 	if stopped then return; end
 	stopped = true;
 	local why = shutting_down and "the server is shutting down" or "the module was unloaded";
+	for old in pairs(retired) do
+		apply_outcomes(old:cancel_all(shutting_down));
+	end
 	apply_outcomes(delivery:cancel_all(shutting_down));
 	if push_endpoint then
 		push_endpoint.cancel(why);
 	end
+end
+
+-- A reload (module:reload, prosodyctl reload): the next module takes over
+-- what this one owes instead of this one answering it with errors. With
+-- durable delivery what is in flight is held in storage at the unload and
+-- taken from there, as at a restart.
+local handed_over = false;
+function module.save()
+	handed_over = true;
+	local state = { pushed_iqs = push_endpoint and push_endpoint.save() };
+	if not options.durable then
+		state.deliveries = { delivery };
+		for old in pairs(retired) do
+			table.insert(state.deliveries, old);
+		end
+	end
+	return state;
 end
 
 -- Prosody does not unload modules when it stops.
@@ -421,10 +502,14 @@ function module.unload()
 	if durable_store then
 		durable_store.stop();
 	end
-	if watcher.close then
-		watcher:close();
-	else -- libevent's handle has no close()
-		watcher:setflags(false, false);
+	close_watcher(watcher);
+	for old, old_watcher in pairs(retired) do
+		if old_watcher then
+			close_watcher(old_watcher);
+		end
+	end
+	if handed_over and not options.durable then
+		return; -- the reloaded module answers what is owed
 	end
 	stop(false);
 end

@@ -6,6 +6,7 @@
 
 local json = require "util.json";
 local jid = require "util.jid";
+local time_now = require "util.time".now;
 
 -- `body`: a table to encode, or JSON text already made.
 local function json_response(response, status, body)
@@ -16,15 +17,40 @@ end
 
 local push = {};
 
+-- Pushed IQs handed over by a reload (see serve's save), answered 503: the
+-- module after it failed to load, or has no push endpoint.
+function push.refuse(waiting_iqs, why)
+	for _, waiting in pairs(waiting_iqs) do
+		waiting.response:send(json_response(waiting.response, 503, { error = why }));
+	end
+end
+
 -- Serves /component_http on this host: `endpoint` (native.new_push) admits
--- and reads pushes, `send` sends a stanza as the component. Returns {
--- answer = (an IQ result or error: true if it answered a pushed IQ, now
--- sent back over HTTP), cancel = (every pushed IQ still waiting gets 503
--- and `why`) }.
-function push.serve(endpoint, native, send)
+-- and reads pushes, `send` sends a stanza as the component, `inherited`
+-- are the pushed IQs a reload handed over (or nil). Returns { answer = (an
+-- IQ result or error: true if it answered a pushed IQ, now sent back over
+-- HTTP), cancel = (every pushed IQ still waiting gets 503 and `why`), save
+-- = (a reload: the pushed IQs waiting, for the next module, no longer this
+-- one's) }.
+function push.serve(endpoint, native, send, inherited)
 	local timeout = endpoint:timeout();
-	-- IQs pushed and waiting for their answer: id -> { to, response, timer }.
+	-- IQs pushed and waiting for their answer: id -> { to, bare, response,
+	-- expires, timer }.
 	local pushed_iqs = {};
+
+	-- Waits for the answer to pushed IQ `id` until `waiting.expires`.
+	local function wait_for_answer(id, waiting)
+		pushed_iqs[id] = waiting;
+		waiting.timer = module:add_timer(math.max(0, waiting.expires - time_now()), function ()
+			if pushed_iqs[id] == waiting then
+				pushed_iqs[id] = nil;
+				waiting.response:send(json_response(waiting.response, 504, { error = "no answer to the iq in time" }));
+			end
+		end);
+	end
+	for id, waiting in pairs(inherited or {}) do
+		wait_for_answer(id, waiting);
+	end
 
 	-- An answer to a pushed IQ goes back to the HTTP request that sent it,
 	-- if it comes from the JID the IQ went to (or, for an IQ to a bare JID,
@@ -73,17 +99,12 @@ function push.serve(endpoint, native, send)
 			if pushed_iqs[id] then
 				return json_response(response, 409, { error = "an iq with this id is still waiting" });
 			end
-			pushed_iqs[id] = {
+			wait_for_answer(id, {
 				to = to;
 				bare = not jid.resource(to);
 				response = response;
-				timer = module:add_timer(timeout, function ()
-					if pushed_iqs[id] and pushed_iqs[id].response == response then
-						pushed_iqs[id] = nil;
-						response:send(json_response(response, 504, { error = "no answer to the iq in time" }));
-					end
-				end);
-			};
+				expires = time_now() + timeout;
+			});
 			send(stanza);
 			return true; -- answered when the iq's answer arrives
 		end
@@ -106,7 +127,17 @@ function push.serve(endpoint, native, send)
 		end
 	end
 
-	return { answer = answer_pushed_iq, cancel = cancel };
+	local function save()
+		local waiting_iqs = pushed_iqs;
+		pushed_iqs = {};
+		for _, waiting in pairs(waiting_iqs) do
+			waiting.timer:stop();
+			waiting.timer = nil;
+		end
+		return waiting_iqs;
+	end
+
+	return { answer = answer_pushed_iq, cancel = cancel, save = save };
 end
 
 return push;

@@ -295,15 +295,16 @@ class Prosody:
         if not os.environ.get("KEEP_TEST_DIRS"):
             shutil.rmtree(self.dir, ignore_errors=True)
 
-    def reload_module(self, host, name="component_http"):
-        """module:reload through Prosody's modulemanager (see mod_test_reload)."""
+    def reload_module(self, host, name="component_http", action="reload"):
+        """module:reload through Prosody's modulemanager (see mod_test_reload);
+        `action` "unload", "load", or "config" (the config file read again)."""
         self.reloads = getattr(self, "reloads", 0) + 1
         seq = self.reloads
         tmp = os.path.join(self.dir, "reload-request.tmp")
         with open(tmp, "w") as f:
-            f.write(f"{seq} {host} {name}\n")
+            f.write(f"{seq} {host} {name} {action}\n")
         os.rename(tmp, os.path.join(self.dir, "reload-request"))
-        needle = f"test reload #{seq} of {name} on {host}: "
+        needle = f"test {action} #{seq} of {name} on {host}: "
         deadline = time.monotonic() + WAIT
         while time.monotonic() < deadline:
             for line in self.log().splitlines():
@@ -313,6 +314,14 @@ class Prosody:
                     return
             time.sleep(0.02)
         raise AssertionError(f"reload #{seq} of {name} on {host} did not happen")
+
+    def reconfigure(self, components):
+        """Writes the config anew with these components, and has Prosody read
+        it again as SIGHUP does (a module sees it at its next reload)."""
+        with open(self.config + ".new", "w") as f:
+            f.write(self._config_text(components))
+        os.rename(self.config + ".new", self.config)
+        self.reload_module("*", "config", action="config")
 
     def metrics(self):
         """Prosody's /metrics (mod_http_openmetrics), as text."""

@@ -36,6 +36,9 @@ class ChaosTest(unittest.TestCase):
             self.assertGreater(by_phase[phase].errors, 0, phase)
         self.assertGreater(by_phase["bad answers"].no_reply, 0, "a 200 that is not JSON: no reply")
         self.assertEqual(reloads, chaos.SHORT.reloads)
+        reloaded = by_phase[f"{chaos.SHORT.reloads} reloads"]
+        self.assertEqual(reloaded.errors, 0, "a reload hands over what is in flight")
+        self.assertEqual(reloaded.replies, reloaded.sent)
         durable = by_phase["durable outage"]
         self.assertTrue(durable.restarted, "Prosody restarted within the outage")
         self.assertEqual(durable.errors, 0, "durable delivery: held, then delivered")

@@ -68,6 +68,7 @@ impl Delivery {
                 refusing: AtomicBool::new(false),
                 last_received: AtomicU64::new(0),
                 rooms: RoomJids::default(),
+                successor: Mutex::new(None),
             }),
             next_id: AtomicU64::new(1),
         })
@@ -168,6 +169,19 @@ impl Delivery {
         if let Some(entry) = owed.get_mut(&id) {
             entry.abort = Some(task.abort_handle());
         }
+    }
+
+    /// A reload: this delivery takes over from `old` (of the module
+    /// before), which goes on with what it has: its stanzas waiting are
+    /// POSTed as this one's config says (the new URL, secrets, headers),
+    /// those being POSTed finish, and their outcomes come through `old`'s
+    /// descriptor until it owes nothing. This one's stanzas of a
+    /// conversation wait for `old`'s.
+    pub fn take_over(&self, old: &Delivery) {
+        *lock(&old.shared.successor) = Some(Arc::clone(&self.shared));
+        old.shared
+            .conversations
+            .hand_over(&self.shared.conversations);
     }
 
     /// The outcomes that arrived since the last drain.

@@ -86,10 +86,34 @@ impl Conversations {
     pub(super) fn leave(&self, key: &str) {
         let mut conversations = lock(&self.0);
         if let Some(conversation) = conversations.get_mut(key) {
-            conversation.owed -= 1;
+            conversation.owed = conversation.owed.saturating_sub(1);
             if conversation.owed == 0 {
                 conversations.remove(key);
             }
+        }
+    }
+
+    /// A reload: this (retired) host's conversations go on in `to`, whose
+    /// next stanza of each waits for this one's last, so that order holds
+    /// across the two.
+    pub(super) fn hand_over(&self, to: &Conversations) {
+        let mut from = lock(&self.0);
+        let mut to = lock(&to.0);
+        for (key, conversation) in from.iter_mut() {
+            let Some(mut last_done) = conversation.last_done.take() else {
+                continue;
+            };
+            if matches!(
+                last_done.try_recv(),
+                Err(oneshot::error::TryRecvError::Closed)
+            ) {
+                continue; // done already
+            }
+            let entry = to.entry(key.clone()).or_insert(Conversation {
+                owed: 0,
+                last_done: None,
+            });
+            entry.last_done.get_or_insert(last_done);
         }
     }
 
@@ -132,6 +156,29 @@ mod tests {
             .build()
             .unwrap();
         runtime.block_on(waits_in_order());
+    }
+
+    #[test]
+    fn after_a_hand_over_the_next_stanza_waits_for_the_retired_ones() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (old, new) = (Conversations::default(), Conversations::default());
+            let in_flight = old.join("c", true, 9).unwrap();
+            old.hand_over(&new);
+            let mut next = new.join("c", true, 9).unwrap();
+            let waited =
+                tokio::time::timeout(std::time::Duration::from_millis(10), next.wait_for_turn());
+            assert!(waited.await.is_err(), "the retired one is not done");
+            drop(in_flight);
+            old.leave("c");
+            next.wait_for_turn().await;
+            drop(next);
+            new.leave("c");
+            assert_eq!((old.len(), new.len()), (0, 0));
+        });
     }
 
     async fn waits_in_order() {

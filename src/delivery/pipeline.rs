@@ -102,9 +102,19 @@ pub(super) async fn run(
     } else {
         deadline
     };
+    // After a reload, as the reloaded module's config says.
+    let target = shared.target();
+    let client = if Arc::ptr_eq(&target, shared) {
+        client
+    } else {
+        match target.connector.get(&target.config) {
+            Ok((_, client)) => client,
+            Err(error) => return settle(shared, guard.id, &job, Err(error), 0, submitted),
+        }
+    };
     let (result, attempts) = post_with_retries(
         &client,
-        &shared.config,
+        &target.config,
         &job.delivery_id,
         &job.json,
         deadline,
@@ -131,6 +141,7 @@ fn settle(
         }
     }
     let config = &shared.config;
+    let target = shared.target();
     shared.finish(id, |envelope| {
         let mut outcome = outcome(envelope, &config.host, result);
         // A join past component_post_max_rooms is an invalid reply (the
@@ -138,7 +149,7 @@ fn settle(
         let refused = outcome
             .stanzas
             .iter()
-            .find_map(|s| rooms::refuse_join(s, &shared.rooms, config.max_rooms));
+            .find_map(|s| rooms::refuse_join(s, &target.rooms, target.config.max_rooms));
         if let Some(why) = refused {
             let error = DeliveryError::Reply(ReplyError::Invalid(why));
             outcome = super::outcome::outcome(envelope, &config.host, Err(error));

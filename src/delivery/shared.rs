@@ -145,16 +145,42 @@ pub(super) struct Shared {
     pub(super) last_received: AtomicU64,
     /// The rooms this host is in (kept by its rooms' state).
     pub(super) rooms: RoomJids,
+    /// After a reload: the delivery that took over from this one. What
+    /// this one still has is POSTed as the newer one's config says.
+    pub(super) successor: Mutex<Option<Arc<Shared>>>,
 }
 
 impl Shared {
+    /// Where an attempt goes: the newest delivery of the host (after
+    /// reloads), or this one.
+    pub(super) fn target(self: &Arc<Self>) -> Arc<Shared> {
+        let mut target = Arc::clone(self);
+        loop {
+            let next = lock(&target.successor).clone();
+            match next {
+                Some(next) => target = next,
+                None => return target,
+            }
+        }
+    }
+
     /// Ends delivery `id` with the outcome `make` builds, unless it has
     /// already ended (cancelled). Exactly one outcome per stanza.
     pub(super) fn finish(&self, id: u64, make: impl FnOnce(&Envelope) -> Outcome) {
-        let Some(entry) = lock(&self.owed).remove(&id) else {
+        let Some(job) = lock(&self.owed)
+            .get_mut(&id)
+            .map(|entry| Arc::clone(&entry.job))
+        else {
             return;
         };
-        self.outbox.queue(make(&entry.job.envelope));
+        // Made without the lock (Prosody's thread takes it for every stanza);
+        // queued under it, so that once nothing is owed every outcome is in
+        // the outbox (a retired delivery is watched until then).
+        let outcome = make(&job.envelope);
+        let mut owed = lock(&self.owed);
+        if owed.remove(&id).is_some() {
+            self.outbox.queue(outcome);
+        }
     }
 
     pub(super) fn fail(&self, id: u64, error: DeliveryError) {

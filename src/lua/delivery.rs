@@ -80,6 +80,14 @@ impl UserData for Delivery {
             Ok(this.config().signing_key.as_ref().map(|k| k.public_key()))
         });
         methods.add_method("counts", |_, this, ()| Ok(this.counts()));
+        // Stanzas accepted and not yet answered.
+        methods.add_method("owes", |_, this, ()| Ok(this.in_flight()));
+        // A reload: this delivery takes over from the one before (see
+        // Delivery::take_over).
+        methods.add_method("take_over", |_, this, old: mlua::UserDataRef<Delivery>| {
+            this.take_over(&old);
+            Ok(())
+        });
         // What the admin is warned of at load, as lines.
         methods.add_method("warnings", |_, this, ()| Ok(this.config().warnings()));
         methods.add_method("forwards", |_, this, kind: String| {

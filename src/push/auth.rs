@@ -139,6 +139,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn debug_never_shows_a_secret() {
+        let credentials = Credentials {
+            authorization: Some("Bearer s3cret-token-1234"),
+            webhook_signature: Some("v1,c2VjcmV0"),
+            webhook_id: Some("msg_1"),
+            ..Default::default()
+        };
+        let shown = format!("{credentials:?} {TOKEN_ONLY:?}");
+        assert!(!shown.contains("s3cret") && !shown.contains("c2VjcmV0"), "{shown}");
+        assert!(shown.contains("msg_1"), "{shown}");
+    }
+
+    #[test]
     fn bearer_token() {
         let creds = |a| Credentials {
             authorization: Some(a),

@@ -103,7 +103,7 @@ apt_install = missing=""; for p in $(1); do \
 deps:
 	@$(call apt_install,$(DEB_PACKAGES))
 	@$(call apt_install,$(DEB_PACKAGES_BARE),--no-install-recommends)
-	@command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustup (https://rustup.rs)"; exit 1; }
+	@command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustup"; exit 1; }
 
 prosody13: $(PROSODY13)/usr/bin/prosody
 

@@ -5,17 +5,7 @@
 -- characters the profiles map to nothing or prohibit), by a seeded
 -- generator, so a failure can be replayed.
 
-local prosody_source = os.getenv("PROSODY_SOURCE") or "/usr/lib/prosody";
-package.path = prosody_source.."/?.lua;"..package.path;
-package.cpath = prosody_source.."/?.so;"..package.cpath;
-local loader = io.open(prosody_source.."/loader.lua");
-if loader then
-	loader:close();
-	dofile(prosody_source.."/loader.lua");
-end
-
-local library = os.getenv("NATIVE_LIB") or "build/mod_component_http/component_http.so";
-local native = assert(package.loadlib(library, "luaopen_component_http"))();
+local native = dofile("lua/spec/prosody.lua");
 
 -- Only with Prosody's real stringprep (its C helpers are built for 5.4).
 local has_stringprep, jid = pcall(function ()

@@ -3,15 +3,7 @@
 -- NATIVE_LIB names the library built for the running Lua, PROSODY_SOURCE the
 -- Prosody whose util.stanza and util.json are used (Debian's 0.12 by default).
 
-local prosody_source = os.getenv("PROSODY_SOURCE") or "/usr/lib/prosody";
-package.path = prosody_source.."/?.lua;"..package.path;
-package.cpath = prosody_source.."/?.so;"..package.cpath;
--- Prosody 13 names its libraries prosody.util.*; its loader maps the names.
-local loader = io.open(prosody_source.."/loader.lua");
-if loader then
-	loader:close();
-	dofile(prosody_source.."/loader.lua");
-end
+local native = dofile("lua/spec/prosody.lua");
 
 -- Prosody's C helpers are built for Lua 5.4 only, and util.stanza needs one
 -- of them (UTF-8 validation): on another Lua a plain-Lua check stands in.
@@ -37,8 +29,6 @@ end
 local st = require "util.stanza";
 local json = require "util.json";
 
-local library = os.getenv("NATIVE_LIB") or "build/mod_component_http/component_http.so";
-local native = assert(package.loadlib(library, "luaopen_component_http"))();
 
 local function message()
 	return st.message({ to = "echo@bot.localhost", from = "user@localhost/res", type = "chat", id = "m1" })

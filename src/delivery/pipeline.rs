@@ -58,21 +58,19 @@ pub(super) async fn run(
     let deadline = submitted
         .checked_add(shared.config.timeout)
         .unwrap_or(submitted);
+    // Its deadline passed while it waited: answered now, never POSTed.
+    let expired = || {
+        let error = Err(DeliveryError::Timeout);
+        settle(shared, guard.id, &job, error, 0, submitted);
+    };
     if !durable
         && timeout_at(deadline.into(), place.wait_for_turn())
             .await
             .is_err()
     {
-        // Answered now; the conversation's next stanza still waits for the
-        // ones before this, so that order holds.
-        settle(
-            shared,
-            guard.id,
-            &job,
-            Err(DeliveryError::Timeout),
-            0,
-            submitted,
-        );
+        expired();
+        // The conversation's next stanza still waits for the ones before
+        // this, so that order holds.
         place.wait_for_turn().await;
         return;
     }
@@ -83,16 +81,7 @@ pub(super) async fn run(
         timeout_at(deadline.into(), shared.slots.acquire()).await
     };
     let Ok(Ok(_slot)) = slot else {
-        // Past the deadline (the semaphore is never closed).
-        settle(
-            shared,
-            guard.id,
-            &job,
-            Err(DeliveryError::Timeout),
-            0,
-            submitted,
-        );
-        return;
+        return expired(); // (the semaphore is never closed)
     };
     if durable && !shared.may_send_now(guard.id, &job) {
         return; // held, or refused while the circuit is open

@@ -147,7 +147,10 @@ mod tests {
             ..Default::default()
         };
         let shown = format!("{credentials:?} {TOKEN_ONLY:?}");
-        assert!(!shown.contains("s3cret") && !shown.contains("c2VjcmV0"), "{shown}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("c2VjcmV0"),
+            "{shown}"
+        );
         assert!(shown.contains("msg_1"), "{shown}");
     }
 

@@ -35,7 +35,7 @@ DEB_PACKAGES_BARE := postgresql
 PROSODY13_DEB := 13.0.1-1~bpo12+1
 PROSODY13 := .cache/prosody-13.0.1
 
-.PHONY: all build install rock deps deps-bench deps-profile deps-fuzz fuzz chaos prosody13 run test test-fresh bench profile soak test-rust test-lua test-e2e readme-options clean
+.PHONY: all build install rock deps deps-bench deps-clients deps-profile deps-fuzz fuzz chaos prosody13 run test test-fresh bench profile soak test-rust test-lua test-e2e readme-options clean
 
 all: build
 
@@ -113,6 +113,11 @@ $(PROSODY13)/usr/bin/prosody:
 # nginx plays the web service in `make bench`.
 deps-bench: deps
 	@$(call apt_install,nginx-light)
+
+# The terminal XMPP clients to try `make run` as a user would (README,
+# "Trying it"), and tmux to drive them from a script.
+deps-clients:
+	@$(call apt_install,profanity poezio tmux)
 
 # valgrind counts instructions for `make profile`.
 deps-profile: deps-bench

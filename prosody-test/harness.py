@@ -136,12 +136,14 @@ class Prosody:
 
     def __init__(self, components, backend=BACKEND, users=("alice", "bob", "carol"), c2s_port=None,
                  component_module="component_http", log_level="debug", extra_config=(),
-                 plugin_dir=PLUGIN_DIR, http=False, metrics=False, muc=False, external=None):
+                 plugin_dir=PLUGIN_DIR, http=False, metrics=False, muc=False, external=None, tls=None):
         """`http`: Prosody's HTTP server on `self.http_port`; `metrics`: also
         its statistics, served by mod_http_openmetrics (see `metric`);
         `muc`: a group chat service, Prosody's mod_muc, at MUC_DOMAIN;
         `external`: {host: secret} of XEP-0114 components, which connect to
-        `self.component_port` (see ComponentClient)."""
+        `self.component_port` (see ComponentClient); `tls`: (certificate,
+        key) for STARTTLS on c2s (plain connections stay allowed)."""
+        self.tls = tls
         self.muc = muc
         self.external = external or {}
         self.component_port = free_port() if self.external else None
@@ -159,10 +161,20 @@ class Prosody:
         self.proc = None
         # SQLite (storage = "sql") does not create the folder of its file.
         os.makedirs(os.path.join(self.dir, "data"))
+        self.components = components
         with open(self.config, "w") as f:
             f.write(self._config_text(components))
         for user in users:
             self.register(user)
+
+    def rewrite_config(self, components=None):
+        """Writes the config file again (after `extra_config` changed, or
+        with other components)."""
+        if components is not None:
+            self.components = components
+        with open(self.config + ".new", "w") as f:
+            f.write(self._config_text(self.components))
+        os.rename(self.config + ".new", self.config)
 
     def _config_text(self, components):
         d = self.dir
@@ -197,6 +209,11 @@ class Prosody:
         if self.component_port:
             lines[lines.index("component_ports = { }")] = f"component_ports = {{ {self.component_port} }}"
             lines.append('component_interfaces = { "127.0.0.1" }')
+        if self.tls:
+            modules = next(i for i, line in enumerate(lines) if line.startswith("modules_enabled"))
+            lines[modules] = lines[modules].replace(" }", ', "tls" }')
+            lines[lines.index('modules_disabled = { "s2s", "tls" }')] = 'modules_disabled = { "s2s" }'
+            lines.append(f"ssl = {{ certificate = {lua_string(self.tls[0])}, key = {lua_string(self.tls[1])} }}")
         if self.metrics_on:
             modules = next(i for i, line in enumerate(lines) if line.startswith("modules_enabled"))
             lines[modules] = lines[modules].replace(" }", ', "http_openmetrics" }')
@@ -318,9 +335,7 @@ class Prosody:
     def reconfigure(self, components):
         """Writes the config anew with these components, and has Prosody read
         it again as SIGHUP does (a module sees it at its next reload)."""
-        with open(self.config + ".new", "w") as f:
-            f.write(self._config_text(components))
-        os.rename(self.config + ".new", self.config)
+        self.rewrite_config(components)
         self.reload_module("*", "config", action="config")
 
     def metrics(self):
@@ -1024,12 +1039,21 @@ class XmppClient:
                 raise ConnectionError("stream closed during handshake")
             self.parser.feed(data)
 
-    def connect(self, reader=True):
+    def connect(self, reader=True, tls=None):
         """Logs in and binds; then a reader thread fills `inbox`, unless
-        `reader` is false and the caller reads the socket itself."""
+        `reader` is false and the caller reads the socket itself. `tls`: an
+        ssl.SSLContext to go on over STARTTLS with (verifying the domain)."""
         self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=WAIT)
         self._open_stream()
         self._read_top()  # features
+        if tls is not None:
+            self.sock.sendall(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+            proceed = self._read_top()
+            if not proceed.tag.endswith("proceed"):
+                raise ConnectionError(f"STARTTLS refused: {ET.tostring(proceed)}")
+            self.sock = tls.wrap_socket(self.sock, server_hostname=DOMAIN)
+            self._open_stream()
+            self._read_top()  # features
         user = self.bare.split("@")[0]
         token = base64.b64encode(f"\0{user}\0{PASSWORD}".encode()).decode()
         self.sock.sendall(

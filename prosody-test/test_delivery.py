@@ -226,7 +226,8 @@ class DeliveryTest(ProsodyTestCase):
                    for _ in range(5)]
         self.assertEqual(len(refused) + len(replies), total)
         self.assertEqual(len([r for r in self.ws.requests if r["path"] == "/flood"]), 5)
-        self.assertEqual(self.log().count("refusing more with resource-constraint"), 1)
+        self.assertEqual(len([l for l in self.log().splitlines() if "flood.localhost:" in l
+                              and "refusing more with resource-constraint" in l]), 1)
         # The queue drains and the host takes stanzas again.
         self.ws.handler = echo_handler
         self.alice.message("f@flood.localhost", "after")
@@ -272,8 +273,10 @@ class DeliveryTest(ProsodyTestCase):
         ids = [self.alice.message(f"b{i}@bytes.localhost", f"{i}" * 700) for i in range(3)]
         error = self.alice.expect_id(ids[2]).error()
         self.assertEqual(error[:2], ("wait", "resource-constraint"))
-        self.assertIn("bytes.localhost:component_http", [l for l in self.log().splitlines()
-                                                         if "KiB of JSON" in l][0])
+        refusing = [l for l in self.log().splitlines() if l.split(" ")[3].startswith("bytes.localhost:")
+                    and "KiB of JSON" in l]
+        self.assertEqual(len(refusing), 1, refusing)
+        self.assertIn("at most 1064 (3 KiB): refusing more", refusing[0])
         gate.set()
         for id_ in ids[:2]:
             self.alice.expect(lambda s: s.attr.get("from", "").endswith("@bytes.localhost") and s.body, timeout=10)

@@ -1,8 +1,10 @@
 //! Native core of mod_component_http: a Prosody component whose stanzas are
 //! POSTed as JSON to a web service, and whose HTTP answers become replies.
 //!
-//! The core is plain Rust, each module depending only on those listed
-//! before it: [`xml`], [`jid`], [`stanza_error`] (stanza errors, HTTP
+//! The core is plain Rust, in modules that never depend on themselves
+//! through others (a test checks it): [`backoff`] (the one rule of waiting
+//! before trying again), [`clock`] (the one reading of the wall clock),
+//! [`log`] (log levels), [`xml`], [`jid`], [`stanza_error`] (stanza errors, HTTP
 //! status → stanza error), [`conversion`] (the JSON contract: stanza →
 //! request, HTTP answer → reply), [`local`] (what the component answers on
 //! its own), [`signing`] (Standard Webhooks), [`options`] (every option, declared
@@ -12,11 +14,14 @@
 //! (group chat: the rooms a host is in). [`lua`] is
 //! the only module that knows about Lua.
 
+pub mod backoff;
+pub mod clock;
 pub mod config;
 pub mod conversion;
 pub mod delivery;
 pub mod jid;
 pub mod local;
+pub mod log;
 pub mod lua;
 pub mod options;
 pub mod push;

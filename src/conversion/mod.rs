@@ -14,7 +14,9 @@ mod request;
 pub use address::{prepare as prepare_addresses, AddressError};
 pub use envelope::{ConversionError, Envelope, Kind, RoomJids};
 pub(crate) use reply::json_type_name;
-pub use reply::{error_text, is_json, reply_for, stanza_from_object, HttpAnswer, ReplyError};
+pub use reply::{
+    error_text, is_json, is_media_type, reply_for, stanza_from_object, HttpAnswer, ReplyError,
+};
 pub use request::{request, stanza_xml, Request};
 
 #[cfg(test)]

@@ -229,7 +229,13 @@ pub(crate) fn json_type_name(value: &Value) -> &'static str {
 
 /// `application/json`, with or without parameters (docs/contract.md §4, §8.3).
 pub fn is_json(content_type: Option<&str>) -> bool {
-    media_type(content_type).is_some_and(|m| m.eq_ignore_ascii_case("application/json"))
+    is_media_type(content_type, "application/json")
+}
+
+/// Whether a `Content-Type` is of media type `expected` (lower case),
+/// whatever its parameters and case.
+pub fn is_media_type(content_type: Option<&str>, expected: &str) -> bool {
+    media_type(content_type).is_some_and(|m| m.eq_ignore_ascii_case(expected))
 }
 
 fn media_type(content_type: Option<&str>) -> Option<&str> {

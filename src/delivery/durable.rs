@@ -13,7 +13,8 @@ use super::http::{is_transient, post};
 use super::ordering::conversation_of;
 use super::outcome::{outcome, DeliveryError, LogLevel, Outcome, Status};
 use super::runtime::lock;
-use super::shared::{unix_millis, DurableState, Job, Shared};
+use super::shared::{DurableState, Job, Shared};
+use crate::clock::unix_millis;
 use crate::conversion::{self, HttpAnswer, Request};
 use crate::xml;
 
@@ -223,7 +224,7 @@ impl Shared {
                 return Next::WaitUntil(at.min(expires));
             }
             return match state.held.breaker.gate(now) {
-                Gate::Open => Next::Try(job, false),
+                Gate::Send => Next::Try(job, false),
                 Gate::Probe => Next::Try(job, true),
                 Gate::WaitUntil(at) => Next::WaitUntil(at.min(expires)),
             };

@@ -10,14 +10,16 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::backoff::Backoff;
+
 /// Consecutive failed deliveries that open the circuit.
 pub const BREAKER_THRESHOLD: u32 = 5;
-/// The first wait before probing an open circuit; it doubles per failed
-/// probe up to [`MAX_WAIT`].
-const FIRST_WAIT: Duration = Duration::from_secs(1);
-/// The longest wait between two tries of a held stanza, or two probes: a
-/// service that comes back is noticed within this.
-pub const MAX_WAIT: Duration = Duration::from_secs(15);
+/// Between two tries of a held stanza, or two probes of an open circuit:
+/// from one second, doubling; a service that comes back is noticed within
+/// the cap.
+pub const HELD: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(15));
+/// The longest wait between two tries (see [`HELD`]).
+pub const MAX_WAIT: Duration = HELD.max;
 
 /// What the store keeps of a held stanza, and all a restart needs to deliver
 /// it again with the same `webhook-id`.
@@ -44,18 +46,16 @@ pub enum Storage {
     Dead(Record, String),
 }
 
-/// The wait before the `failures`-th retry of a held stanza or probe:
-/// doubling from one second, capped at [`MAX_WAIT`].
+/// The wait before the `failures`-th retry of a held stanza or probe.
 pub fn backoff(failures: u32) -> Duration {
-    let doublings = failures.saturating_sub(1).min(16);
-    FIRST_WAIT.saturating_mul(1 << doublings).min(MAX_WAIT)
+    HELD.wait(failures)
 }
 
 /// Whether a delivery may be attempted now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gate {
     /// The circuit is closed: send.
-    Open,
+    Send,
     /// The circuit is open and it is time to probe: send this one only.
     Probe,
     /// The circuit is open: wait until then (or until it closes).
@@ -81,7 +81,7 @@ impl Breaker {
     /// `failure`.
     pub fn gate(&mut self, now: Instant) -> Gate {
         match self.open {
-            None => Gate::Open,
+            None => Gate::Send,
             Some((at, _)) if now >= at && !self.probing => {
                 self.probing = true;
                 Gate::Probe
@@ -306,7 +306,7 @@ mod tests {
         let mut b = Breaker::default();
         for _ in 1..BREAKER_THRESHOLD {
             assert!(!b.failure(t0, false));
-            assert_eq!(b.gate(t0), Gate::Open);
+            assert_eq!(b.gate(t0), Gate::Send);
         }
         assert!(b.failure(t0, false));
         assert!(b.is_open());
@@ -322,7 +322,7 @@ mod tests {
         assert_eq!(b.gate(t2), Gate::Probe);
         assert!(b.success());
         assert!(!b.is_open());
-        assert_eq!(b.gate(t2), Gate::Open);
+        assert_eq!(b.gate(t2), Gate::Send);
         // Closed again: it takes the full threshold to open it once more.
         assert!(!b.failure(t2, false));
     }

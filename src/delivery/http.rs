@@ -3,7 +3,7 @@
 //! transport errors in words for the sender.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderName, CONTENT_TYPE, RETRY_AFTER};
 use tokio::runtime::Handle;
@@ -11,6 +11,7 @@ use tokio::runtime::Handle;
 use super::outcome::DeliveryError;
 use super::retry;
 use super::runtime::{fork_generation, lock, runtime};
+use crate::clock;
 use crate::config::Config;
 use crate::conversion::HttpAnswer;
 use crate::signing;
@@ -118,10 +119,7 @@ pub(super) async fn post(
     if timeout.is_zero() {
         return Err(DeliveryError::Timeout);
     }
-    let timestamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
+    let timestamp = clock::unix_secs();
     let mut request = client
         .post(config.url.clone())
         .timeout(timeout)
@@ -153,7 +151,7 @@ pub(super) async fn post(
     };
     let content_type = header(CONTENT_TYPE);
     let retry_after =
-        header(RETRY_AFTER).and_then(|value| retry::parse_retry_after(&value, SystemTime::now()));
+        header(RETRY_AFTER).and_then(|value| retry::parse_retry_after(&value, clock::now()));
     let body = read_body(response, config.max_response).await?;
     Ok(HttpAnswer {
         status,

@@ -7,6 +7,7 @@ use crate::stanza_error::{status_class, ErrorType, StanzaError};
 use crate::xml::Element;
 
 use super::held::Storage;
+pub use crate::log::LogLevel;
 
 /// Everything the sender gets for one stanza, and what the admin is told.
 #[derive(Debug, Default)]
@@ -239,26 +240,6 @@ impl DeliveryError {
             // Said once, when the circuit opens.
             DeliveryError::CircuitOpen => LogLevel::Debug,
             _ => LogLevel::Warn,
-        }
-    }
-}
-
-/// Prosody's log levels that this module uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogLevel {
-    Debug,
-    Info,
-    Warn,
-    Error,
-}
-
-impl LogLevel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogLevel::Debug => "debug",
-            LogLevel::Info => "info",
-            LogLevel::Warn => "warn",
-            LogLevel::Error => "error",
         }
     }
 }

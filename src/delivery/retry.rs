@@ -3,10 +3,11 @@
 use std::time::{Duration, SystemTime};
 
 use super::outcome::DeliveryError;
+use crate::backoff::Backoff;
 use crate::conversion::ReplyError;
 
-const FIRST_DELAY: Duration = Duration::from_millis(250);
-const MAX_DELAY: Duration = Duration::from_secs(10);
+/// Between the attempts of one POST.
+const RETRY: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
 
 /// Failures that another attempt may cure: the service was unreachable,
 /// slow, or said so itself. Other 4xx, 500 and 501 will not change.
@@ -26,12 +27,7 @@ pub fn is_retryable_status(status: u16) -> bool {
 /// 250 ms, capped at 10 s, with full jitter over its upper half so that
 /// many senders do not retry in step; a `Retry-After` asking for longer wins.
 pub fn delay(retry: u32, retry_after: Option<Duration>) -> Duration {
-    let exponential = FIRST_DELAY
-        .saturating_mul(
-            1u32.checked_shl(retry.saturating_sub(1))
-                .unwrap_or(u32::MAX),
-        )
-        .min(MAX_DELAY);
+    let exponential = RETRY.wait(retry);
     let jittered = exponential.mul_f64(0.5 + fastrand::f64() * 0.5);
     match retry_after {
         Some(asked) if asked > jittered => asked,
@@ -85,11 +81,11 @@ mod tests {
     fn delay_grows_from_250ms_and_is_capped() {
         for _ in 0..100 {
             let first = delay(1, None);
-            assert!(first >= Duration::from_millis(125) && first <= FIRST_DELAY);
+            assert!(first >= Duration::from_millis(125) && first <= RETRY.first);
             let third = delay(3, None);
             assert!(third >= Duration::from_millis(500) && third <= Duration::from_secs(1));
-            assert!(delay(30, None) <= MAX_DELAY);
-            assert!(delay(u32::MAX, None) <= MAX_DELAY);
+            assert!(delay(30, None) <= RETRY.max);
+            assert!(delay(u32::MAX, None) <= RETRY.max);
         }
     }
 
@@ -99,7 +95,7 @@ mod tests {
             delay(1, Some(Duration::from_secs(3))),
             Duration::from_secs(3)
         );
-        assert!(delay(1, Some(Duration::ZERO)) <= FIRST_DELAY);
+        assert!(delay(1, Some(Duration::ZERO)) <= RETRY.first);
     }
 
     #[test]

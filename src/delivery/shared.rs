@@ -1,12 +1,13 @@
 //! What the tasks of one component host share. Each lock guards one thing;
 //! where two are held at once they are taken in the order
-//! `durable` → `owed` → `outbox`. `conversations` and `connector` are
-//! leaves, never held while another is taken.
+//! `durable` → `owed` → `outbox`, and `owed` → `conversations`.
+//! `conversations` takes no other lock while held (but at a reload, when a
+//! retired host's is held, its successor's); `connector` takes only the
+//! process-wide runtime's (`runtime.rs`), never the reverse.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::AbortHandle;
@@ -17,6 +18,7 @@ use super::ordering::Conversations;
 use super::outbox::Outbox;
 use super::outcome::{outcome, DeliveryError, LogLevel, Outcome};
 use super::runtime::lock;
+use crate::clock;
 use crate::config::Config;
 use crate::conversion::{self, Envelope, Kind, RoomJids};
 
@@ -118,13 +120,6 @@ impl Owed {
     }
 }
 
-pub(super) fn unix_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
-}
-
 /// What the tasks of one component host share (see the module's comment
 /// for the lock order).
 pub(super) struct Shared {
@@ -189,7 +184,7 @@ impl Shared {
     }
 
     pub(super) fn stamp(&self) -> u64 {
-        let now = unix_millis();
+        let now = clock::unix_millis();
         let previous = self
             .last_received
             .fetch_update(AtomicOrdering::Relaxed, AtomicOrdering::Relaxed, |last| {

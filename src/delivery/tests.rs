@@ -2,8 +2,9 @@
 
 use super::pipeline::TaskGuard;
 use super::runtime::lock;
-use super::shared::{unix_millis, InFlight, Job};
+use super::shared::{InFlight, Job};
 use super::*;
+use crate::clock::unix_millis;
 use crate::config::Options;
 use crate::conversion;
 use crate::xml::Element;

@@ -1,10 +1,11 @@
 //! A host's push [`Endpoint`] as Lua userdata, with the clocks read here.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use mlua::{LuaString, UserData, UserDataMethods};
 
 use super::stanza::element_to_lua;
+use crate::clock;
 use crate::push::{Credentials, Endpoint};
 
 /// The client's address, then the Authorization, webhook-id,
@@ -31,10 +32,7 @@ impl UserData for Endpoint {
                     webhook_timestamp: timestamp.as_deref(),
                     webhook_signature: signature.as_deref(),
                 };
-                let unix = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_secs();
+                let unix = clock::unix_secs();
                 let body = body.as_bytes();
                 Ok(
                     match this.admit(&address, &credentials, &body, Instant::now(), unix) {

@@ -1,10 +1,11 @@
 //! A host's [`Rooms`] as Lua userdata, with the clock read here.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use mlua::{Lua, Table, UserData, UserDataMethods};
 
 use super::stanza::{element_from_lua, element_to_lua};
+use crate::clock;
 use crate::rooms::{self, Effect, Rooms};
 
 /// A host's rooms (see [`crate::rooms`]); its methods answer with effects
@@ -23,7 +24,7 @@ fn effects_to_lua(lua: &Lua, effects: Vec<Effect>) -> mlua::Result<Table> {
             }
             Effect::Log(level, text) => {
                 entry.raw_set("op", "log")?;
-                entry.raw_set("level", level)?;
+                entry.raw_set("level", level.as_str())?;
                 entry.raw_set("text", text)?;
             }
             Effect::Remember { room, nick, jid } => {
@@ -42,13 +43,6 @@ fn effects_to_lua(lua: &Lua, effects: Vec<Effect>) -> mlua::Result<Table> {
     Ok(list)
 }
 
-fn unix_seconds() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
-}
-
 impl UserData for LuaRooms {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         methods.add_method_mut(
@@ -61,7 +55,7 @@ impl UserData for LuaRooms {
         // effects, and whether the web service hears of it.
         methods.add_method_mut("presence", |lua, this, stanza: Table| {
             let stanza = element_from_lua(lua, &stanza)?;
-            let now = rooms::stamp(unix_seconds());
+            let now = rooms::stamp(clock::unix_secs());
             match this.0.presence(&stanza, Instant::now(), &now) {
                 Some((effects, post)) => Ok((Some(effects_to_lua(lua, effects)?), post)),
                 None => Ok((None, false)),

@@ -168,22 +168,15 @@ impl Endpoint {
 /// required, `from` defaults to the domain and must be at it, and an id is
 /// given when there is none.
 pub fn stanza(host: &str, content_type: Option<&str>, body: &[u8]) -> Result<Element, PushError> {
-    let media_type = content_type.map(|ct| {
-        ct.split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase()
-    });
-    let mut stanza = match media_type.as_deref() {
-        Some("application/json") => from_json(host, body)?,
-        Some("application/xmpp+xml") => from_xml(body)?,
-        _ => {
-            return Err(refuse(
-                415,
-                "Content-Type must be application/json or application/xmpp+xml",
-            ))
-        }
+    let mut stanza = if conversion::is_json(content_type) {
+        from_json(host, body)?
+    } else if conversion::is_media_type(content_type, "application/xmpp+xml") {
+        from_xml(body)?
+    } else {
+        return Err(refuse(
+            415,
+            "Content-Type must be application/json or application/xmpp+xml",
+        ));
     };
     if stanza.attr("to").is_none_or(str::is_empty) {
         return Err(refuse(400, "missing 'to'"));

@@ -8,14 +8,18 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::backoff::Backoff;
 use crate::conversion::ns::{DELAY as NS_DELAY, MUC as NS_MUC, MUC_USER as NS_MUC_USER};
 use crate::conversion::RoomJids;
 use crate::jid;
+use crate::log::LogLevel;
 use crate::stanza_error::XMLNS_STANZAS;
 use crate::xml::Element;
 
-const FIRST_RETRY: Duration = Duration::from_secs(1);
-const MAX_RETRY: Duration = Duration::from_secs(60);
+/// Before joining a room again: from one second, doubling up to a minute.
+const REJOIN: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+#[cfg(test)]
+const MAX_RETRY: Duration = REJOIN.max;
 /// A room that cannot be joined for this long is forgotten: its service
 /// is gone, or was never there (a web service can name any room).
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
@@ -24,7 +28,7 @@ pub const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     Send(Element),
-    Log(&'static str, String),
+    Log(LogLevel, String),
     /// Keep the room (joined by the web service) in storage, for restarts.
     Remember {
         room: String,
@@ -178,7 +182,7 @@ impl Rooms {
         };
         if !room.contains('@') {
             return vec![Effect::Log(
-                "error",
+                LogLevel::Error,
                 format!(
                     "component_post_rooms: {room_and_nick:?} is not a room JID (room@service/nick)"
                 ),
@@ -188,7 +192,7 @@ impl Rooms {
         let jid = remembered_from.unwrap_or(&self.domain).to_owned();
         let join = join_presence(&jid, &room, &nick);
         if let Some(why) = refuse_join(&join, &self.jids, self.max_rooms) {
-            return vec![Effect::Log("error", format!("Not joining: {why}"))];
+            return vec![Effect::Log(LogLevel::Error, format!("Not joining: {why}"))];
         }
         self.insert(
             room,
@@ -219,7 +223,7 @@ impl Rooms {
             let remembered = entry.remembered;
             self.remove(room);
             let mut effects = vec![Effect::Log(
-                "warn",
+                LogLevel::Warn,
                 format!(
                     "Forgetting room {room} ({why}): it could not be joined for {} hours",
                     GIVE_UP_AFTER.as_secs() / 3600
@@ -233,12 +237,10 @@ impl Rooms {
             return effects;
         }
         entry.retries += 1;
-        let delay = FIRST_RETRY
-            .saturating_mul(1 << entry.retries.min(7).saturating_sub(1))
-            .min(MAX_RETRY);
+        let delay = REJOIN.wait(entry.retries);
         entry.state = State::Waiting { at: now + delay };
         vec![Effect::Log(
-            "warn",
+            LogLevel::Warn,
             format!(
                 "Out of room {room} ({why}): joining again in {} s",
                 delay.as_secs()
@@ -283,7 +285,7 @@ impl Rooms {
             }
             entry.state = State::Out;
             let mut effects = vec![Effect::Log(
-                "error",
+                LogLevel::Error,
                 format!(
                     "Cannot join room {room} as {}: {kind}/{condition}",
                     entry.nick
@@ -315,7 +317,7 @@ impl Rooms {
                 Some(how) => {
                     entry.state = State::Out;
                     let mut effects = vec![Effect::Log(
-                        "warn",
+                        LogLevel::Warn,
                         format!("Left room {room}: {how}; not joining again"),
                     )];
                     if entry.remembered {
@@ -346,7 +348,10 @@ impl Rooms {
             entry.failing_since = None;
             let nick = entry.nick.clone();
             return Some((
-                vec![Effect::Log("info", format!("Joined room {room} as {nick}"))],
+                vec![Effect::Log(
+                    LogLevel::Info,
+                    format!("Joined room {room} as {nick}"),
+                )],
                 false,
             ));
         }
@@ -407,7 +412,7 @@ impl Rooms {
         if stanza.attr("type") == Some("unavailable") {
             let effects = match self.remove(&room) {
                 Some(_) => vec![
-                    Effect::Log("info", format!("Leaving room {room}")),
+                    Effect::Log(LogLevel::Info, format!("Leaving room {room}")),
                     Effect::Forget { room },
                 ],
                 None => Vec::new(),
@@ -416,7 +421,7 @@ impl Rooms {
         }
         if let Some(why) = refuse_join(stanza, &self.jids, self.max_rooms) {
             return (
-                vec![Effect::Log("error", format!("Not joining: {why}"))],
+                vec![Effect::Log(LogLevel::Error, format!("Not joining: {why}"))],
                 false,
             );
         }

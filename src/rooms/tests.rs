@@ -40,7 +40,7 @@ fn joins_asking_for_no_history_with_the_default_nick() {
     assert_eq!(rooms.joined(), ["room@muc.h/bot"]);
     assert!(matches!(
         &rooms.add("nonsense", None)[0],
-        Effect::Log("error", _)
+        Effect::Log(LogLevel::Error, _)
     ));
 }
 
@@ -89,7 +89,9 @@ fn a_room_that_goes_away_is_joined_again_with_backoff() {
     );
     let (effects, post) = rooms.presence(&gone, t0, NOW).unwrap();
     assert!(!post);
-    assert!(matches!(&effects[0], Effect::Log("warn", l) if l.contains("joining again in 1 s")));
+    assert!(
+        matches!(&effects[0], Effect::Log(LogLevel::Warn, l) if l.contains("joining again in 1 s"))
+    );
     assert!(rooms.due(t0).0.is_empty());
     let (effects, _) = rooms.due(t0 + Duration::from_secs(1));
     assert!(matches!(&effects[0], Effect::Send(p) if p.attr("to") == Some("room@muc.h/bot")));
@@ -166,7 +168,7 @@ fn rooms_are_capped_configured_ones_included() {
     let (effects, send) = rooms.outgoing(&third);
     assert!(!send);
     assert!(
-        matches!(&effects[0], Effect::Log("error", l) if l.contains("component_post_max_rooms = 2"))
+        matches!(&effects[0], Effect::Log(LogLevel::Error, l) if l.contains("component_post_max_rooms = 2"))
     );
     // A room it is in already may be joined again; one left makes room.
     assert!(rooms.outgoing(&join_presence("bot.h", "two@muc.h", "c")).1);
@@ -175,7 +177,7 @@ fn rooms_are_capped_configured_ones_included() {
     // Remembered rooms beyond the cap at load are not joined.
     assert!(matches!(
         &rooms.add("four@muc.h/b", Some("bot.h"))[0],
-        Effect::Log("error", _)
+        Effect::Log(LogLevel::Error, _)
     ));
 }
 
@@ -190,14 +192,14 @@ fn a_room_that_cannot_be_joined_for_a_day_is_forgotten() {
     );
     let t0 = Instant::now();
     let (effects, _) = rooms.presence(&unreachable, t0, NOW).unwrap();
-    assert!(matches!(&effects[0], Effect::Log("warn", l) if l.contains("joining again")));
+    assert!(matches!(&effects[0], Effect::Log(LogLevel::Warn, l) if l.contains("joining again")));
     let later = t0 + GIVE_UP_AFTER - Duration::from_secs(1);
     let (effects, _) = rooms.presence(&unreachable, later, NOW).unwrap();
-    assert!(matches!(&effects[0], Effect::Log("warn", l) if l.contains("joining again")));
+    assert!(matches!(&effects[0], Effect::Log(LogLevel::Warn, l) if l.contains("joining again")));
     let (effects, _) = rooms
         .presence(&unreachable, t0 + GIVE_UP_AFTER, NOW)
         .unwrap_or_default();
-    assert!(matches!(&effects[0], Effect::Log("warn", l)
+    assert!(matches!(&effects[0], Effect::Log(LogLevel::Warn, l)
         if l == "Forgetting room gone@far.example (remote-server-not-found): it could not be joined for 24 hours"));
     assert_eq!(
         effects[1],

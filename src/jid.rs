@@ -38,9 +38,10 @@ pub fn prep(jid: &str) -> Option<String> {
     let (node, domain, resource) = split(jid)?;
     let domain = domain.strip_suffix('.').unwrap_or(domain);
     let domain = Profile::Name.prepare(domain)?;
-    // Nameprep maps a fullwidth '@' or '/' to the ASCII one: Prosody lets
-    // the result out, though it no longer splits into the same parts.
-    if domain.contains(['@', '/']) {
+    // Nameprep maps a fullwidth '@' or '/' to the ASCII one, and a domain
+    // may still end in '.' (it ended in "..", or a mapped character): Prosody
+    // lets those out, though they no longer read back as the same parts.
+    if domain.contains(['@', '/']) || domain.ends_with('.') {
         return None;
     }
     let mut jid = String::with_capacity(domain.len() + 32);
@@ -219,6 +220,8 @@ mod tests {
             "a@b/\u{7}",
             "a@x\u{ff20}y",
             "\u{ff0f}",
+            "a@b..",
+            "a@b.\u{ad}",
         ] {
             assert_eq!(prep(bad), None, "{bad:?}");
         }

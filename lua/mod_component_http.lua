@@ -288,6 +288,7 @@ local function drain_retired(old)
 			close_watcher(retired[old]);
 		end
 		retired[old] = nil;
+		native.close_delivery(old);
 	end
 end
 for old in pairs(retired) do

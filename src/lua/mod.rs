@@ -41,6 +41,12 @@ pub fn exports(lua: &Lua) -> mlua::Result<Table> {
             },
         )?,
     )?;
+    // A retired delivery that owes nothing, let go now rather than at the
+    // next garbage collection: its eventfd and its pooled connections close.
+    exports.set(
+        "close_delivery",
+        lua.create_function(|_, delivery: mlua::AnyUserData| delivery.destroy())?,
+    )?;
     // The host's push endpoint, or nil when it is off.
     exports.set(
         "new_push",

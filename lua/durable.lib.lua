@@ -61,25 +61,24 @@ local durable = {};
 -- Durable delivery on: opens the stores, hands what they hold to `delivery`
 -- (the native side), deletes dead letters older than `dead_letter_age`
 -- seconds (now, then every hour or as often as that age when shorter), and
--- returns { apply = (storage ops from drained outcomes), admin = { list,
+-- returns { hold, release, dead = (the storage effects), admin = { list,
 -- replay, purge, retry }, stop = (no more sweeps) }.
 function durable.open(delivery, dead_letter_age)
 	local waiting_store = module:open_store(WAITING);
 	local dead_store = module:open_store(DEAD);
 
-	local function apply_storage(ops)
-		for i = 1, #ops do
-			local op = ops[i];
-			if op.op == "hold" then
-				store_set(waiting_store, op.id, { stanza = op.stanza, received = op.received });
-			elseif op.op == "forget" then
-				store_set(waiting_store, op.id, nil);
-			elseif op.op == "dead" then
-				store_set(dead_store, op.id, { stanza = op.stanza, received = op.received,
-					died = os.time(), reason = op.reason });
-				store_set(waiting_store, op.id, nil);
-			end
-		end
+	-- The storage effects of the native side (see the main file).
+	local function hold(id, stanza, received)
+		store_set(waiting_store, id, { stanza = stanza, received = received });
+	end
+
+	local function release(id)
+		store_set(waiting_store, id, nil);
+	end
+
+	local function dead(id, stanza, received, reason)
+		store_set(dead_store, id, { stanza = stanza, received = received, died = os.time(), reason = reason });
+		store_set(waiting_store, id, nil);
 	end
 
 	local admin = {};
@@ -161,7 +160,9 @@ function durable.open(delivery, dead_letter_age)
 		return math.min(dead_letter_age, 3600);
 	end);
 	return {
-		apply = apply_storage;
+		hold = hold;
+		release = release;
+		dead = dead;
 		admin = admin;
 		stop = function () sweep:stop(); end;
 	};

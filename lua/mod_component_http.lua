@@ -19,14 +19,63 @@ local VERSION = "@VERSION@";
 -- deliveries, still owing answers, and the pushed IQs waiting for theirs.
 local inherited = module.saved_state or {};
 
+-- The effect protocol (docs/architecture.md): every native call that acts
+-- answers with its effects, a flat list of each effect's name followed by
+-- its values (native.effects says how many), then at most one value. `on`
+-- does each effect; until the wiring below sets a name, it is logged.
+local on = setmetatable({}, { __index = function (_, name)
+	return function ()
+		module:log("error", "No handler for the native effect %q", tostring(name));
+	end;
+end });
+local arity;
+
+local function apply(effects)
+	if not effects then return; end
+	local i, n = 1, #effects;
+	while i <= n do
+		local name = effects[i];
+		on[name](effects[i + 1], effects[i + 2], effects[i + 3], effects[i + 4]);
+		i = i + 1 + arity[name];
+	end
+end
+
+local function act(f, ...)
+	local effects, value = f(...);
+	apply(effects);
+	return value;
+end
+
+-- Calls native `f`, applies its effects and returns its value. A Lua error
+-- (from either) is logged as "Could not <what> <stanza>" and nil returned:
+-- escaping a hook it would reach the sender's session, or net.server.
+local function call(what, stanza, f, ...)
+	local ok, value = pcall(act, f, ...);
+	if not ok then
+		module:log("error", "Could not %s %s: %s", what, stanza and stanza:top_tag() or "", tostring(value));
+		return nil;
+	end
+	return value;
+end
+
+function on.send(stanza)
+	local ok, err = pcall(module.send, module, stanza);
+	if not ok then
+		module:log("error", "Could not send %s: %s", stanza:top_tag(), err);
+	end
+end
+
+function on.log(level, text)
+	module:log(level, "%s", text);
+end
+
 -- A load that fails after a reload answers what was handed over, as an
 -- unload would: nothing is left unanswered.
 local function bounce_inherited()
+	-- Handed over, so the native library is loaded: its arities are known.
+	arity = arity or package.loaded["mod_component_http.native"].effects;
 	for _, old in ipairs(inherited.deliveries or {}) do
-		local ok, stanzas = pcall(old.cancel_all, old, false);
-		for _, stanza in ipairs(ok and stanzas or {}) do
-			pcall(module.send, module, stanza);
-		end
+		call("answer what was handed over", nil, old.stop, old, false);
 	end
 	if inherited.pushed_iqs then
 		pcall(module:require("push").refuse, inherited.pushed_iqs, "the module failed to load");
@@ -75,6 +124,7 @@ local function load_native()
 end
 
 local native = load_native();
+arity = native.effects;
 if native.version ~= VERSION and VERSION ~= "@".."VERSION@" then
 	-- A reload loads a new shim, but the library already in the process
 	-- stays: only a restart loads a new one.
@@ -163,15 +213,11 @@ for _, old in ipairs(inherited.deliveries or {}) do
 	retired[old] = false;
 end
 
-local function send_stanza(stanza)
-	local ok, err = pcall(module.send, module, stanza);
-	if not ok then
-		module:log("error", "Could not send %s: %s", stanza:top_tag(), err);
-	end
-end
+local send_stanza = on.send;
 
 -- Group chat (rooms.lib.lua): the rooms this host is in.
-local rooms = module:require("rooms").start(native, delivery, send_stanza, options.rooms, options.nick);
+local rooms = module:require("rooms").start(native, delivery, call, options.rooms, options.nick);
+on.remember_room, on.forget_room, on.wake_rooms = rooms.remember, rooms.forget, rooms.wake;
 
 -- What the web service (a reply or a push) and the local answers send: a
 -- presence that joins or leaves a room is also the rooms' business.
@@ -180,11 +226,12 @@ local function send(stanza)
 	-- Only a join (the MUC element) or a leave can be the rooms' business:
 	-- the local answers to probes and subscriptions skip the native call.
 	if stanza.name == "presence" and (stanza.attr.type == "unavailable" or stanza:get_child("x", NS_MUC))
-		and not rooms.outgoing(stanza) then
+		and call("send", stanza, rooms.outgoing, stanza) == false then
 		return;
 	end
 	send_stanza(stanza);
 end
+on.send = send;
 
 -- Metrics, under prosody_mod_component_http/… in Prosody's statistics.
 local requests = module:metric("counter", "requests", "",
@@ -211,47 +258,33 @@ local errors_withheld = module:metric("counter", "errors_withheld", "",
 local dead_gauge = module:metric("gauge", "dead_letters", "",
 	"Durable delivery: stanzas given up after component_post_max_age, kept in storage", {}):with_labels();
 
-local function record(reports)
-	for i = 1, #reports, 4 do
-		local outcome, seconds, extra_attempts, withheld = reports[i], reports[i + 1], reports[i + 2], reports[i + 3];
-		requests_by_outcome[outcome]:add(1);
-		if withheld then
-			errors_withheld:add(1);
-		end
-		if seconds >= 0 then
-			duration:sample(seconds);
-		end
-		if extra_attempts > 0 then
-			retries:add(extra_attempts);
-		end
+function on.report(outcome, seconds, extra_attempts)
+	requests_by_outcome[outcome]:add(1);
+	if seconds then
+		duration:sample(seconds);
 	end
+	if extra_attempts > 0 then
+		retries:add(extra_attempts);
+	end
+end
+
+function on.withheld()
+	errors_withheld:add(1);
 end
 
 -- What the admin shell's component_http:status() shows of this host.
 local shell_state = { delivery = delivery, rooms = rooms };
 
--- Durable delivery's storage and admin (durable.lib.lua), when it is on.
-local durable_store;
+-- The module's status as it follows the web service.
+function on.status(level, text, overrides)
+	module:set_status(level, text, overrides);
+end
 
--- Sends what the native side produced: replies, stanza errors, log lines,
--- metrics, and the module's status as it follows the web service.
-local function apply_outcomes(stanzas, logs, reports, storage, statuses)
-	if storage and durable_store then
-		durable_store.apply(storage);
-	end
-	for i = 1, logs and #logs or 0, 2 do
-		local level, message = logs[i], logs[i + 1];
-		module:log(level, "%s", message);
-		if level == "warn" or level == "error" then
-			shell_state.last_error = os.date("!%Y-%m-%d %H:%M:%SZ ")..message;
-		end
-	end
-	for i = 1, #stanzas do
-		send(stanzas[i]);
-	end
-	record(reports);
-	for i = 1, statuses and #statuses or 0, 3 do
-		module:set_status(statuses[i], statuses[i + 1], statuses[i + 2]);
+-- What the shell shows as the last problem.
+function on.log(level, text)
+	module:log(level, "%s", text);
+	if level == "warn" or level == "error" then
+		shell_state.last_error = os.date("!%Y-%m-%d %H:%M:%SZ ")..text;
 	end
 end
 
@@ -263,27 +296,21 @@ local function close_watcher(watcher)
 	end
 end
 
--- Calls `drain` when `d`'s descriptor is readable. An error escaping it
--- would reach net.server and stall Prosody.
+-- Calls `drain` when `d`'s descriptor is readable.
 local function watch(d, drain)
-	return server.watchfd(d:fd(), function ()
-		local ok, err = xpcall(drain, debug.traceback);
-		if not ok then
-			module:log("error", "Delivering replies failed: %s", err);
-		end
-	end);
+	return server.watchfd(d:fd(), drain);
 end
 
 local watcher = watch(delivery, function ()
-	apply_outcomes(delivery:drain());
+	call("deliver replies", nil, delivery.drain, delivery);
 end);
 
 -- A retired delivery is drained until it owes nothing, then let go. Once
 -- nothing is owed every outcome is queued, so the last drain gets them all.
 local function drain_retired(old)
-	apply_outcomes(old:drain());
+	call("deliver replies", nil, old.drain, old);
 	if old:owes() == 0 and retired[old] ~= nil then
-		apply_outcomes(old:drain());
+		call("deliver replies", nil, old.drain, old);
 		if retired[old] then
 			close_watcher(retired[old]);
 		end
@@ -305,59 +332,38 @@ module:hook_global("stats-update", function ()
 	in_flight:set(running);
 	queued:set(waiting);
 	rooms_gauge:set(#rooms.joined());
-	if durable_store then
+	if options.durable then
 		local held, _, dead_letters = delivery:held_counts();
 		held_gauge:set(held);
 		dead_gauge:set(dead_letters);
 	end
 end);
 
+local durable_stop;
 if options.durable then
-	durable_store = module:require("durable").open(delivery, options.dead_letter_age);
+	local durable_store = module:require("durable").open(delivery, options.dead_letter_age);
 	shell_state.durable = durable_store.admin;
+	on.hold, on.release, on.dead = durable_store.hold, durable_store.release, durable_store.dead;
+	durable_stop = durable_store.stop;
 else
 	module:require("durable").warn_if_held();
 end
 
--- For a stanza the native side cannot read it says why, for the admin, and
--- gives the stanza error the sender gets (none for errors and IQ results:
--- the loop guard is native too; none to a room, which would kick the bot).
--- pcall: an error escaping a hook would reach the sender's session.
+-- A stanza the native side cannot read is answered there too: a stanza
+-- error (none for errors and IQ results, none to a room, which would kick
+-- the bot), and a log line that says why.
 local function forward(event)
-	local stanza = event.stanza;
-	local ok, why, reply, withheld = pcall(delivery.post, delivery, stanza);
-	if not ok or why then
-		module:log("error", "Could not forward %s: %s%s", stanza:top_tag(), tostring(why),
-			withheld and " (no error sent to the room: it would kick the bot)" or "");
-	end
-	if ok and reply then
-		send(reply);
-	end
-	if withheld then
-		errors_withheld:add(1);
-	end
+	call("forward", event.stanza, delivery.post, delivery, event.stanza);
 	return true;
 end
 
 local function answer_presence(event)
-	local ok, answers, why = pcall(native.local_presence, event.stanza);
-	if not ok or why then
-		module:log("error", "Could not answer %s: %s", event.stanza:top_tag(), tostring(ok and why or answers));
-	end
-	for _, answer in ipairs(ok and answers or {}) do
-		send(answer);
-	end
+	call("answer", event.stanza, native.local_presence, event.stanza);
 	return true;
 end
 
 local function answer_iq(event)
-	local ok, answer, why = pcall(native.local_iq, event.stanza, module.host);
-	if not ok or why then
-		module:log("error", "Could not answer %s: %s", event.stanza:top_tag(), tostring(ok and why or answer));
-	end
-	if ok and answer then
-		send(answer);
-	end
+	call("answer", event.stanza, native.local_iq, event.stanza, module.host);
 	return true;
 end
 
@@ -404,8 +410,10 @@ local function with_rooms_presence(handler)
 	return function (event)
 		local stanza = event.stanza;
 		if stanza.attr.type == "error" or stanza:get_child("x", MUC_USER) then
-			local handled, post = rooms.presence(stanza);
-			if handled then
+			-- nil: not about our place in a room (or unreadable: forwarding
+			-- it says why).
+			local post = call("read room presence", stanza, rooms.presence, stanza);
+			if post ~= nil then
 				if post then
 					forward(event);
 				end
@@ -420,7 +428,9 @@ end
 -- history and subject of a join.
 local function with_rooms_messages(handler)
 	return function (event)
-		if event.stanza.attr.type == "groupchat" and not rooms.message(event.stanza) then
+		-- nil (unreadable): forwarding it says why.
+		if event.stanza.attr.type == "groupchat"
+			and call("read room message", event.stanza, rooms.message, event.stanza) == false then
 			return true;
 		end
 		return handler(event);
@@ -465,13 +475,12 @@ local stopped = false;
 local function stop(shutting_down)
 	if stopped then return; end
 	stopped = true;
-	local why = shutting_down and "the server is shutting down" or "the module was unloaded";
 	for old in pairs(retired) do
-		apply_outcomes(old:cancel_all(shutting_down));
+		call("stop", nil, old.stop, old, shutting_down);
 	end
-	apply_outcomes(delivery:cancel_all(shutting_down));
+	local why = call("stop", nil, delivery.stop, delivery, shutting_down);
 	if push_endpoint then
-		push_endpoint.cancel(why);
+		push_endpoint.cancel(why or "the module stopped");
 	end
 end
 
@@ -500,8 +509,8 @@ end);
 function module.unload()
 	leave_shell();
 	rooms.stop();
-	if durable_store then
-		durable_store.stop();
+	if durable_stop then
+		durable_stop();
 	end
 	close_watcher(watcher);
 	for old, old_watcher in pairs(retired) do

@@ -9,61 +9,52 @@ local rooms = {};
 
 -- Starts group chat for `delivery` (which then sends no message or presence
 -- error to these rooms): joins `configured` (room@service[/nick] each) and the
--- rooms remembered in storage once the server is ready. `send` sends a
--- stanza as the component. Returns { presence = (stanza → true if handled,
--- and whether to POST it), message = (stanza → whether to POST it),
--- outgoing = (a presence this module sends → whether to send it), joined =
--- () → list }.
-function rooms.start(native, delivery, send, configured, nick)
+-- rooms remembered in storage once the server is ready. `call` calls a
+-- native method and applies its effects (see the main file). Returns
+-- { presence = (stanza → effects, nil if not about our place in a room,
+-- else whether to POST it), message = (stanza → effects, whether to POST
+-- it), outgoing = (a presence this module sends → effects, whether to send
+-- it), joined = () → list, and the handlers of the rooms' effects:
+-- remember, forget, wake }.
+function rooms.start(native, delivery, call, configured, nick)
 	local state = native.new_rooms(delivery, nick);
 	local store = module:open_store(ROOMS_STORE);
 	local timer;
-	local apply;
-
-	local function tick()
-		timer = nil;
-		apply(state:due());
-	end
 
 	-- Wakes up when the next room's wait to be joined again ends.
-	local function reschedule()
+	local function wake(after)
 		if timer then
 			timer:stop();
 			timer = nil;
 		end
-		local wait = state:next_wait();
-		if wait then
-			timer = module:add_timer(wait, tick);
+		if after then
+			timer = module:add_timer(after, function ()
+				timer = nil;
+				call("join rooms", nil, state.due, state);
+			end);
 		end
 	end
 
-	function apply(effects)
-		for _, effect in ipairs(effects) do
-			if effect.op == "send" then
-				send(effect.stanza);
-			elseif effect.op == "log" then
-				module:log(effect.level, "%s", effect.text);
-			elseif effect.op == "remember" then
-				local ok, err = pcall(store.set, store, effect.room, { nick = effect.nick, jid = effect.jid });
-				if not ok then
-					module:log("error", "Could not remember room %s: %s", effect.room, tostring(err));
-				end
-			elseif effect.op == "forget" then
-				pcall(store.set, store, effect.room, nil);
-			end
+	local function remember(room, room_nick, jid)
+		local ok, err = pcall(store.set, store, room, { nick = room_nick, jid = jid });
+		if not ok then
+			module:log("error", "Could not remember room %s: %s", room, tostring(err));
 		end
-		reschedule();
+	end
+
+	local function forget(room)
+		pcall(store.set, store, room, nil);
 	end
 
 	local function join_all()
 		for _, room in ipairs(configured or {}) do
-			apply(state:add(room, nil));
+			call("join room", nil, state.add, state, room, nil);
 		end
 		local ok, err = pcall(function ()
 			for room in store:users() do
 				local saved = store:get(room);
 				if type(saved) == "table" and saved.nick then
-					apply(state:add(room.."/"..saved.nick, saved.jid or module.host));
+					call("join room", nil, state.add, state, room.."/"..saved.nick, saved.jid or module.host);
 				end
 			end
 		end);
@@ -86,39 +77,17 @@ function rooms.start(native, delivery, send, configured, nick)
 		module:hook_global("server-started", join_soon);
 	end
 
-	-- pcall: a Lua error escaping a hook would drop the stanza, and break
-	-- the room's broadcast to the occupants after the bot. What cannot be
-	-- read here goes on as any stanza: forwarding it says why, and sends no
-	-- error to the room.
-	local function protected(what, stanza, ...)
-		local ok, a, b = pcall(...);
-		if not ok then
-			module:log("warn", "Could not read %s %s: %s", what, stanza:top_tag(), tostring(a));
-		end
-		return ok, a, b;
-	end
-
+	-- Each answers as native methods do (effects, then a value): the caller
+	-- calls them with `call`, which keeps a Lua error from escaping a hook
+	-- (it would drop the stanza, and break the room's broadcast to the
+	-- occupants after the bot).
 	return {
-		presence = function (stanza)
-			local ok, effects, post = protected("room presence", stanza, state.presence, state, stanza);
-			if not ok or not effects then
-				return false;
-			end
-			apply(effects);
-			return true, post;
-		end;
-		message = function (stanza)
-			local ok, post = protected("room message", stanza, state.message, state, stanza);
-			return not ok or post;
-		end;
-		-- Whether to send it (not a join past component_post_max_rooms).
-		outgoing = function (stanza)
-			local ok, effects, send = protected("presence to a room", stanza, state.outgoing, state, stanza);
-			if ok then
-				apply(effects);
-			end
-			return not ok or send;
-		end;
+		presence = function (stanza) return state:presence(stanza); end;
+		message = function (stanza) return state:message(stanza); end;
+		outgoing = function (stanza) return state:outgoing(stanza); end;
+		remember = remember;
+		forget = forget;
+		wake = wake;
 		joined = function ()
 			return state:joined();
 		end;

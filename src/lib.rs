@@ -2,7 +2,8 @@
 //! POSTed as JSON to a web service, and whose HTTP answers become replies.
 //!
 //! The core is plain Rust, in modules that never depend on themselves
-//! through others (a test checks it): [`backoff`] (the one rule of waiting
+//! through others (a test checks it): [`effect`] (what Rust asks Lua to
+//! do: the one protocol of the boundary), [`backoff`] (the one rule of waiting
 //! before trying again), [`clock`] (the one reading of the wall clock),
 //! [`log`] (log levels), [`xml`], [`jid`], [`stanza_error`] (stanza errors, HTTP
 //! status → stanza error), [`conversion`] (the JSON contract: stanza →
@@ -19,6 +20,7 @@ pub mod clock;
 pub mod config;
 pub mod conversion;
 pub mod delivery;
+pub mod effect;
 pub mod jid;
 pub mod local;
 pub mod log;

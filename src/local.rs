@@ -2,8 +2,10 @@
 //! as an always-online contact (docs/contract.md §7), and ping / disco#info for IQs when
 //! IQs are not forwarded (docs/contract.md §6).
 
-use crate::conversion::Envelope;
+use crate::conversion::{Envelope, RoomJids};
+use crate::effect::Effect;
 use crate::jid;
+use crate::log::LogLevel;
 use crate::stanza_error::{ErrorType, StanzaError};
 use crate::xml::Element;
 
@@ -12,6 +14,59 @@ const XMLNS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 
 /// The resource the component's contacts appear online at.
 const RESOURCE: &str = "default";
+
+/// What a presence to the component gets when presences are not forwarded.
+pub fn answer_presence(stanza: &Element) -> Vec<Effect> {
+    presence(stanza).into_iter().map(Effect::Send).collect()
+}
+
+/// What an IQ to the component gets when IQs are not forwarded.
+pub fn answer_iq(stanza: &Element, host: &str) -> Vec<Effect> {
+    iq(stanza, host).into_iter().map(Effect::Send).collect()
+}
+
+/// What a stanza this module cannot read gets (too deep for Lua's stack,
+/// say): the admin a log line that says why, and its sender a stanza error
+/// (with `text`) unless it must not be answered (docs/contract.md §5), or
+/// came from a room, which would kick the bot for an error (counted as
+/// withheld). `top`: what could be read of it (its attributes, its children's
+/// namespaces); `verb`: "forward" or "answer"; `rooms`: the rooms the host
+/// is in, when known.
+pub fn unreadable(
+    top: &Element,
+    verb: &str,
+    why: &str,
+    text: Option<&str>,
+    rooms: Option<&RoomJids>,
+) -> Vec<Effect> {
+    let mut line = format!("Could not {verb} {}: {why}", top.top_tag());
+    let Ok(mut envelope) = Envelope::of(top) else {
+        return vec![Effect::Log(LogLevel::Error, line)];
+    };
+    envelope.from_room |= rooms.is_some_and(|r| r.contains(&envelope.from));
+    let mut effects = Vec::with_capacity(2);
+    if envelope.may_get_error() {
+        let mut error = StanzaError::new(ErrorType::Cancel, "internal-server-error");
+        if let Some(text) = text {
+            error = error.with_text(text);
+        }
+        effects.push(Effect::Send(envelope.error_reply(&error)));
+    } else if envelope.may_be_answered() && envelope.from_room {
+        line.push_str(" (no error sent to the room: it would kick the bot)");
+        effects.push(Effect::Withheld);
+    }
+    effects.insert(0, Effect::Log(LogLevel::Error, line));
+    effects
+}
+
+/// A presence this module cannot read, when presences are answered locally:
+/// only the admin hears of it (a presence gets no error here).
+pub fn unreadable_presence(top: &Element, why: &str) -> Vec<Effect> {
+    vec![Effect::Log(
+        LogLevel::Error,
+        format!("Could not answer {}: {why}", top.top_tag()),
+    )]
+}
 
 /// Answers to a presence stanza sent to the component.
 pub fn presence(stanza: &Element) -> Vec<Element> {

@@ -156,7 +156,35 @@ impl Element {
         out
     }
 
+    /// Its start tag alone, as Prosody's `stanza:top_tag()`: for log lines.
+    pub fn top_tag(&self) -> String {
+        let mut out = String::with_capacity(128);
+        self.write_start(&mut out, None);
+        out.push('>');
+        out
+    }
+
     fn write_xml(&self, out: &mut String, parent_ns: Option<&str>) {
+        self.write_start(out, parent_ns);
+        if self.children.is_empty() {
+            out.push_str("/>");
+            return;
+        }
+        out.push('>');
+        let own_ns = self.attr("xmlns");
+        for child in &self.children {
+            match child {
+                Node::Element(e) => e.write_xml(out, own_ns),
+                Node::Text(t) => escape_into(out, t),
+            }
+        }
+        out.push_str("</");
+        out.push_str(&self.name);
+        out.push('>');
+    }
+
+    /// `<name attrs`, unclosed.
+    fn write_start(&self, out: &mut String, parent_ns: Option<&str>) {
         out.push('<');
         out.push_str(&self.name);
         let mut ns_id = 0;
@@ -177,21 +205,6 @@ impl Element {
             escape_into(out, value);
             out.push('\'');
         }
-        if self.children.is_empty() {
-            out.push_str("/>");
-            return;
-        }
-        out.push('>');
-        let own_ns = self.attr("xmlns");
-        for child in &self.children {
-            match child {
-                Node::Element(e) => e.write_xml(out, own_ns),
-                Node::Text(t) => escape_into(out, t),
-            }
-        }
-        out.push_str("</");
-        out.push_str(&self.name);
-        out.push('>');
     }
 }
 

@@ -73,16 +73,32 @@ describe("request_json", function ()
 	end);
 end);
 
+local unpack = table.unpack or unpack; -- luacheck: ignore 113
+
+-- A flat effect list (see the main file) as { { name, values... }, ... }.
+local function parsed(effects)
+	local list = {};
+	local i = 1;
+	while effects and i <= #effects do
+		local name = effects[i];
+		local n = assert(native.effects[name], name);
+		table.insert(list, { name, unpack(effects, i + 1, i + n) });
+		i = i + 1 + n;
+	end
+	return list;
+end
+
 describe("local answers", function ()
-	it("are real util.stanza objects", function ()
-		local answers = native.local_presence(st.presence({ to = "p@bot.localhost", from = "u@localhost/r", type = "subscribe" }));
+	it("are send effects with real util.stanza objects", function ()
+		local answers = parsed(native.local_presence(st.presence({ to = "p@bot.localhost", from = "u@localhost/r", type = "subscribe" })));
 		assert.are.equal(2, #answers);
 		for _, answer in ipairs(answers) do
-			assert.is_true(st.is_stanza(answer));
+			assert.are.equal("send", answer[1]);
+			assert.is_true(st.is_stanza(answer[2]));
 		end
-		assert.are.same({ to = "u@localhost", from = "p@bot.localhost", type = "subscribed" }, answers[1].attr);
-		local info = native.local_iq(st.iq({ to = "bot.localhost", from = "u@localhost/r", type = "get", id = "d" })
-			:query("http://jabber.org/protocol/disco#info"), "bot.localhost");
+		assert.are.same({ to = "u@localhost", from = "p@bot.localhost", type = "subscribed" }, answers[1][2].attr);
+		local info = parsed(native.local_iq(st.iq({ to = "bot.localhost", from = "u@localhost/r", type = "get", id = "d" })
+			:query("http://jabber.org/protocol/disco#info"), "bot.localhost"))[1][2];
 		assert.is_true(st.is_stanza(info));
 		assert.are.equal("component", info:get_child("query", "http://jabber.org/protocol/disco#info")
 			:get_child("identity").attr.category);
@@ -109,57 +125,58 @@ describe("new_delivery", function ()
 		assert.is_true(delivery:fd() > 2);
 		assert.is_true(delivery:forwards("iq"));
 		assert.is_false(delivery:forwards("presence"));
-		local stanzas, logs, reports, storage, statuses = delivery:drain();
-		assert.are.same({}, stanzas);
-		assert.is_nil(logs);
-		assert.are.same({}, reports);
-		assert.is_nil(storage);
-		assert.is_nil(statuses);
+		assert.is_nil(delivery:drain());
 	end);
 
 	it("answers a stanza it cannot read with a stanza error, and never an error", function ()
 		local delivery = assert(native.new_delivery({ host = "bot.localhost", url = "http://127.0.0.1:9/", stanzas = { "message" } }));
 		local deep = st.message({ to = "b@bot.localhost", from = "u@localhost/r", id = "deep" });
 		for _ = 1, 70 do deep:tag("x"); end
-		local why, reply, withheld = delivery:post(deep);
-		assert.matches("nested too deeply", why);
+		local effects = parsed(delivery:post(deep));
+		assert.are.equal(2, #effects);
+		assert.are.same({ "log", "error" }, { effects[1][1], effects[1][2] });
+		assert.matches("Could not forward <message .*nested too deeply", effects[1][3]);
+		local reply = effects[2][2];
+		assert.are.equal("send", effects[2][1]);
 		assert.is_true(st.is_stanza(reply));
-		assert.is_false(withheld);
 		assert.are.same({ to = "u@localhost/r", from = "b@bot.localhost", id = "deep", type = "error" }, reply.attr);
 		assert.are.equal("internal-server-error", reply.tags[1].tags[1].name);
 		deep.attr.type = "error";
-		why, reply = delivery:post(deep);
-		assert.matches("nested too deeply", why);
-		assert.is_nil(reply);
+		effects = parsed(delivery:post(deep));
+		assert.are.equal(1, #effects);
+		assert.matches("nested too deeply", effects[1][3]);
 	end);
 end);
 
 describe("new_rooms", function ()
-	it("answers with effects as tables, stanzas as util.stanza", function ()
+	it("answers with effects, stanzas as util.stanza", function ()
 		local delivery = assert(native.new_delivery({ host = "bot.localhost", url = "http://127.0.0.1:9/", stanzas = { "message" } }));
 		local rooms = native.new_rooms(delivery, nil);
-		local effects = rooms:add("room@muc.localhost", nil);
-		assert.are.equal(1, #effects);
-		assert.are.equal("send", effects[1].op);
-		local join = effects[1].stanza;
+		local effects = parsed(rooms:add("room@muc.localhost", nil));
+		assert.are.equal(2, #effects);
+		assert.are.equal("send", effects[1][1]);
+		local join = effects[1][2];
 		assert.is_true(st.is_stanza(join));
 		assert.are.same({ to = "room@muc.localhost/bot", from = "bot.localhost" }, join.attr);
 		assert.are.equal("0", join:get_child("x", "http://jabber.org/protocol/muc"):get_child("history").attr.maxstanzas);
+		assert.are.same({ "wake_rooms", false }, effects[2]);
 		assert.is_nil((rooms:presence(st.presence({ from = "other@muc.localhost/x", to = "bot.localhost" }))));
 		local own = st.presence({ from = "room@muc.localhost/bot", to = "bot.localhost" })
 			:tag("x", { xmlns = "http://jabber.org/protocol/muc#user" }):tag("status", { code = "110" }):up():up();
 		local handled, post = rooms:presence(own);
-		assert.are.same({ { op = "log", level = "info", text = "Joined room room@muc.localhost as bot" } }, handled);
+		assert.are.same({ { "log", "info", "Joined room room@muc.localhost as bot" }, { "wake_rooms", false } },
+			parsed(handled));
 		assert.is_false(post);
 		assert.are.same({ "room@muc.localhost/bot" }, rooms:joined());
-		assert.is_nil(rooms:next_wait());
-		assert.is_true(rooms:message(st.message({ from = "room@muc.localhost/ann", type = "groupchat" }):tag("body"):text("hi")));
+		local none, forward = rooms:message(st.message({ from = "room@muc.localhost/ann", type = "groupchat" }):tag("body"):text("hi"));
+		assert.is_nil(none);
+		assert.is_true(forward);
 		-- The delivery knows the room: no error goes to it or its occupants.
 		local deep = st.message({ to = "b@bot.localhost", from = "room@muc.localhost/ann", type = "chat", id = "d" });
 		for _ = 1, 70 do deep:tag("x"); end
-		local why, reply, withheld = delivery:post(deep);
-		assert.matches("nested too deeply", why);
-		assert.is_nil(reply);
-		assert.is_true(withheld);
+		effects = parsed(delivery:post(deep));
+		assert.are.equal(2, #effects);
+		assert.matches("nested too deeply.*no error sent to the room", effects[1][3]);
+		assert.are.same({ "withheld" }, effects[2]);
 	end);
 end);

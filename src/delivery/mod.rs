@@ -37,14 +37,42 @@ pub use held::{Record, Storage};
 pub use outcome::{outcome, DeliveryError, LogLevel, Outcome, Status};
 
 use crate::config::{Config, Ordering};
-use crate::conversion::{Request, RoomJids};
+use crate::conversion::{self, Request, RoomJids};
+use crate::effect::Effect;
 use crate::jid;
+use crate::local;
 use crate::signing;
+use crate::xml::Element;
 use ordering::{conversation_of, Conversations, Full};
 use outbox::Outbox;
 use pipeline::TaskGuard;
 use runtime::lock;
 use shared::{InFlight, Job, Owed, Shared};
+
+/// Why the module stops answering: what senders of stanzas still owed an
+/// answer, and push callers still waiting, are told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    Unloaded,
+    ShuttingDown,
+}
+
+impl Stop {
+    pub fn why(self) -> &'static str {
+        match self {
+            Stop::Unloaded => "the module was unloaded",
+            Stop::ShuttingDown => "the server is shutting down",
+        }
+    }
+}
+
+fn effects_of(outcomes: Vec<Outcome>) -> Vec<Effect> {
+    let mut effects = Vec::with_capacity(outcomes.len() * 2);
+    for outcome in outcomes {
+        outcome.into_effects(&mut effects);
+    }
+    effects
+}
 
 /// The deliveries of one component host.
 pub struct Delivery {
@@ -98,6 +126,25 @@ impl Delivery {
     pub fn counts(&self) -> (usize, usize) {
         let running = self.shared.config.max_inflight - self.shared.slots.available_permits();
         (running, self.in_flight().saturating_sub(running))
+    }
+
+    /// A stanza to forward: submitted (its outcome comes through
+    /// [`Delivery::drain_effects`]), or, when it cannot be made a request,
+    /// what its sender gets now.
+    pub fn post(&self, stanza: &Element) -> Vec<Effect> {
+        match conversion::request(stanza) {
+            Ok(request) => {
+                self.submit(request);
+                Vec::new()
+            }
+            Err(why) => self.unreadable(stanza, &why.to_string()),
+        }
+    }
+
+    /// A stanza to forward that cannot be read: see [`local::unreadable`].
+    pub fn unreadable(&self, top: &Element, why: &str) -> Vec<Effect> {
+        let text = Some("could not forward the stanza");
+        local::unreadable(top, "forward", why, text, Some(&self.shared.rooms))
     }
 
     /// Starts delivering `request`; returns at once. Its outcome arrives
@@ -187,6 +234,18 @@ impl Delivery {
     /// The outcomes that arrived since the last drain.
     pub fn drain(&self) -> Vec<Outcome> {
         self.shared.outbox.drain()
+    }
+
+    /// What Prosody's side does for the outcomes that arrived since the
+    /// last drain.
+    pub fn drain_effects(&self) -> Vec<Effect> {
+        effects_of(self.drain())
+    }
+
+    /// The module stops: [`Delivery::cancel_all`] with the reason senders
+    /// are told, as effects.
+    pub fn stop(&self, stop: Stop) -> Vec<Effect> {
+        effects_of(self.cancel_all(stop.why()))
     }
 
     /// Cancels every stanza still in flight or waiting; each one's sender

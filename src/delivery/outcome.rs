@@ -7,6 +7,7 @@ use crate::stanza_error::{status_class, ErrorType, StanzaError};
 use crate::xml::Element;
 
 use super::held::Storage;
+use crate::effect::Effect;
 pub use crate::log::LogLevel;
 
 /// Everything the sender gets for one stanza, and what the admin is told.
@@ -94,6 +95,48 @@ impl Health {
 }
 
 impl Outcome {
+    /// What Prosody's side does for it, in order: storage first (a stanza
+    /// is held before anything is said of it), then the log line, the
+    /// stanzas, the metrics and the status.
+    pub fn into_effects(self, effects: &mut Vec<Effect>) {
+        match self.storage {
+            Some(Storage::Hold(record)) => effects.push(Effect::Hold {
+                id: record.id,
+                stanza: record.stanza,
+                received: record.received,
+            }),
+            Some(Storage::Forget(id)) => effects.push(Effect::Release { id }),
+            Some(Storage::Dead(record, reason)) => effects.push(Effect::Dead {
+                id: record.id,
+                stanza: record.stanza,
+                received: record.received,
+                reason,
+            }),
+            None => {}
+        }
+        if let Some((level, line)) = self.log {
+            effects.push(Effect::Log(level, line));
+        }
+        effects.extend(self.stanzas.into_iter().map(Effect::Send));
+        if !self.label.is_empty() {
+            effects.push(Effect::Report {
+                outcome: self.label,
+                seconds: self.seconds,
+                retries: self.retries,
+            });
+        }
+        if self.error_withheld {
+            effects.push(Effect::Withheld);
+        }
+        if let Some(status) = self.status {
+            effects.push(Effect::Status {
+                level: status.level(),
+                text: status.text(),
+                overrides: status.overrides(),
+            });
+        }
+    }
+
     /// An outcome that only tells the admin something.
     pub fn log_only(level: LogLevel, line: String) -> Outcome {
         Outcome {

@@ -4,6 +4,7 @@
 //! in this module; the rest of the crate knows nothing of mlua.
 
 mod delivery;
+mod effect;
 mod push;
 mod rooms;
 mod stanza;
@@ -19,9 +20,9 @@ use crate::local;
 use crate::options::{self, Default};
 use crate::push::Endpoint;
 use crate::rooms::Rooms;
-use delivery::{unreadable_reply, Unreadable};
+use delivery::with_stanza;
 use rooms::LuaRooms;
-use stanza::{element_from_lua, element_to_lua, stanzas_to_lua};
+use stanza::element_from_lua;
 
 /// Builds the table `require`/`package.loadlib` returns.
 pub fn exports(lua: &Lua) -> mlua::Result<Table> {
@@ -29,6 +30,7 @@ pub fn exports(lua: &Lua) -> mlua::Result<Table> {
     let exports = lua.create_table()?;
     exports.set("version", env!("CARGO_PKG_VERSION"))?;
     exports.set("options", options_table(lua)?)?;
+    exports.set("effects", effect::arities(lua)?)?;
     exports.set("new_delivery", lua.create_function(new_delivery)?)?;
     exports.set(
         "new_rooms",
@@ -73,29 +75,27 @@ pub fn exports(lua: &Lua) -> mlua::Result<Table> {
             Ok(request.json)
         })?,
     )?;
-    // What the component answers itself, and, for a stanza that cannot be
-    // read, why (for the log).
+    // What the component answers itself, as effects.
     exports.set(
         "local_presence",
         lua.create_function(|lua, stanza: Table| {
-            Ok(match element_from_lua(lua, &stanza) {
-                Ok(stanza) => (stanzas_to_lua(lua, local::presence(&stanza).iter())?, None),
-                Err(why) => (lua.create_table()?, Some(why.to_string())),
-            })
+            with_stanza(
+                lua,
+                &stanza,
+                local::answer_presence,
+                local::unreadable_presence,
+            )
         })?,
     )?;
     exports.set(
         "local_iq",
         lua.create_function(|lua, (stanza, host): (Table, String)| {
-            let (answer, why) = match element_from_lua(lua, &stanza) {
-                Ok(element) => (local::iq(&element, &host), None),
-                Err(why) => match unreadable_reply(&stanza, None, None) {
-                    Unreadable::Reply(reply) => (Some(reply), Some(why.to_string())),
-                    _ => (None, Some(why.to_string())),
-                },
-            };
-            let answer = answer.map(|a| element_to_lua(lua, &a)).transpose()?;
-            Ok((answer, why))
+            with_stanza(
+                lua,
+                &stanza,
+                |iq| local::answer_iq(iq, &host),
+                |top, why| local::unreadable(top, "answer", why, None, None),
+            )
         })?,
     )?;
     Ok(exports)

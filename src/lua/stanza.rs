@@ -23,43 +23,12 @@ use crate::xml::{Element, Node, MAX_DEPTH};
 
 const STANZA_MT_KEY: &str = "mod_component_http.stanza_mt";
 
-/// Builds a batch of stanzas as one Lua list of `util.stanza` objects.
-pub(super) fn stanzas_to_lua<'a>(
-    lua: &Lua,
-    stanzas: impl Iterator<Item = &'a Element>,
-) -> mlua::Result<Table> {
-    let stanzas: Vec<&Element> = stanzas.collect();
-    let stanza_mt = stanza_metatable(lua)?;
-    // Safety: see the module's rules; the closure holds borrows only.
-    unsafe {
-        lua.exec_raw(&stanza_mt, |state| {
-            push_stanzas(state, stanzas.iter().copied(), 1);
-            // What is left on the stack is returned: the list, not the metatable.
-            ffi::lua_remove(state, 1);
-        })
-    }
-}
-
-/// Pushes a list of stanzas (the metatable at stack index `mt`). May raise.
-pub(super) unsafe fn push_stanzas<'a>(
-    state: *mut ffi::lua_State,
-    stanzas: impl ExactSizeIterator<Item = &'a Element> + Clone,
-    mt: c_int,
-) {
-    ensure_stack(state, stanzas.clone().map(depth_of).max().unwrap_or(0));
-    ffi::lua_createtable(state, stanzas.len() as c_int, 0);
-    for (i, stanza) in stanzas.enumerate() {
-        push_stanza(state, stanza, mt);
-        ffi::lua_rawseti(state, -2, i as ffi::lua_Integer + 1);
-    }
-}
-
 /// Builds a real `util.stanza` object (with its metatable and `tags`), so
 /// Prosody routes it like any stanza of its own.
 pub(super) fn element_to_lua(lua: &Lua, element: &Element) -> mlua::Result<Table> {
     let stanza_mt = stanza_metatable(lua)?;
     let depth = depth_of(element);
-    // Safety: as in stanzas_to_lua.
+    // Safety: see the module's rules; the closure holds borrows only.
     unsafe {
         lua.exec_raw(&stanza_mt, |state| {
             ensure_stack(state, depth);
@@ -71,14 +40,14 @@ pub(super) fn element_to_lua(lua: &Lua, element: &Element) -> mlua::Result<Table
 
 /// Room for the builder's stack at `depth`: each level holds its table and
 /// its `tags`, the deepest two more. Raises a Lua error when there is none.
-unsafe fn ensure_stack(state: *mut ffi::lua_State, depth: usize) {
+pub(super) unsafe fn ensure_stack(state: *mut ffi::lua_State, depth: usize) {
     if ffi::lua_checkstack(state, 2 * depth as c_int + 8) == 0 {
         push_str(state, "stanza too deep for Lua's stack");
         ffi::lua_error(state);
     }
 }
 
-fn depth_of(element: &Element) -> usize {
+pub(super) fn depth_of(element: &Element) -> usize {
     1 + element
         .children
         .iter()
@@ -96,7 +65,7 @@ pub(super) unsafe fn push_str(state: *mut ffi::lua_State, s: &str) {
 
 /// Pushes `element` as a stanza: `{ name=, attr={}, tags={}, children... }`
 /// with `util.stanza`'s metatable (at stack index `mt`).
-unsafe fn push_stanza(state: *mut ffi::lua_State, element: &Element, mt: c_int) {
+pub(super) unsafe fn push_stanza(state: *mut ffi::lua_State, element: &Element, mt: c_int) {
     ffi::lua_createtable(state, element.children.len() as c_int, 3);
     let table = ffi::lua_gettop(state);
     push_str(state, &element.name);
@@ -280,4 +249,30 @@ pub(super) fn stanza_metatable(lua: &Lua) -> mlua::Result<Table> {
     let mt: Table = util_stanza.get("stanza_mt")?;
     lua.set_named_registry_value(STANZA_MT_KEY, &mt)?;
     Ok(mt)
+}
+
+/// What can be read of a stanza that [`element_from_lua`] could not: its
+/// name, its string attributes, and its children's names and namespaces
+/// (not deeper: it may be unreadable for its depth).
+pub(super) fn top_from_lua(stanza: &Table) -> Element {
+    let name = stanza.raw_get::<String>("name");
+    let mut top = Element::new(name.unwrap_or_else(|_| "stanza".into()));
+    if let Ok(attr) = stanza.raw_get::<Table>("attr") {
+        for (key, value) in attr.pairs::<String, String>().flatten() {
+            top.attrs.push((key, value));
+        }
+    }
+    if let Ok(tags) = stanza.raw_get::<Table>("tags") {
+        for tag in tags.sequence_values::<Table>().flatten() {
+            let mut child = Element::new(tag.raw_get::<String>("name").unwrap_or_default());
+            let xmlns = tag
+                .raw_get::<Table>("attr")
+                .and_then(|a| a.raw_get::<String>("xmlns"));
+            if let Ok(xmlns) = xmlns {
+                child = child.with_attr("xmlns", xmlns);
+            }
+            top = top.with_child(child);
+        }
+    }
+    top
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crate::backoff::Backoff;
 use crate::conversion::ns::{DELAY as NS_DELAY, MUC as NS_MUC, MUC_USER as NS_MUC_USER};
 use crate::conversion::RoomJids;
+pub use crate::effect::Effect;
 use crate::jid;
 use crate::log::LogLevel;
 use crate::stanza_error::XMLNS_STANZAS;
@@ -23,22 +24,6 @@ const MAX_RETRY: Duration = REJOIN.max;
 /// A room that cannot be joined for this long is forgotten: its service
 /// is gone, or was never there (a web service can name any room).
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
-
-/// What the caller does for the rooms.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Effect {
-    Send(Element),
-    Log(LogLevel, String),
-    /// Keep the room (joined by the web service) in storage, for restarts.
-    Remember {
-        room: String,
-        nick: String,
-        jid: String,
-    },
-    Forget {
-        room: String,
-    },
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
@@ -230,7 +215,7 @@ impl Rooms {
                 ),
             )];
             if remembered {
-                effects.push(Effect::Forget {
+                effects.push(Effect::ForgetRoom {
                     room: room.to_owned(),
                 });
             }
@@ -292,7 +277,7 @@ impl Rooms {
                 ),
             )];
             if entry.remembered {
-                effects.push(Effect::Forget { room });
+                effects.push(Effect::ForgetRoom { room });
             }
             return Some((effects, true));
         }
@@ -321,7 +306,7 @@ impl Rooms {
                         format!("Left room {room}: {how}; not joining again"),
                     )];
                     if entry.remembered {
-                        effects.push(Effect::Forget { room });
+                        effects.push(Effect::ForgetRoom { room });
                     }
                     (effects, true)
                 }
@@ -413,7 +398,7 @@ impl Rooms {
             let effects = match self.remove(&room) {
                 Some(_) => vec![
                     Effect::Log(LogLevel::Info, format!("Leaving room {room}")),
-                    Effect::Forget { room },
+                    Effect::ForgetRoom { room },
                 ],
                 None => Vec::new(),
             };
@@ -439,7 +424,7 @@ impl Rooms {
                 },
             );
             return (
-                vec![Effect::Remember {
+                vec![Effect::RememberRoom {
                     room,
                     nick: nick.to_owned(),
                     jid,
@@ -465,6 +450,15 @@ impl Rooms {
             }
         }
         (effects, next)
+    }
+
+    /// When to ask [`Rooms::due`] again, as an effect: the shim keeps the
+    /// one timer.
+    pub fn wake(&self, now: Instant) -> Effect {
+        Effect::WakeRooms(
+            self.next_due()
+                .map(|at| at.saturating_duration_since(now).as_secs_f64()),
+        )
     }
 
     /// When the next wait to join a room ends, if one does.

@@ -119,7 +119,7 @@ fn a_kick_or_ban_is_not_undone_and_is_posted() {
         ));
         let (effects, post) = rooms.presence(&kicked, now, NOW).unwrap();
         assert!(post);
-        assert!(effects.contains(&Effect::Forget {
+        assert!(effects.contains(&Effect::ForgetRoom {
             room: "room@muc.h".into()
         }));
         assert!(rooms.due(now + MAX_RETRY).0.is_empty(), "not joined again");
@@ -134,7 +134,7 @@ fn the_web_service_joins_and_leaves() {
     assert_eq!(
         rooms.outgoing(&join),
         (
-            vec![Effect::Remember {
+            vec![Effect::RememberRoom {
                 room: "room@muc.h".into(),
                 nick: "Helper".into(),
                 jid: "bot.h".into()
@@ -145,7 +145,7 @@ fn the_web_service_joins_and_leaves() {
     let leave = parse("<presence type='unavailable' to='room@muc.h/Helper' from='bot.h'/>");
     assert_eq!(
         rooms.outgoing(&leave).0[1],
-        Effect::Forget {
+        Effect::ForgetRoom {
             room: "room@muc.h".into()
         }
     );
@@ -159,7 +159,7 @@ fn rooms_are_capped_configured_ones_included() {
     let mut rooms = Rooms::new("bot.h", None, jids.clone(), 2);
     rooms.add("one@muc.h", None);
     let (effects, send) = rooms.outgoing(&join_presence("bot.h", "two@muc.h", "b"));
-    assert!(send && matches!(effects[0], Effect::Remember { .. }));
+    assert!(send && matches!(effects[0], Effect::RememberRoom { .. }));
     let third = join_presence("bot.h", "three@muc.h", "b");
     assert_eq!(
         refuse_join(&third, &jids, 2).as_deref(),
@@ -203,7 +203,7 @@ fn a_room_that_cannot_be_joined_for_a_day_is_forgotten() {
         if l == "Forgetting room gone@far.example (remote-server-not-found): it could not be joined for 24 hours"));
     assert_eq!(
         effects[1],
-        Effect::Forget {
+        Effect::ForgetRoom {
             room: "gone@far.example".into()
         }
     );

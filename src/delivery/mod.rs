@@ -41,6 +41,8 @@ use crate::conversion::{self, Request, RoomJids};
 use crate::effect::Effect;
 use crate::jid;
 use crate::local;
+use crate::push::Endpoint;
+use crate::rooms::Rooms;
 use crate::signing;
 use crate::xml::Element;
 use ordering::{conversation_of, Conversations, Full};
@@ -100,6 +102,23 @@ impl Delivery {
             }),
             next_id: AtomicU64::new(1),
         })
+    }
+
+    /// The host's group chat, sharing this delivery's rooms (so that no
+    /// error goes to them) and the cap on how many.
+    pub fn rooms(&self, nick: Option<&str>) -> Rooms {
+        let config = &self.shared.config;
+        Rooms::new(
+            &config.host,
+            nick,
+            self.shared.rooms.clone(),
+            config.max_rooms,
+        )
+    }
+
+    /// The host's push endpoint, or `None` when pushing is off.
+    pub fn push_endpoint(&self) -> Option<Endpoint> {
+        Endpoint::new(&self.shared.config, self.shared.rooms.clone())
     }
 
     pub fn config(&self) -> &Config {

@@ -8,14 +8,15 @@ use super::stanza::{element_from_lua, top_from_lua};
 use crate::conversion::Kind;
 use crate::delivery::{Delivery, Record, Source, Stop};
 use crate::effect::Effect;
+use crate::xml::Element;
 
 /// Reads a stanza for `act`, or, when it cannot be read, answers with
 /// `unreadable`'s effects for what can be (see [`top_from_lua`]).
 pub(super) fn with_stanza(
     lua: &Lua,
     stanza: &Table,
-    act: impl FnOnce(&crate::xml::Element) -> Vec<Effect>,
-    unreadable: impl FnOnce(&crate::xml::Element, &str) -> Vec<Effect>,
+    act: impl FnOnce(&Element) -> Vec<Effect>,
+    unreadable: impl FnOnce(&Element, &str) -> Vec<Effect>,
 ) -> mlua::Result<Value> {
     let effects = match element_from_lua(lua, stanza) {
         Ok(element) => act(&element),

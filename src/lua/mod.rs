@@ -14,12 +14,11 @@ use std::sync::Once;
 use mlua::{Lua, LuaSerdeExt, Table, Value};
 
 use crate::config::{Config, Options};
-use crate::conversion;
+use crate::conversion::request;
 use crate::delivery::Delivery;
-use crate::local;
-use crate::options::{self, Default};
-use crate::push::Endpoint;
-use crate::rooms::Rooms;
+use crate::jid::prep;
+use crate::local::{answer_iq, answer_presence, unreadable, unreadable_presence};
+use crate::options::{Default, ALL};
 use delivery::with_stanza;
 use rooms::LuaRooms;
 use stanza::element_from_lua;
@@ -36,10 +35,7 @@ pub fn exports(lua: &Lua) -> mlua::Result<Table> {
         "new_rooms",
         lua.create_function(
             |_, (delivery, nick): (mlua::UserDataRef<Delivery>, Option<String>)| {
-                let host = &delivery.config().host;
-                let jids = delivery.room_jids().clone();
-                let max = delivery.config().max_rooms;
-                Ok(LuaRooms(Rooms::new(host, nick.as_deref(), jids, max)))
+                Ok(LuaRooms(delivery.rooms(nick.as_deref())))
             },
         )?,
     )?;
@@ -53,25 +49,22 @@ pub fn exports(lua: &Lua) -> mlua::Result<Table> {
     exports.set(
         "new_push",
         lua.create_function(|_, delivery: mlua::UserDataRef<Delivery>| {
-            Ok(Endpoint::new(
-                delivery.config(),
-                delivery.room_jids().clone(),
-            ))
+            Ok(delivery.push_endpoint())
         })?,
     )?;
-    // The JID as it leaves the module (see crate::jid), or nil: for the
+    // The JID as it leaves the module (see jid.rs), or nil: for the
     // specs, which compare it with Prosody's own util.jid.prep.
     exports.set(
         "jid_prep",
         lua.create_function(|_, jid: mlua::LuaString| {
-            Ok(jid.to_str().ok().and_then(|jid| crate::jid::prep(&jid)))
+            Ok(jid.to_str().ok().and_then(|jid| prep(&jid)))
         })?,
     )?;
     exports.set(
         "request_json",
         lua.create_function(|lua, stanza: Table| {
-            let request = conversion::request(&element_from_lua(lua, &stanza)?)
-                .map_err(mlua::Error::external)?;
+            let request =
+                request(&element_from_lua(lua, &stanza)?).map_err(mlua::Error::external)?;
             Ok(request.json)
         })?,
     )?;
@@ -79,12 +72,7 @@ pub fn exports(lua: &Lua) -> mlua::Result<Table> {
     exports.set(
         "local_presence",
         lua.create_function(|lua, stanza: Table| {
-            with_stanza(
-                lua,
-                &stanza,
-                local::answer_presence,
-                local::unreadable_presence,
-            )
+            with_stanza(lua, &stanza, answer_presence, unreadable_presence)
         })?,
     )?;
     exports.set(
@@ -93,8 +81,8 @@ pub fn exports(lua: &Lua) -> mlua::Result<Table> {
             with_stanza(
                 lua,
                 &stanza,
-                |iq| local::answer_iq(iq, &host),
-                |top, why| local::unreadable(top, "answer", why, None, None),
+                |iq| answer_iq(iq, &host),
+                |top, why| unreadable(top, "answer", why, None, None),
             )
         })?,
     )?;
@@ -103,10 +91,10 @@ pub fn exports(lua: &Lua) -> mlua::Result<Table> {
 
 /// `native.options`: every option as `{ name=, key=, type=, default=,
 /// alias= }`, for the shim to read with the `module:get_option_*` that
-/// `type` names (see [`crate::options`]).
+/// `type` names (see options.rs).
 fn options_table(lua: &Lua) -> mlua::Result<Table> {
-    let list = lua.create_table_with_capacity(options::ALL.len(), 0)?;
-    for option in options::ALL {
+    let list = lua.create_table_with_capacity(ALL.len(), 0)?;
+    for option in ALL {
         let entry = lua.create_table_with_capacity(0, 5)?;
         entry.raw_set("name", option.name)?;
         entry.raw_set("key", option.key)?;

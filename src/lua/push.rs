@@ -5,7 +5,7 @@ use std::time::Instant;
 use mlua::{LuaString, UserData, UserDataMethods};
 
 use super::stanza::element_to_lua;
-use crate::clock;
+use crate::clock::unix_secs;
 use crate::push::{Credentials, Endpoint};
 
 /// The client's address, then the Authorization, webhook-id,
@@ -32,7 +32,7 @@ impl UserData for Endpoint {
                     webhook_timestamp: timestamp.as_deref(),
                     webhook_signature: signature.as_deref(),
                 };
-                let unix = clock::unix_secs();
+                let unix = unix_secs();
                 let body = body.as_bytes();
                 Ok(
                     match this.admit(&address, &credentials, &body, Instant::now(), unix) {

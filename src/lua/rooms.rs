@@ -8,8 +8,9 @@ use mlua::{Lua, Table, UserData, UserDataMethods, Value};
 
 use super::effect::effects_to_lua;
 use super::stanza::element_from_lua;
-use crate::clock;
-use crate::rooms::{self, Effect, Rooms};
+use crate::clock::unix_secs;
+use crate::effect::Effect;
+use crate::rooms::{stamp, Rooms};
 
 pub(super) struct LuaRooms(pub(super) Rooms);
 
@@ -34,7 +35,7 @@ impl UserData for LuaRooms {
         methods.add_method_mut("presence", |lua, this, stanza: Table| {
             let stanza = element_from_lua(lua, &stanza)?;
             let now = Instant::now();
-            let stamp = rooms::stamp(clock::unix_secs());
+            let stamp = stamp(unix_secs());
             Ok(match this.0.presence(&stanza, now, &stamp) {
                 Some((effects, post)) => (this.effects(lua, effects, now)?, Some(post)),
                 None => (Value::Nil, None),

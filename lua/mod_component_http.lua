@@ -272,7 +272,7 @@ function on.withheld()
 	errors_withheld:add(1);
 end
 
--- What the admin shell's component_http:status() shows of this host.
+-- What the admin shell's webhook:status() shows of this host.
 local shell_state = { delivery = delivery, rooms = rooms };
 
 -- The module's status as it follows the web service.

@@ -1,12 +1,18 @@
--- The admin shell's component_http section: status, and durable delivery's
--- held, retry, replay and purge. Every command names the component host
--- first; `status` without one (Prosody 0.12 only) lists them all.
+-- The admin shell's webhook section: status, and durable delivery's held,
+-- retry, replay and purge. Every command names the component host first;
+-- `status` without one lists them all. (Not "component_http": Prosody 13's
+-- `help SECTION` reads a section's name only up to its first "_".)
+
+local SECTION = "webhook";
+local SECTION_DESC = "Deliveries of mod_component_http, and durable delivery's held stanzas";
 
 local set = require "util.set";
 
 -- Each component host of this module: { delivery =, rooms =, durable = (the admin
 -- functions of durable.lib.lua, with durable delivery), last_error = }.
 local shell_hosts = module:shared("/*/component_http/hosts");
+-- What the shell was given once for every host.
+local shell_state = module:shared("/*/component_http/shell");
 
 -- The durable delivery of `host`, or nil and why not.
 local function durable_of(host)
@@ -79,42 +85,54 @@ local shell = {};
 -- function that takes it out again (at unload).
 function shell.register(state)
 	shell_hosts[module.host] = state;
+	local function unregister()
+		if shell_hosts[module.host] == state then
+			shell_hosts[module.host] = nil;
+		end
+	end
 
 	-- Prosody 13 takes shell commands as items, with help and the argument
-	-- form (`prosodyctl shell component_http status HOST`), routed to the
-	-- host named; 0.12 reads them from the shell's shared environment.
+	-- form (`prosodyctl shell webhook status HOST`), routed to the host
+	-- named; 0.12 reads them from the shell's shared environment.
 	local have_features, features = pcall(require, "core.features");
 	if have_features and features.available:contains("loader") then
 		-- A component inherits few modules: the shell's host part, which takes
 		-- this host's commands, is loaded here when the admin enabled the shell.
 		local enabled = require "core.configmanager".get("*", "modules_enabled");
-		if set.new(type(enabled) == "table" and enabled or {}):contains("admin_shell") then
+		local shell_enabled = set.new(type(enabled) == "table" and enabled or {}):contains("admin_shell");
+		if shell_enabled then
 			module:depends("admin_shell");
 		end
 		for _, command in ipairs(shell_commands) do
-			module:add_item("shell-command", {
-				section = "component_http";
-				section_desc = "Deliveries of mod_component_http, and durable delivery's held stanzas";
+			local item = {
+				section = SECTION;
+				section_desc = SECTION_DESC;
 				name = command.name;
 				desc = command.desc;
 				args = command.args;
-				host_selector = "host";
 				handler = command.handler;
-			});
+			};
+			if command.name ~= "status" then
+				item.host_selector = "host";
+				module:add_item("shell-command", item);
+			elseif shell_enabled and not shell_state.status_added then
+				-- `status` takes a host or none, so it is one command of the
+				-- shell's global part (a routed one needs the host), added
+				-- once for every host: its handler reads the shared hosts.
+				-- Not one of this module's items, which go at its unload.
+				shell_state.status_added = true;
+				prosody.events.fire_event("item-added/shell-command", { source = module, item = item });
+			end
 		end
 	else
 		local shell_env = module:shared("/*/admin_shell/env");
-		shell_env.component_http = shell_env.component_http or {};
+		shell_env[SECTION] = shell_env[SECTION] or {};
 		for _, command in ipairs(shell_commands) do
-			shell_env.component_http[command.name] = command.handler;
+			shell_env[SECTION][command.name] = command.handler;
 		end
 	end
 
-	return function ()
-		if shell_hosts[module.host] == state then
-			shell_hosts[module.host] = nil;
-		end
-	end;
+	return unregister;
 end
 
 return shell;

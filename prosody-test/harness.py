@@ -241,7 +241,7 @@ class Prosody:
 
     def shell(self, *args):
         """`prosodyctl shell ARGS`: a line of Lua, or a command's words
-        (`component_http status HOST`). Its output and errors, as text."""
+        (`webhook status HOST`). Its output and errors, as text."""
         result = self.prosodyctl("shell", *args, check=False)
         return result.stdout + result.stderr
 

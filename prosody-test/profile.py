@@ -30,14 +30,15 @@ START_TIMEOUT = 180  # Prosody starts slowly under valgrind
 
 # The stages on Prosody's thread, as the functions whose inclusive counts
 # say what they cost (Rust names as the symbol table has them).
-DRAIN = r"component_http::lua::delivery::outcomes_to_lua$"
+DRAIN = r"component_http::delivery::Delivery::drain_effects$"
 STAGES = [
     ("read the util.stanza table", r"component_http::lua::stanza::element_from_lua"),
     ("stanza → request JSON", r"component_http::conversion::request::request"),
     ("  of which the structured keys", r"component_http::conversion::extract::keys"),
     ("hand-off (submit)", r"component_http::delivery::Delivery::submit"),
-    ("drain + outcomes to Lua", r"component_http::lua::delivery::outcomes_to_lua"),
-    ("  of which building reply stanzas", r"component_http::lua::stanza::push_stanzas"),
+    ("drain", r"component_http::delivery::Delivery::drain_effects$"),
+    ("effects to Lua", r"component_http::lua::effect::effects_to_lua$"),
+    ("  of which building reply stanzas", r"component_http::lua::stanza::push_stanza$"),
 ]
 
 

@@ -51,7 +51,7 @@ class DurableInternalTest(ProsodyTestCase):
         """How many dead letters the storage keeps, as the shell lists them."""
         if SHELL_UNRELIABLE:
             return 0
-        listing = self.shell(f"component_http:held('{host}')")
+        listing = self.shell(f"webhook:held('{host}')")
         return int(re.search(r"dead letters: (\d+)", listing).group(1))
 
     def stored(self, host):
@@ -299,7 +299,7 @@ class DurableInternalTest(ProsodyTestCase):
         self.assertEqual(self.metric("requests_total", host="old.localhost", outcome="expired"), 2)
         if SHELL_UNRELIABLE:
             return
-        listing = self.shell("component_http:held('old.localhost')")
+        listing = self.shell("webhook:held('old.localhost')")
         self.assertIn("waiting: 0", listing)
         self.assertIn("dead letters: 2", listing)
         self.assertEqual(listing.count("late "), 2, listing)
@@ -343,23 +343,23 @@ class DurableInternalTest(ProsodyTestCase):
         for i in range(3):
             alice.message("bot@old.localhost", f"dead {i}")
             alice.expect(is_error, timeout=10)
-        listing = self.shell("component_http:held('old.localhost')")
+        listing = self.shell("webhook:held('old.localhost')")
         self.assertIn("dead letters: 3", listing)
         dead_ids = re.findall(r"msg_[0-9a-f]+", listing)
         self.assertEqual(len(dead_ids), 3)
 
         # Purge one dead letter, replay the rest once the service is up.
-        out = self.shell("component_http", "purge", "old.localhost", "dead", dead_ids[0])
+        out = self.shell("webhook", "purge", "old.localhost", "dead", dead_ids[0])
         self.assertIn("1 dead stanzas purged", out)
         self.assertEqual(self.metric("dead_letters", host="old.localhost"), 2)
         service = self.service(port)
-        out = self.shell("component_http", "replay", "old.localhost")
+        out = self.shell("webhook", "replay", "old.localhost")
         self.assertIn("2 dead letters replayed", out)
         for _ in range(2):
             alice.expect(lambda s: s.body and s.body.startswith("Did you say dead"), timeout=REDELIVERY_WAIT)
         self.assertEqual(sorted(r["headers"]["webhook-id"] for r in service.requests), sorted(dead_ids[1:]),
                          "replayed with their own delivery ids")
-        listing = self.shell("component_http", "held", "old.localhost")
+        listing = self.shell("webhook", "held", "old.localhost")
         self.assertIn("waiting: 0", listing)
         self.assertIn("dead letters: 0", listing)
         self.assertEqual(self.metric("dead_letters", host="old.localhost"), 0)
@@ -367,21 +367,21 @@ class DurableInternalTest(ProsodyTestCase):
         # Purging a waiting stanza answers its sender.
         id_ = alice.message("bot@wait.localhost", "never mind")
         self.wait_log(r"Holding message id=" + id_)
-        self.assertIn("waiting: 1", self.shell("component_http:held('wait.localhost')"))
-        self.assertIn("1 waiting stanzas purged", self.shell("component_http", "purge", "wait.localhost", "waiting"))
+        self.assertIn("waiting: 1", self.shell("webhook:held('wait.localhost')"))
+        self.assertIn("1 waiting stanzas purged", self.shell("webhook", "purge", "wait.localhost", "waiting"))
         error = alice.expect_id(id_).error()
         self.assertEqual(error[:2], ("cancel", "service-unavailable"))
         self.assertIn("discarded by an administrator", error[2])
-        self.assertIn("waiting: 0", self.shell("component_http:held('wait.localhost')"))
+        self.assertIn("waiting: 0", self.shell("webhook:held('wait.localhost')"))
         self.assertIn('say which list: "waiting" or "dead"',
-                      self.shell("component_http", "purge", "wait.localhost", "both"))
+                      self.shell("webhook", "purge", "wait.localhost", "both"))
         # A host Prosody does not serve, and one without this module.
         if PROSODY == "0.12":
-            self.assertIn("no component_http host nope.localhost", self.shell("component_http:held('nope.localhost')"))
-            self.assertIn("no component_http host localhost", self.shell("component_http", "held", "localhost"))
+            self.assertIn("no component_http host nope.localhost", self.shell("webhook:held('nope.localhost')"))
+            self.assertIn("no component_http host localhost", self.shell("webhook", "held", "localhost"))
         else:  # 13 routes a command to its host first
-            self.assertIn("Unknown host: nope.localhost", self.shell("component_http:held('nope.localhost')"))
-            self.assertIn("not available on localhost", self.shell("component_http", "held", "localhost"))
+            self.assertIn("Unknown host: nope.localhost", self.shell("webhook:held('nope.localhost')"))
+            self.assertIn("not available on localhost", self.shell("webhook", "held", "localhost"))
 
 
     @unittest.skipIf(SHELL_UNRELIABLE, SHELL_UNRELIABLE_WHY)
@@ -406,7 +406,7 @@ class DurableInternalTest(ProsodyTestCase):
         self.assertEqual(len(service.requests), 8)
         down.clear()
         asked = time.monotonic()
-        self.assertIn("retrying 5 waiting stanzas", self.shell("component_http", "retry", "bot.localhost"))
+        self.assertIn("retrying 5 waiting stanzas", self.shell("webhook", "retry", "bot.localhost"))
         for _ in range(5):
             alice.expect(lambda s: s.body and s.body.startswith("Did you say r"), timeout=WAIT)
         self.assertLess(service.requests[8]["time"] - asked, 4,

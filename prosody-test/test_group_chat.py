@@ -81,7 +81,7 @@ class GroupChatTest(ProsodyTestCase):
                         "alice sees the bot in the room")
         self.assertEqual(self.metric("rooms", host="bot.localhost"), 2)
         if not SHELL_UNRELIABLE:
-            out = self.shell("component_http", "status", "bot.localhost")
+            out = self.shell("webhook", "status", "bot.localhost")
             self.assertIn(f"in rooms: {LOBBY}/Bot, quiet@{MUC_DOMAIN}/bot", out)
 
     def test_room_messages_are_posted_and_answered_in_the_room(self):

@@ -24,7 +24,7 @@ endif
 # `luarocks make` compiles against, every Lua the library is built for
 # (the busted specs run on each), and the example bots' languages.
 DEB_PACKAGES := prosody lua5.4 liblua5.4-dev lua5.1 lua5.3 luajit lua-busted lua-event lua-dbi-sqlite3 lua-dbi-postgresql \
-	luarocks python3 python3-cryptography ca-certificates openssl php-cli nodejs
+	luarocks python3 python3-cryptography python3-venv ca-certificates openssl php-cli nodejs
 # The PostgreSQL server, for the SQL storage tests (which start a cluster of
 # their own), without its recommends: no sysstat, cron or mail server.
 DEB_PACKAGES_BARE := postgresql
@@ -35,7 +35,7 @@ DEB_PACKAGES_BARE := postgresql
 PROSODY13_DEB := 13.0.1-1~bpo12+1
 PROSODY13 := .cache/prosody-13.0.1
 
-.PHONY: all build install rock deps deps-bench deps-clients deps-profile deps-fuzz fuzz chaos prosody13 run test test-fresh bench profile soak test-rust test-lua test-e2e readme-options clean
+.PHONY: all build install rock deps deps-python deps-bench deps-clients deps-profile deps-fuzz fuzz chaos prosody13 run test test-fresh bench profile soak test-rust test-lua test-e2e readme-options clean
 
 all: build
 
@@ -107,6 +107,19 @@ deps:
 
 prosody13: $(PROSODY13)/usr/bin/prosody
 
+# The Python example bot verifies signatures with Standard Webhooks' own
+# library (PyPI: standardwebhooks), as a bot author would: installed into a
+# venv that also sees Debian's Python packages. The tests run that bot with
+# its interpreter.
+VENV := .cache/venv
+STANDARDWEBHOOKS_PY := 1.3.0
+deps-python: $(VENV)/.standardwebhooks-$(STANDARDWEBHOOKS_PY)
+
+$(VENV)/.standardwebhooks-$(STANDARDWEBHOOKS_PY):
+	$(PYTHON) -m venv --system-site-packages $(VENV)
+	$(VENV)/bin/python -m pip install -q 'standardwebhooks==$(STANDARDWEBHOOKS_PY)'
+	touch $@
+
 $(PROSODY13)/usr/bin/prosody:
 	prosody-test/fetch-prosody13 '$(PROSODY13_DEB)' $(PROSODY13)
 
@@ -168,7 +181,7 @@ chaos: deps build $(if $(filter 13,$(PROSODY)),prosody13)
 run: deps build $(if $(filter 13,$(PROSODY)),prosody13)
 	$(PYTHON) prosody-test/run_local.py
 
-test: deps deps-fuzz build $(SPEC_LIBS) prosody13
+test: deps deps-fuzz deps-python build $(SPEC_LIBS) prosody13
 	$(PYTHON) prosody-test/run_all.py
 
 # One part each; PROSODY=0.12|13 and NETWORK_BACKEND=epoll|select|event
@@ -180,7 +193,7 @@ test-rust:
 test-lua: $(SPEC_LIBS) prosody13
 	$(PYTHON) prosody-test/run_all.py lua
 
-test-e2e: build prosody13
+test-e2e: deps-python build prosody13
 	$(PYTHON) prosody-test/run_all.py e2e
 
 # The README's option tables, made again from src/options.rs (where every

@@ -2,9 +2,12 @@
 """The echo bot from the original module's README, as a web service.
 
 mod_component_http POSTs every stanza sent to the component as JSON; the
-JSON this service answers becomes the reply. Standard library only.
+JSON this service answers becomes the reply. Standard library only, but for
+checking signatures: with --secret (the module's component_post_secret) each
+request's Standard Webhooks signature is verified with that standard's own
+library (`pip install standardwebhooks`), and a request that fails gets 401.
 
-    python3 echo_bot.py --port 8080
+    python3 echo_bot.py --port 8080 [--secret whsec_...]
 
 It uses the structured keys of the JSON contract: it reacts 👍 to
 "thanks", and joins a group chat it is invited to (then echoes there too),
@@ -27,6 +30,11 @@ import re
 import threading
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+try:
+    from standardwebhooks import Webhook, WebhookVerificationError
+except ImportError:  # only needed with --secret
+    Webhook = WebhookVerificationError = None
 
 REMIND = re.compile(r"^remind me in (\d+) ?s(?:econds?)?:? (.+)$", re.IGNORECASE)
 THANKS = re.compile(r"^(thanks|thank you)\b", re.IGNORECASE)
@@ -62,7 +70,16 @@ def make_handler(args):
         protocol_version = "HTTP/1.1"  # keep-alive: the module reuses connections
 
         def do_POST(self):
-            stanza = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if args.webhook:
+                try:
+                    # The body as received; the webhook-id, -timestamp and
+                    # -signature headers. The library also refuses stale ones.
+                    args.webhook.verify(raw, dict(self.headers))
+                except WebhookVerificationError as e:
+                    print("echo bot: refused a request:", e, flush=True)
+                    return self.answer(401, {"error": "bad signature"})
+            stanza = json.loads(raw)
             invite = stanza.get("invite")
             if invite:
                 if not room_allowed(args, invite["room"]):
@@ -109,7 +126,14 @@ def main():
     parser.add_argument("--push-token", help="component_push_token")
     parser.add_argument("--room-domains", help="comma-separated room domains to join when invited "
                         "(default: the component's server and its subdomains)")
+    parser.add_argument("--secret", help="component_post_secret: verify every request's signature")
     args = parser.parse_args()
+    args.webhook = None
+    if args.secret:
+        if Webhook is None:
+            parser.error("--secret needs Standard Webhooks' library: pip install standardwebhooks")
+        # A whsec_ secret is base64 after its prefix; any other is used as it is written.
+        args.webhook = Webhook(args.secret if args.secret.startswith("whsec_") else args.secret.encode())
     server = ThreadingHTTPServer((args.host, args.port), make_handler(args))
     print(f"echo bot listening on http://{args.host}:{args.port}/", flush=True)
     try:

@@ -34,7 +34,7 @@ use tokio::sync::Semaphore;
 
 pub use durable::{HeldCounts, Source};
 pub use held::{Record, Storage};
-pub use outcome::{outcome, DeliveryError, LogLevel, Outcome, Status};
+pub use outcome::{decide, DeliveryError, LogLevel, Outcome, Status};
 
 use crate::config::{Config, Ordering};
 use crate::conversion::{self, Request, RoomJids};
@@ -137,14 +137,14 @@ impl Delivery {
     }
 
     /// Stanzas accepted and not yet answered.
-    pub fn in_flight(&self) -> usize {
+    pub fn owed(&self) -> usize {
         lock(&self.shared.owed).len()
     }
 
     /// For metrics: POSTs in progress, and stanzas waiting for a slot.
     pub fn counts(&self) -> (usize, usize) {
         let running = self.shared.config.max_inflight - self.shared.slots.available_permits();
-        (running, self.in_flight().saturating_sub(running))
+        (running, self.owed().saturating_sub(running))
     }
 
     /// A stanza to forward: submitted (its outcome comes through
@@ -290,7 +290,7 @@ impl Delivery {
                     ..Outcome::default()
                 }
             } else {
-                outcome(&job.envelope, host, Err(DeliveryError::Cancelled(why)))
+                decide(&job.envelope, host, Err(DeliveryError::Cancelled(why)))
             });
         }
         outcomes

@@ -147,7 +147,7 @@ impl Outcome {
 }
 
 /// Decides what the sender of `envelope` gets, given how its POST went.
-pub fn outcome(
+pub fn decide(
     envelope: &Envelope,
     host: &str,
     result: Result<HttpAnswer, DeliveryError>,
@@ -301,7 +301,7 @@ mod tests {
 
     #[test]
     fn outcome_error_reply_goes_back_to_the_sender() {
-        let o = outcome(&envelope(&message("x")), HOST, Err(DeliveryError::Timeout));
+        let o = decide(&envelope(&message("x")), HOST, Err(DeliveryError::Timeout));
         assert_eq!(
             xml_of(&o),
             ["<message to='user@localhost/res' from='echo@bot.localhost' id='m1' type='error'>\
@@ -323,9 +323,9 @@ mod tests {
         result.children.clear();
         for stanza in [bounced, result, iq("error")] {
             let e = envelope(&stanza);
-            let ok = outcome(&e, HOST, Ok(json_answer(json!({"body": "x"}))));
+            let ok = decide(&e, HOST, Ok(json_answer(json!({"body": "x"}))));
             assert!(ok.stanzas.is_empty());
-            let failed = outcome(&e, HOST, Err(DeliveryError::Timeout));
+            let failed = decide(&e, HOST, Err(DeliveryError::Timeout));
             assert!(failed.stanzas.is_empty());
             assert!(failed.log.is_some());
         }
@@ -337,12 +337,12 @@ mod tests {
         // 2xx without a usable reply: an empty result.
         for a in [answer(204, None, ""), json_answer(json!({}))] {
             assert_eq!(
-                xml_of(&outcome(&get, HOST, Ok(a))),
+                xml_of(&decide(&get, HOST, Ok(a))),
                 ["<iq to='user@localhost/res' from='bot.localhost' id='q1' type='result'/>"]
             );
         }
         // A reply of kind iq gets the request's id and type result.
-        let o = outcome(
+        let o = decide(
             &get,
             HOST,
             Ok(json_answer(json!({"kind": "iq", "id": "other"}))),
@@ -352,7 +352,7 @@ mod tests {
             ["<iq to='user@localhost/res' from='bot.localhost' type='result' id='q1'/>"]
         );
         // A stanza that is an iq: same, keeping its own type and payload.
-        let o = outcome(
+        let o = decide(
             &get,
             HOST,
             Ok(json_answer(
@@ -364,11 +364,11 @@ mod tests {
             ["<iq type='error' to='user@localhost/res' from='bot.localhost' id='q1'><error type='cancel'/></iq>"]
         );
         // A message reply is sent, and the iq still gets its result.
-        let o = outcome(&get, HOST, Ok(json_answer(json!({"body": "hi"}))));
+        let o = decide(&get, HOST, Ok(json_answer(json!({"body": "hi"}))));
         assert_eq!(o.stanzas.len(), 2);
         assert_eq!(o.stanzas[1].attr("type"), Some("result"));
         // HTTP error: the mapped error.
-        let o = outcome(&get, HOST, Ok(answer(404, None, "")));
+        let o = decide(&get, HOST, Ok(answer(404, None, "")));
         assert_eq!(o.stanzas.len(), 1);
         assert!(o.stanzas[0].to_xml().contains("<item-not-found"));
         assert_eq!(o.stanzas[0].attr("id"), Some("q1"));
@@ -385,25 +385,25 @@ mod tests {
         let mut known = envelope(&message("x"));
         known.from_room = true; // from a room the host is in
         for e in [envelope(&groupchat), envelope(&private), known] {
-            let o = outcome(&e, HOST, Err(DeliveryError::Timeout));
+            let o = decide(&e, HOST, Err(DeliveryError::Timeout));
             assert!(o.stanzas.is_empty() && o.error_withheld, "{e:?}");
             assert!(o
                 .log
                 .unwrap()
                 .1
                 .ends_with("(no error sent to the room: it would kick the bot)"));
-            let ok = outcome(&e, HOST, Ok(json_answer(json!({"body": "hi"}))));
+            let ok = decide(&e, HOST, Ok(json_answer(json!({"body": "hi"}))));
             assert_eq!(ok.stanzas.len(), 1);
         }
         // The room only passes an IQ error on, and a get must be answered.
         let mut get = envelope(&iq("get"));
         get.from_room = true;
-        let o = outcome(&get, HOST, Err(DeliveryError::Timeout));
+        let o = decide(&get, HOST, Err(DeliveryError::Timeout));
         assert_eq!((o.stanzas.len(), o.error_withheld), (1, false));
         // Nor is anything withheld from what is never answered anyway.
         let mut bounced = envelope(&groupchat);
         bounced.stanza_type = Some("error".into());
-        assert!(!outcome(&bounced, HOST, Err(DeliveryError::Timeout)).error_withheld);
+        assert!(!decide(&bounced, HOST, Err(DeliveryError::Timeout)).error_withheld);
     }
 
     #[test]

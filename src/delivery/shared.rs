@@ -16,7 +16,7 @@ use super::held::{Held, Record};
 use super::http::Connector;
 use super::ordering::Conversations;
 use super::outbox::Outbox;
-use super::outcome::{outcome, DeliveryError, LogLevel, Outcome};
+use super::outcome::{decide, DeliveryError, LogLevel, Outcome};
 use super::runtime::lock;
 use crate::clock;
 use crate::config::Config;
@@ -180,7 +180,7 @@ impl Shared {
 
     pub(super) fn fail(&self, id: u64, error: DeliveryError) {
         let host = &self.config.host;
-        self.finish(id, |envelope| outcome(envelope, host, Err(error)));
+        self.finish(id, |envelope| decide(envelope, host, Err(error)));
     }
 
     pub(super) fn stamp(&self) -> u64 {
@@ -216,7 +216,7 @@ impl Shared {
                 ),
             ));
         }
-        let refused = outcome(envelope, &config.host, Err(DeliveryError::QueueFull));
+        let refused = decide(envelope, &config.host, Err(DeliveryError::QueueFull));
         self.outbox.queue(refused);
         false
     }

@@ -95,7 +95,7 @@ fn answer_arrives_through_the_fd() {
         xml(&d.drain()),
         ["<message to='u@localhost/r' from='echo@bot.localhost' type='chat'><body>yes</body></message>"]
     );
-    assert_eq!(d.in_flight(), 0);
+    assert_eq!(d.owed(), 0);
     // Drained: the fd is quiet again.
     let mut pfd = libc::pollfd {
         fd: d.fd(),
@@ -156,7 +156,7 @@ fn a_panicking_task_still_answers_its_stanza() {
     let replies = xml(&d.drain());
     assert_eq!(replies.len(), 1);
     assert!(replies[0].contains("internal-server-error"), "{replies:?}");
-    assert_eq!(d.in_flight(), 0);
+    assert_eq!(d.owed(), 0);
 }
 
 fn durable_delivery(url: &str, max_age: f64) -> Delivery {
@@ -374,12 +374,12 @@ fn cancel_all_answers_in_flight_stanzas_once() {
     let (url, server) = serve_once(None);
     let d = delivery(&url);
     d.submit(request());
-    assert_eq!(d.in_flight(), 1);
+    assert_eq!(d.owed(), 1);
     let cancelled = d.cancel_all("test");
     let replies = xml(&cancelled);
     assert_eq!(replies.len(), 1);
     assert!(replies[0].contains("service-unavailable"), "{replies:?}");
-    assert_eq!(d.in_flight(), 0);
+    assert_eq!(d.owed(), 0);
     server.join().unwrap();
     // The aborted request never produces a second answer.
     std::thread::sleep(Duration::from_millis(100));
@@ -400,5 +400,5 @@ fn a_stanza_from_the_component_itself_is_not_posted() {
     assert_eq!(outcomes[0].label, "loop");
     assert!(outcomes[0].stanzas.is_empty());
     assert!(outcomes[0].log.as_ref().unwrap().1.contains("a loop"));
-    assert_eq!(delivery.in_flight(), 0, "never accepted");
+    assert_eq!(delivery.owed(), 0, "never accepted");
 }

@@ -34,7 +34,7 @@ impl UserData for Delivery {
         });
         methods.add_method("counts", |_, this, ()| Ok(this.counts()));
         // Stanzas accepted and not yet answered.
-        methods.add_method("owes", |_, this, ()| Ok(this.in_flight()));
+        methods.add_method("owes", |_, this, ()| Ok(this.owed()));
         // A reload: this delivery takes over from the one before (see
         // Delivery::take_over).
         methods.add_method("take_over", |_, this, old: mlua::UserDataRef<Delivery>| {

@@ -48,42 +48,182 @@ pub enum Ordering {
     None,
 }
 
-/// The options as the admin wrote them (numbers as Lua gives them), keyed
-/// as [`Spec::key`] says; absent ones are `None` or empty.
-#[derive(Debug, Default, Clone, serde::Deserialize)]
-#[serde(default)]
+/// One option's value as the shim hands it over, as Lua holds it.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Value {
+    Flag(bool),
+    Number(f64),
+    Text(String),
+    List(Vec<Value>),
+    Table(BTreeMap<String, Value>),
+}
+
+impl From<f64> for Value {
+    fn from(n: f64) -> Value {
+        Value::Number(n)
+    }
+}
+
+impl From<bool> for Value {
+    fn from(b: bool) -> Value {
+        Value::Flag(b)
+    }
+}
+
+impl From<&str> for Value {
+    fn from(s: &str) -> Value {
+        Value::Text(s.to_owned())
+    }
+}
+
+impl From<Vec<&str>> for Value {
+    fn from(list: Vec<&str>) -> Value {
+        Value::List(list.into_iter().map(Value::from).collect())
+    }
+}
+
+impl From<Vec<(&str, &str)>> for Value {
+    fn from(pairs: Vec<(&str, &str)>) -> Value {
+        Value::Table(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.into()))
+                .collect(),
+        )
+    }
+}
+
+/// The options as the admin wrote them, each under the key its
+/// declaration ([`Spec::key`]) gives: the keys are written once, there. A
+/// key that no option declares is an error, so a shim that passes one it
+/// should not is caught by the tests.
+#[derive(Debug, Default, Clone)]
 pub struct Options {
     pub host: String,
-    pub url: Option<String>,
-    pub stanzas: Vec<String>,
-    pub timeout: Option<f64>,
-    pub connect_timeout: Option<f64>,
-    pub max_inflight: Option<f64>,
-    pub queue_size: Option<f64>,
-    pub conversation_queue: Option<f64>,
-    pub queue_bytes: Option<f64>,
-    pub retries: Option<f64>,
-    pub ordering: Option<String>,
-    pub secrets: Vec<String>,
-    pub headers: BTreeMap<String, String>,
-    pub ca_file: Option<String>,
-    pub tls_verify: Option<bool>,
-    pub max_response: Option<f64>,
-    pub push_token: Option<String>,
-    pub push_public_key: Option<String>,
-    pub signing_key: Option<String>,
-    pub push_max_size: Option<f64>,
-    pub push_rate: Option<f64>,
-    pub push_timeout: Option<f64>,
-    pub push_auth_failures: Option<f64>,
-    pub durable: Option<bool>,
-    pub max_age: Option<f64>,
-    pub durable_limit: Option<f64>,
-    pub durable_bytes: Option<f64>,
-    pub dead_letter_age: Option<f64>,
-    pub rooms: Vec<String>,
-    pub max_rooms: Option<f64>,
-    pub nick: Option<String>,
+    values: BTreeMap<&'static str, Value>,
+}
+
+impl<'de> serde::Deserialize<'de> for Options {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Options, D::Error> {
+        use serde::de::Error;
+        let mut options = Options::default();
+        for (key, value) in BTreeMap::<String, Value>::deserialize(deserializer)? {
+            if key == "host" {
+                match value {
+                    Value::Text(host) => options.host = host,
+                    _ => return Err(D::Error::custom("host must be a string")),
+                }
+                continue;
+            }
+            let spec = options::ALL
+                .iter()
+                .find(|spec| spec.key == key)
+                .ok_or_else(|| D::Error::custom(format!("no option has the key {key:?}")))?;
+            options.values.insert(spec.key, value);
+        }
+        Ok(options)
+    }
+}
+
+impl Options {
+    pub fn new(host: &str) -> Options {
+        Options {
+            host: host.to_owned(),
+            values: BTreeMap::new(),
+        }
+    }
+
+    /// The option `spec` set to `value`.
+    pub fn with(mut self, spec: &Spec, value: impl Into<Value>) -> Options {
+        self.set(spec, value);
+        self
+    }
+
+    pub fn set(&mut self, spec: &Spec, value: impl Into<Value>) {
+        self.values.insert(spec.key, value.into());
+    }
+
+    pub fn unset(&mut self, spec: &Spec) {
+        self.values.remove(spec.key);
+    }
+
+    fn number(&self, spec: &Spec) -> Result<Option<f64>, ConfigError> {
+        match self.values.get(spec.key) {
+            None => Ok(None),
+            Some(Value::Number(n)) => Ok(Some(*n)),
+            Some(other) => Err(wrong_type(spec, other, "a number")),
+        }
+    }
+
+    fn flag(&self, spec: &Spec) -> Result<Option<bool>, ConfigError> {
+        match self.values.get(spec.key) {
+            None => Ok(None),
+            Some(Value::Flag(b)) => Ok(Some(*b)),
+            Some(other) => Err(wrong_type(spec, other, "true or false")),
+        }
+    }
+
+    fn text(&self, spec: &Spec) -> Result<Option<&str>, ConfigError> {
+        match self.values.get(spec.key) {
+            None => Ok(None),
+            Some(Value::Text(s)) => Ok(Some(s)),
+            Some(other) => Err(wrong_type(spec, other, "a string")),
+        }
+    }
+
+    /// A list of strings; one string is a list of one.
+    fn list(&self, spec: &Spec) -> Result<Vec<String>, ConfigError> {
+        let items = match self.values.get(spec.key) {
+            None => return Ok(Vec::new()),
+            Some(Value::Text(s)) => return Ok(vec![s.clone()]),
+            Some(Value::List(items)) => items,
+            // An empty Lua table may read as either.
+            Some(Value::Table(t)) if t.is_empty() => return Ok(Vec::new()),
+            Some(other) => return Err(wrong_type(spec, other, "a list of strings")),
+        };
+        items
+            .iter()
+            .map(|item| match item {
+                Value::Text(s) => Ok(s.clone()),
+                other => Err(wrong_type(spec, other, "a list of strings")),
+            })
+            .collect()
+    }
+
+    /// A table of strings by name.
+    fn table(&self, spec: &Spec) -> Result<BTreeMap<String, String>, ConfigError> {
+        let entries = match self.values.get(spec.key) {
+            None => return Ok(BTreeMap::new()),
+            Some(Value::List(items)) if items.is_empty() => return Ok(BTreeMap::new()),
+            Some(Value::Table(entries)) => entries,
+            Some(other) => return Err(wrong_type(spec, other, "a table of names and strings")),
+        };
+        entries
+            .iter()
+            .map(|(name, value)| match value {
+                Value::Text(s) => Ok((name.clone(), s.clone())),
+                _ => Err(invalid(
+                    spec,
+                    format!("{{ {name} = … }}"),
+                    "a table of names and strings",
+                )),
+            })
+            .collect()
+    }
+}
+
+/// The error for a value of the wrong type; secrets are not shown.
+fn wrong_type(spec: &Spec, value: &Value, expected: &str) -> ConfigError {
+    let shown = match value {
+        Value::Flag(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::Text(_) if matches!(spec.kind, Type::Secrets | Type::Token) => "…".into(),
+        Value::Text(s) => format!("{s:?}"),
+        Value::List(_) => "a list".into(),
+        Value::Table(_) => "a table".into(),
+    };
+    invalid(spec, shown, expected)
 }
 
 #[derive(Debug, Clone)]
@@ -161,7 +301,8 @@ const RESERVED_HEADERS: [&str; 4] = [
 
 impl Config {
     pub fn new(options: Options) -> Result<Config, ConfigError> {
-        let value = options.url.as_deref().ok_or(ConfigError::MissingUrl)?;
+        use options::*;
+        let value = options.text(&URL)?.ok_or(ConfigError::MissingUrl)?;
         let bad_url = |reason: &str| ConfigError::BadUrl {
             value: without_credentials(value),
             reason: reason.to_owned(),
@@ -174,78 +315,75 @@ impl Config {
             return Err(bad_url("it has no host"));
         }
         let forwarded = options
-            .stanzas
+            .list(&STANZAS)?
             .iter()
             .map(|k| Kind::parse(k).ok_or_else(|| ConfigError::BadKind(k.clone())))
             .collect::<Result<_, _>>()?;
-        let ordering = match choice(&options::ORDERING, options.ordering.as_deref())? {
+        let ordering = match choice(&ORDERING, options.text(&ORDERING)?)? {
             "none" => Ordering::None,
             _ => Ordering::Conversation,
         };
+        let seconds = |spec: &Spec| seconds(spec, options.number(spec)?);
+        let count = |spec: &Spec| count(spec, options.number(spec)?);
+        let flag = |spec: &Spec| Ok::<_, ConfigError>(flag(spec, options.flag(spec)?));
+        let configured_rooms = options.list(&ROOMS)?;
         Ok(Config {
-            host: options.host,
+            host: options.host.clone(),
             url,
-            timeout: seconds(&options::TIMEOUT, options.timeout)?,
-            connect_timeout: seconds(&options::CONNECT_TIMEOUT, options.connect_timeout)?,
-            max_inflight: count(&options::MAX_INFLIGHT, options.max_inflight)?,
-            queue_size: count(&options::QUEUE_SIZE, options.queue_size)?,
-            conversation_queue: count(&options::CONVERSATION_QUEUE, options.conversation_queue)?,
-            queue_bytes: count(&options::QUEUE_BYTES, options.queue_bytes)?,
-            retries: count(&options::RETRIES, options.retries)? as u32,
+            timeout: seconds(&TIMEOUT)?,
+            connect_timeout: seconds(&CONNECT_TIMEOUT)?,
+            max_inflight: count(&MAX_INFLIGHT)?,
+            queue_size: count(&QUEUE_SIZE)?,
+            conversation_queue: count(&CONVERSATION_QUEUE)?,
+            queue_bytes: count(&QUEUE_BYTES)?,
+            retries: count(&RETRIES)? as u32,
             ordering,
             secrets: options
-                .secrets
+                .list(&SECRET)?
                 .iter()
                 .map(|s| Secret::parse(s))
                 .collect::<Result<_, _>>()?,
             signing_key: options
-                .signing_key
-                .as_deref()
-                .map(|k| SigningKey::parse(k, options::SIGNING_KEY.name))
+                .text(&SIGNING_KEY)?
+                .map(|k| SigningKey::parse(k, SIGNING_KEY.name))
                 .transpose()?,
-            headers: headers(&options.headers)?,
-            ca_certificates: match &options.ca_file {
+            headers: headers(&options.table(&HEADERS)?)?,
+            ca_certificates: match options.text(&CA_FILE)? {
                 Some(path) => ca_certificates(path)?,
                 None => Vec::new(),
             },
-            tls_verify: flag(&options::TLS_VERIFY, options.tls_verify),
-            max_response: count(&options::MAX_RESPONSE, options.max_response)?,
-            push_token: options.push_token.map(push_token).transpose()?,
+            tls_verify: flag(&TLS_VERIFY)?,
+            max_response: count(&MAX_RESPONSE)?,
+            push_token: options.text(&PUSH_TOKEN)?.map(push_token).transpose()?,
             push_public_key: options
-                .push_public_key
-                .as_deref()
-                .map(|k| PublicKey::parse(k, options::PUSH_PUBLIC_KEY.name))
+                .text(&PUSH_PUBLIC_KEY)?
+                .map(|k| PublicKey::parse(k, PUSH_PUBLIC_KEY.name))
                 .transpose()?,
-            push_max_size: count(&options::PUSH_MAX_SIZE, options.push_max_size)?,
-            push_rate: rate(&options::PUSH_RATE, options.push_rate)?,
-            push_timeout: seconds(&options::PUSH_TIMEOUT, options.push_timeout)?,
-            push_auth_failures: count(&options::PUSH_AUTH_FAILURES, options.push_auth_failures)?
-                as u32,
-            durable: flag(&options::DURABLE, options.durable),
-            max_age: seconds(&options::MAX_AGE, options.max_age)?,
-            durable_limit: count(&options::DURABLE_LIMIT, options.durable_limit)?,
-            durable_bytes: count(&options::DURABLE_BYTES, options.durable_bytes)?,
-            dead_letter_age: seconds(&options::DEAD_LETTER_AGE, options.dead_letter_age)?,
-            rooms: rooms(&options.rooms)?,
-            max_rooms: match count(&options::MAX_ROOMS, options.max_rooms)? {
-                max if max < options.rooms.len() => {
+            push_max_size: count(&PUSH_MAX_SIZE)?,
+            push_rate: rate(&PUSH_RATE, options.number(&PUSH_RATE)?)?,
+            push_timeout: seconds(&PUSH_TIMEOUT)?,
+            push_auth_failures: count(&PUSH_AUTH_FAILURES)? as u32,
+            durable: flag(&DURABLE)?,
+            max_age: seconds(&MAX_AGE)?,
+            durable_limit: count(&DURABLE_LIMIT)?,
+            durable_bytes: count(&DURABLE_BYTES)?,
+            dead_letter_age: seconds(&DEAD_LETTER_AGE)?,
+            max_rooms: match count(&MAX_ROOMS)? {
+                max if max < configured_rooms.len() => {
                     let configured = format!(
                         "{max}, fewer than the {} rooms of component_post_rooms",
-                        options.rooms.len()
+                        configured_rooms.len()
                     );
-                    return Err(invalid(&options::MAX_ROOMS, configured, "at least as many"));
+                    return Err(invalid(&MAX_ROOMS, configured, "at least as many"));
                 }
                 max => max,
             },
-            nick: match options.nick {
+            rooms: rooms(&configured_rooms)?,
+            nick: match options.text(&NICK)? {
                 Some(nick) if nick.is_empty() || nick.contains('/') => {
-                    return Err(invalid(
-                        &options::NICK,
-                        format!("{nick:?}"),
-                        "a nick without '/'",
-                    ))
+                    return Err(invalid(&NICK, format!("{nick:?}"), "a nick without '/'"))
                 }
-                nick => nick,
+                nick => nick.map(str::to_owned),
             },
             forwarded,
         })
@@ -314,16 +452,16 @@ fn without_credentials(url: &str) -> String {
 
 /// The push token: at least 16 characters (a bearer token is all an
 /// attacker must guess), and a `whsec_` one valid base64.
-fn push_token(token: String) -> Result<PushToken, ConfigError> {
+fn push_token(token: &str) -> Result<PushToken, ConfigError> {
     let option = &options::PUSH_TOKEN;
     if token.chars().count() < 16 {
         let length = format!("{} characters long", token.chars().count());
         return Err(invalid(option, length, "at least 16 characters"));
     }
-    if token.starts_with("whsec_") && Secret::parse(&token).is_err() {
+    if token.starts_with("whsec_") && Secret::parse(token).is_err() {
         return Err(invalid(option, "whsec_…", "whsec_ and valid base64"));
     }
-    Ok(PushToken(token))
+    Ok(PushToken(token.to_owned()))
 }
 
 fn invalid(option: &Spec, value: impl ToString, expected: impl Into<String>) -> ConfigError {
@@ -459,14 +597,12 @@ fn ca_certificates(path: &str) -> Result<Vec<reqwest::Certificate>, ConfigError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::options::*;
 
     fn options(url: &str) -> Options {
-        Options {
-            host: "bot.localhost".into(),
-            url: Some(url.into()),
-            stanzas: vec!["message".into()],
-            ..Default::default()
-        }
+        Options::new("bot.localhost")
+            .with(&URL, url)
+            .with(&STANZAS, vec!["message"])
     }
 
     fn error(options: Options) -> String {
@@ -494,10 +630,8 @@ mod tests {
 
     #[test]
     fn url_must_be_http_or_https() {
-        let missing = Options {
-            url: None,
-            ..options("")
-        };
+        let mut missing = options("");
+        missing.unset(&URL);
         assert_eq!(Config::new(missing).unwrap_err(), ConfigError::MissingUrl);
         for bad in [
             "",
@@ -515,37 +649,29 @@ mod tests {
 
     #[test]
     fn numbers_are_checked() {
-        let with = |f: fn(&mut Options)| {
-            let mut o = options("http://x/");
-            f(&mut o);
-            o
-        };
-        assert!(error(with(|o| o.timeout = Some(0.0))).starts_with("component_post_timeout = 0 "));
-        assert!(error(with(|o| o.timeout = Some(f64::NAN))).contains("component_post_timeout"));
-        assert!(error(with(|o| o.connect_timeout = Some(-1.0)))
-            .contains("component_post_connect_timeout"));
+        let with = |spec: &Spec, value: Value| options("http://x/").with(spec, value);
+        assert!(error(with(&TIMEOUT, 0.0.into())).starts_with("component_post_timeout = 0 "));
+        assert!(error(with(&TIMEOUT, f64::NAN.into())).contains("component_post_timeout"));
         assert!(
-            error(with(|o| o.max_inflight = Some(0.0))).contains("component_post_max_inflight = 0")
+            error(with(&CONNECT_TIMEOUT, (-1.0).into())).contains("component_post_connect_timeout")
         );
-        assert!(
-            error(with(|o| o.queue_size = Some(1.5))).contains("component_post_queue_size = 1.5")
-        );
-        assert!(error(with(|o| o.retries = Some(-1.0))).contains("component_post_retries"));
-        assert!(error(with(|o| o.max_response = Some(0.0))).contains("component_post_max_response"));
-        assert!(error(with(|o| o.max_age = Some(0.0))).contains("component_post_max_age"));
-        assert!(
-            error(with(|o| o.durable_limit = Some(0.0))).contains("component_post_durable_limit")
-        );
-        assert!(error(with(|o| o.push_rate = Some(0.0))).contains("component_push_rate = 0 "));
-        assert!(error(with(|o| o.rooms = vec!["lobby".into()]))
+        assert!(error(with(&MAX_INFLIGHT, 0.0.into())).contains("component_post_max_inflight = 0"));
+        assert!(error(with(&QUEUE_SIZE, 1.5.into())).contains("component_post_queue_size = 1.5"));
+        assert!(error(with(&RETRIES, (-1.0).into())).contains("component_post_retries"));
+        assert!(error(with(&MAX_RESPONSE, 0.0.into())).contains("component_post_max_response"));
+        assert!(error(with(&MAX_AGE, 0.0.into())).contains("component_post_max_age"));
+        assert!(error(with(&DURABLE_LIMIT, 0.0.into())).contains("component_post_durable_limit"));
+        assert!(error(with(&PUSH_RATE, 0.0.into())).contains("component_push_rate = 0 "));
+        assert!(error(with(&ROOMS, vec!["lobby"].into()))
             .contains("component_post_rooms = \"lobby\" must be room@service"));
-        assert!(error(with(|o| o.nick = Some("a/b".into()))).contains("component_post_nick"));
-        assert!(error(with(|o| o.push_timeout = Some(-2.0))).contains("component_push_timeout"));
-        let c = Config::new(with(|o| {
-            o.timeout = Some(0.5);
-            o.queue_size = Some(0.0);
-            o.retries = Some(0.0);
-        }))
+        assert!(error(with(&NICK, "a/b".into())).contains("component_post_nick"));
+        assert!(error(with(&PUSH_TIMEOUT, (-2.0).into())).contains("component_push_timeout"));
+        let c = Config::new(
+            options("http://x/")
+                .with(&TIMEOUT, 0.5)
+                .with(&QUEUE_SIZE, 0.0)
+                .with(&RETRIES, 0.0),
+        )
         .unwrap();
         assert_eq!(c.timeout, Duration::from_millis(500));
         assert_eq!((c.queue_size, c.retries), (0, 0));
@@ -554,14 +680,14 @@ mod tests {
     #[test]
     fn kinds_and_ordering_are_checked() {
         let mut o = options("http://x/");
-        o.stanzas = vec!["message".into(), "presence".into(), "iq".into()];
-        o.ordering = Some("none".into());
+        o.set(&STANZAS, vec!["message", "presence", "iq"]);
+        o.set(&ORDERING, "none");
         let c = Config::new(o.clone()).unwrap();
         assert!(c.forwards(Kind::Presence) && c.forwards(Kind::Iq));
         assert_eq!(c.ordering, Ordering::None);
-        o.ordering = Some("fifo".into());
+        o.set(&ORDERING, "fifo");
         assert!(error(o.clone()).contains("component_post_ordering = \"fifo\""));
-        o.stanzas = vec!["mesage".into()];
+        o.set(&STANZAS, vec!["mesage"]);
         assert_eq!(
             Config::new(o).unwrap_err(),
             ConfigError::BadKind("mesage".into())
@@ -571,29 +697,29 @@ mod tests {
     #[test]
     fn headers_are_checked_and_their_values_never_shown() {
         let mut o = options("http://x/");
-        o.headers = [("Authorization".into(), "Bearer s3cret".into())].into();
+        o.set(&HEADERS, vec![("Authorization", "Bearer s3cret")]);
         let c = Config::new(o.clone()).unwrap();
         assert!(c.headers["authorization"].is_sensitive());
         assert!(!format!("{c:?}").contains("s3cret"));
-        o.headers = [("bad name".into(), "v".into())].into();
+        o.set(&HEADERS, vec![("bad name", "v")]);
         assert!(error(o.clone()).contains("\"bad name\" is not a valid header name"));
-        o.headers = [("X-Token".into(), "line\nbreak s3cret".into())].into();
+        o.set(&HEADERS, vec![("X-Token", "line\nbreak s3cret")]);
         let e = error(o.clone());
         assert!(e.contains("X-Token") && !e.contains("s3cret"));
-        o.headers = [("Content-Type".into(), "text/plain".into())].into();
+        o.set(&HEADERS, vec![("Content-Type", "text/plain")]);
         assert!(error(o.clone()).contains("set by the module"));
-        o.headers = [("Webhook-Id".into(), "x".into())].into();
+        o.set(&HEADERS, vec![("Webhook-Id", "x")]);
         assert!(error(o).contains("set by the module"));
     }
 
     #[test]
     fn secrets_are_parsed_and_never_shown() {
         let mut o = options("http://x/");
-        o.secrets = vec!["whsec_c2VjcmV0".into(), "plain-s3cret".into()];
+        o.set(&SECRET, vec!["whsec_c2VjcmV0", "plain-s3cret"]);
         let c = Config::new(o.clone()).unwrap();
         assert_eq!(c.secrets.len(), 2);
         assert!(!format!("{c:?}").contains("plain-s3cret"));
-        o.secrets = vec!["whsec_***".into()];
+        o.set(&SECRET, vec!["whsec_***"]);
         let e = error(o);
         assert!(e.contains("component_post_secret") && !e.contains("***"));
     }
@@ -601,14 +727,53 @@ mod tests {
     #[test]
     fn ca_file_must_hold_certificates() {
         let mut o = options("https://x/");
-        o.ca_file = Some("/nonexistent/ca.pem".into());
+        o.set(&CA_FILE, "/nonexistent/ca.pem");
         assert!(error(o.clone()).contains("component_post_ca_file = \"/nonexistent/ca.pem\""));
         let dir = std::env::temp_dir().join(format!("ca-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let empty = dir.join("empty.pem");
         std::fs::write(&empty, "not a certificate").unwrap();
-        o.ca_file = Some(empty.to_string_lossy().into_owned());
+        o.set(&CA_FILE, &*empty.to_string_lossy());
         assert!(error(o).contains("no certificate"));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn only_declared_keys_are_read_and_each_has_its_type() {
+        let read = |json: serde_json::Value| serde_json::from_value::<Options>(json);
+        let o =
+            read(serde_json::json!({"host": "bot.localhost", "url": "http://x/", "timeout": 2}))
+                .unwrap();
+        assert_eq!(Config::new(o).unwrap().timeout, Duration::from_secs(2));
+        let unknown = read(serde_json::json!({"host": "h", "url": "http://x/", "time_out": 2}));
+        assert!(unknown
+            .unwrap_err()
+            .to_string()
+            .contains("no option has the key \"time_out\""));
+        // Every declared key is taken: the shim passes what native.options lists.
+        for spec in ALL {
+            assert!(
+                read(serde_json::json!({"host": "h", spec.key: "x"})).is_ok(),
+                "{}",
+                spec.key
+            );
+        }
+        let o =
+            read(serde_json::json!({"host": "h", "url": "http://x/", "timeout": "soon"})).unwrap();
+        assert_eq!(
+            error(o),
+            "component_post_timeout = \"soon\" must be a number"
+        );
+        let o = read(serde_json::json!({"host": "h", "url": "http://x/", "secrets": [1]})).unwrap();
+        assert_eq!(
+            error(o),
+            "component_post_secret = 1 must be a list of strings"
+        );
+        let o =
+            read(serde_json::json!({"host": "h", "url": "http://x/", "push_token": 5})).unwrap();
+        assert!(error(o).contains("component_push_token"));
+        let o = read(serde_json::json!({"host": "h", "url": "http://x/", "headers": {"X-A": 1}}))
+            .unwrap();
+        assert!(error(o).contains("component_post_headers = { X-A = … } must be a table"));
     }
 }

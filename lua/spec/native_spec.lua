@@ -118,6 +118,16 @@ describe("new_delivery", function ()
 		delivery, err = native.new_delivery({ host = "bot.localhost", url = "http://x/", timeout = -1, stanzas = {} });
 		assert.is_nil(delivery);
 		assert.matches("component_post_timeout", err);
+		-- Only the keys native.options declares.
+		delivery, err = native.new_delivery({ host = "bot.localhost", url = "http://x/", time_out = 5 });
+		assert.is_nil(delivery);
+		assert.matches('no option has the key "time_out"', err, 1, true);
+		local every = { host = "bot.localhost" };
+		for _, option in ipairs(native.options) do
+			every[option.key] = option.default;
+		end
+		every.url = "http://x/";
+		assert.is_not_nil(native.new_delivery(every));
 	end);
 
 	it("gives an fd to watch and knows what it forwards", function ()

@@ -7,6 +7,7 @@ use super::*;
 use crate::clock::unix_millis;
 use crate::config::Options;
 use crate::conversion;
+use crate::options;
 use crate::xml::Element;
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -45,13 +46,12 @@ fn serve_once(answer: Option<&'static str>) -> (String, std::thread::JoinHandle<
 }
 
 fn delivery(url: &str) -> Delivery {
-    let config = Config::new(Options {
-        host: "bot.localhost".into(),
-        url: Some(url.into()),
-        stanzas: vec!["message".into()],
-        retries: Some(0.0),
-        ..Default::default()
-    })
+    let config = Config::new(
+        Options::new("bot.localhost")
+            .with(&options::URL, url)
+            .with(&options::STANZAS, vec!["message"])
+            .with(&options::RETRIES, 0.0),
+    )
     .unwrap();
     Delivery::new(config).unwrap()
 }
@@ -160,15 +160,14 @@ fn a_panicking_task_still_answers_its_stanza() {
 }
 
 fn durable_delivery(url: &str, max_age: f64) -> Delivery {
-    let config = Config::new(Options {
-        host: "bot.localhost".into(),
-        url: Some(url.into()),
-        stanzas: vec!["message".into()],
-        retries: Some(0.0),
-        durable: Some(true),
-        max_age: Some(max_age),
-        ..Default::default()
-    })
+    let config = Config::new(
+        Options::new("bot.localhost")
+            .with(&options::URL, url)
+            .with(&options::STANZAS, vec!["message"])
+            .with(&options::RETRIES, 0.0)
+            .with(&options::DURABLE, true)
+            .with(&options::MAX_AGE, max_age),
+    )
     .unwrap();
     Delivery::new(config).unwrap()
 }
@@ -228,29 +227,23 @@ fn durable_delivery_holds_what_the_service_cannot_take_without_answering() {
 
 #[test]
 fn past_the_durable_limit_stanzas_bounce_as_without_durable_delivery() {
-    let limit = Options {
-        durable_limit: Some(1.0),
-        ..Default::default()
-    };
+    let limit = (&options::DURABLE_LIMIT, 1.0);
     // One stanza's XML is about 110 bytes.
-    let bytes = Options {
-        durable_bytes: Some(150.0),
-        ..Default::default()
-    };
+    let bytes = (&options::DURABLE_BYTES, 150.0);
     for (limit, said) in [(limit, "at most 1 ("), (bytes, "at most 100000 (0 KiB)")] {
         bounces_past(limit, said);
     }
 }
 
-fn bounces_past(limit: Options, said: &str) {
-    let config = Config::new(Options {
-        host: "bot.localhost".into(),
-        url: Some(refused_url()),
-        stanzas: vec!["message".into()],
-        retries: Some(0.0),
-        durable: Some(true),
-        ..limit
-    })
+fn bounces_past((option, value): (&options::Spec, f64), said: &str) {
+    let config = Config::new(
+        Options::new("bot.localhost")
+            .with(&options::URL, &*refused_url())
+            .with(&options::STANZAS, vec!["message"])
+            .with(&options::RETRIES, 0.0)
+            .with(&options::DURABLE, true)
+            .with(option, value),
+    )
     .unwrap();
     let d = Delivery::new(config).unwrap();
     d.submit(request());

@@ -11,6 +11,8 @@ use crate::xml::Element;
 pub struct Request {
     pub envelope: Envelope,
     pub json: String,
+    /// The stanza as XML (also in `json`), for durable delivery to hold.
+    pub xml: String,
 }
 
 #[derive(Serialize)]
@@ -49,18 +51,11 @@ pub fn request(stanza: &Element) -> Result<Request, ConversionError> {
         keys: extract::keys(stanza, envelope.kind),
     })
     .expect("serialising strings to JSON cannot fail");
-    Ok(Request { envelope, json })
-}
-
-/// The stanza's XML inside a request body made by [`request`].
-pub fn stanza_xml(json: &str) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Body {
-        stanza: String,
-    }
-    serde_json::from_str::<Body>(json)
-        .ok()
-        .map(|body| body.stanza)
+    Ok(Request {
+        envelope,
+        json,
+        xml,
+    })
 }
 
 #[cfg(test)]

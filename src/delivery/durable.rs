@@ -320,11 +320,12 @@ impl Shared {
                 self.last_received
                     .fetch_max(record.received, std::sync::atomic::Ordering::Relaxed);
             }
-            let Request { envelope, json } = request;
+            let Request { envelope, json, xml } = request;
             let job = Arc::new(Job {
                 conversation: conversation_of(&envelope),
                 envelope,
                 json,
+                xml: Some(xml),
                 delivery_id: record.id.clone(),
                 received: record.received,
             });

@@ -172,7 +172,11 @@ impl Delivery {
         let shared = &self.shared;
         let config = &shared.config;
         let id = self.next_id.fetch_add(1, AtomicOrdering::Relaxed);
-        let Request { mut envelope, json } = request;
+        let Request {
+            mut envelope,
+            json,
+            xml,
+        } = request;
         if jid::host(&envelope.from).eq_ignore_ascii_case(&config.host) {
             // Its answer would come back here, and so on: not POSTed, and
             // not answered (docs/contract.md §5).
@@ -199,6 +203,7 @@ impl Delivery {
             received: if config.durable { shared.stamp() } else { 0 },
             envelope,
             json,
+            xml: config.durable.then_some(xml),
             delivery_id: signing::delivery_id(),
         });
         owed.insert(

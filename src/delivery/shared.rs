@@ -20,7 +20,7 @@ use super::outcome::{decide, DeliveryError, LogLevel, Outcome};
 use super::runtime::lock;
 use crate::clock;
 use crate::config::Config;
-use crate::conversion::{self, Envelope, Kind, RoomJids};
+use crate::conversion::{Envelope, Kind, RoomJids};
 
 /// Durable delivery, under one lock: the held stanzas and the breaker, the task
 /// delivering each blocked conversation's stanzas.
@@ -56,6 +56,8 @@ pub(super) struct Job {
     /// Sender's bare JID and the component JID it wrote to (only made when
     /// ordering or durable delivery needs it).
     pub(super) conversation: String,
+    /// The stanza as XML, with durable delivery: what is held.
+    pub(super) xml: Option<String>,
 }
 
 impl Job {
@@ -68,7 +70,7 @@ impl Job {
     pub(super) fn record(&self) -> Record {
         Record {
             id: self.delivery_id.clone(),
-            stanza: conversion::stanza_xml(&self.json).unwrap_or_default(),
+            stanza: self.xml.clone().unwrap_or_default(),
             received: self.received,
         }
     }

@@ -220,13 +220,10 @@ local rooms = module:require("rooms").start(native, delivery, call, options.room
 on.remember_room, on.forget_room, on.wake_rooms = rooms.remember, rooms.forget, rooms.wake;
 
 -- What the web service (a reply or a push) and the local answers send: a
--- presence that joins or leaves a room is also the rooms' business.
-local NS_MUC = "http://jabber.org/protocol/muc";
+-- presence may join or leave a room, which is the rooms' business (they
+-- say whether to send it: not a join past component_post_max_rooms).
 local function send(stanza)
-	-- Only a join (the MUC element) or a leave can be the rooms' business:
-	-- the local answers to probes and subscriptions skip the native call.
-	if stanza.name == "presence" and (stanza.attr.type == "unavailable" or stanza:get_child("x", NS_MUC))
-		and call("send", stanza, rooms.outgoing, stanza) == false then
+	if stanza.name == "presence" and call("send", stanza, rooms.outgoing, stanza) == false then
 		return;
 	end
 	send_stanza(stanza);
@@ -349,91 +346,25 @@ else
 	module:require("durable").warn_if_held();
 end
 
--- A stanza the native side cannot read is answered there too: a stanza
--- error (none for errors and IQ results, none to a room, which would kick
--- the bot), and a log line that says why.
-local function forward(event)
-	call("forward", event.stanza, delivery.post, delivery, event.stanza);
-	return true;
-end
-
-local function answer_presence(event)
-	call("answer", event.stanza, native.local_presence, event.stanza);
-	return true;
-end
-
-local function answer_iq(event)
-	call("answer", event.stanza, native.local_iq, event.stanza, module.host);
-	return true;
-end
-
 -- The push endpoint (push.lib.lua): off unless component_push_token or
 -- component_push_public_key is set.
 local push_endpoint;
 local endpoint = native.new_push(delivery);
 if endpoint then
-	push_endpoint = module:require("push").serve(endpoint, native, send, inherited.pushed_iqs);
+	push_endpoint = module:require("push").serve(endpoint, send, inherited.pushed_iqs);
+	on.push_answer = push_endpoint.respond;
 elseif inherited.pushed_iqs then
 	module:require("push").refuse(inherited.pushed_iqs, "the push endpoint was turned off");
 end
 
--- IQ answers to pushed IQs are the push endpoint's; the rest go on.
-local function with_pushed_iqs(handler)
-	return function (event)
-		local stanza_type = event.stanza.attr.type;
-		if (stanza_type == "result" or stanza_type == "error") and push_endpoint.answer(event.stanza) then
-			return true;
-		end
-		return handler(event);
-	end
-end
-
-local MUC_USER = "http://jabber.org/protocol/muc#user";
-
--- Messages, when not forwarded: Prosody answers service-unavailable, except
--- to a room (a groupchat message, or one carrying muc#user: as the native
--- Envelope::may_get_error), which would kick the bot for it.
-local function drop_room_messages(event)
-	local stanza = event.stanza;
-	if stanza.attr.type == "groupchat" or stanza:get_child("x", MUC_USER) then
-		module:log("debug", "Not forwarding %s from a room", stanza:top_tag());
+-- Every stanza to the component goes to the native side, read once there
+-- (src/receive.rs): a pushed IQ's answer, the rooms' business, the web
+-- service's or the component's own answer. It says what to do, and whether
+-- the module took the stanza; if not (a message when messages are not
+-- forwarded), Prosody answers it. A Lua error is logged and the stanza taken.
+local function receive(event)
+	if call("handle", event.stanza, native.receive, delivery, rooms.state, endpoint, event.stanza) ~= false then
 		return true;
-	end
-end
-
--- What answers a kind of stanza that is not forwarded.
-local local_handlers = { message = drop_room_messages, presence = answer_presence, iq = answer_iq };
-
--- A room's presence about this host's own place in it (joined, kicked, the
--- room gone) is the rooms' business; a kick or ban is also POSTed.
-local function with_rooms_presence(handler)
-	return function (event)
-		local stanza = event.stanza;
-		if stanza.attr.type == "error" or stanza:get_child("x", MUC_USER) then
-			-- nil: not about our place in a room (or unreadable: forwarding
-			-- it says why).
-			local post = call("read room presence", stanza, rooms.presence, stanza);
-			if post ~= nil then
-				if post then
-					forward(event);
-				end
-				return true;
-			end
-		end
-		return handler(event);
-	end
-end
-
--- Room messages the web service does not get: its own, reflected, and the
--- history and subject of a join.
-local function with_rooms_messages(handler)
-	return function (event)
-		-- nil (unreadable): forwarding it says why.
-		if event.stanza.attr.type == "groupchat"
-			and call("read room message", event.stanza, rooms.message, event.stanza) == false then
-			return true;
-		end
-		return handler(event);
 	end
 end
 
@@ -442,18 +373,8 @@ end
 local PRIORITY = 10;
 
 for _, kind in ipairs({ "message", "presence", "iq" }) do
-	local handler = delivery:forwards(kind) and forward or local_handlers[kind];
-	if handler and kind == "iq" and push_endpoint then
-		handler = with_pushed_iqs(handler);
-	elseif handler and kind == "presence" then
-		handler = with_rooms_presence(handler);
-	elseif handler == forward and kind == "message" then
-		handler = with_rooms_messages(handler);
-	end
-	if handler then
-		for _, to in ipairs({ "host", "bare", "full" }) do
-			module:hook(kind.."/"..to, handler, PRIORITY);
-		end
+	for _, to in ipairs({ "host", "bare", "full" }) do
+		module:hook(kind.."/"..to, receive, PRIORITY);
 	end
 end
 

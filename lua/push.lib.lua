@@ -5,7 +5,6 @@
 -- stanza; this serves HTTP and waits for the answers to pushed IQs.
 
 local json = require "util.json";
-local jid = require "util.jid";
 local time_now = require "util.time".now;
 
 -- `body`: a table to encode, or JSON text already made.
@@ -26,16 +25,17 @@ function push.refuse(waiting_iqs, why)
 end
 
 -- Serves /component_http on this host: `endpoint` (native.new_push) admits
--- and reads pushes, `send` sends a stanza as the component, `inherited`
--- are the pushed IQs a reload handed over (or nil). Returns { answer = (an
--- IQ result or error: true if it answered a pushed IQ, now sent back over
--- HTTP), cancel = (every pushed IQ still waiting gets 503 and `why`), save
--- = (a reload: the pushed IQs waiting, for the next module, no longer this
--- one's) }.
-function push.serve(endpoint, native, send, inherited)
+-- and reads pushes and says which wait for an answer (an IQ get or set), and
+-- whose answer is one (native.receive then gives it as a push_answer
+-- effect); `send` sends a stanza as the component; `inherited` are the
+-- pushed IQs a reload handed over (or nil). Returns { respond = (the
+-- push_answer effect: id, status, JSON body), cancel = (every pushed IQ still
+-- waiting gets 503 and `why`), save = (a reload: the pushed IQs waiting, for
+-- the next module, no longer this one's) }.
+function push.serve(endpoint, send, inherited)
 	local timeout = endpoint:timeout();
-	-- IQs pushed and waiting for their answer: id -> { to, bare, response,
-	-- expires, timer }.
+	-- IQs pushed and waiting for their answer: id -> { to, response,
+	-- expires, timer }. Who may answer is the native side's to check.
 	local pushed_iqs = {};
 
 	-- Waits for the answer to pushed IQ `id` until `waiting.expires`.
@@ -44,34 +44,26 @@ function push.serve(endpoint, native, send, inherited)
 		waiting.timer = module:add_timer(math.max(0, waiting.expires - time_now()), function ()
 			if pushed_iqs[id] == waiting then
 				pushed_iqs[id] = nil;
+				endpoint:forget(id);
 				waiting.response:send(json_response(waiting.response, 504, { error = "no answer to the iq in time" }));
 			end
 		end);
 	end
 	for id, waiting in pairs(inherited or {}) do
-		wait_for_answer(id, waiting);
+		if endpoint:expect(id, waiting.to) then
+			wait_for_answer(id, waiting);
+		else
+			waiting.response:send(json_response(waiting.response, 409, { error = "an iq with this id is still waiting" }));
+		end
 	end
 
-	-- An answer to a pushed IQ goes back to the HTTP request that sent it,
-	-- if it comes from the JID the IQ went to (or, for an IQ to a bare JID,
-	-- one of its resources): the id alone could be answered by anyone.
-	local function answer_pushed_iq(stanza)
-		local waiting = pushed_iqs[stanza.attr.id];
-		if not waiting then
-			return false;
+	local function respond(id, status, body)
+		local waiting = pushed_iqs[id];
+		if waiting then
+			pushed_iqs[id] = nil;
+			waiting.timer:stop();
+			waiting.response:send(json_response(waiting.response, status, body));
 		end
-		local from = jid.prep(stanza.attr.from);
-		if from ~= waiting.to and not (waiting.bare and jid.bare(from) == waiting.to) then
-			module:log("warn", "Ignoring an answer to pushed iq %s from %s: it went to %s",
-				stanza.attr.id, tostring(stanza.attr.from), waiting.to);
-			return false;
-		end
-		pushed_iqs[stanza.attr.id] = nil;
-		waiting.timer:stop();
-		local ok, answer = pcall(native.request_json, stanza);
-		waiting.response:send(json_response(waiting.response, ok and 200 or 502,
-			ok and answer or { error = "the answer could not be read" }));
-		return true;
 	end
 
 	local function handle_push(event)
@@ -88,20 +80,15 @@ function push.serve(endpoint, native, send, inherited)
 			end
 			return json_response(response, status, { error = why });
 		end
-		local stanza;
-		stanza, status, why = endpoint:stanza(headers.content_type, body);
+		-- The stanza and whether the push waits for its answer; or nil,
+		-- the status and why.
+		local stanza, waits, refusal = endpoint:stanza(headers.content_type, body);
 		if not stanza then
-			return json_response(response, status, { error = why });
+			return json_response(response, waits, { error = refusal });
 		end
-		local to = stanza.attr.to; -- prepared natively
-		local id = stanza.attr.id;
-		if stanza.name == "iq" and (stanza.attr.type == "get" or stanza.attr.type == "set") then
-			if pushed_iqs[id] then
-				return json_response(response, 409, { error = "an iq with this id is still waiting" });
-			end
-			wait_for_answer(id, {
-				to = to;
-				bare = not jid.resource(to);
+		if waits then
+			wait_for_answer(stanza.attr.id, {
+				to = stanza.attr.to; -- prepared natively
 				response = response;
 				expires = time_now() + timeout;
 			});
@@ -109,7 +96,7 @@ function push.serve(endpoint, native, send, inherited)
 			return true; -- answered when the iq's answer arrives
 		end
 		send(stanza);
-		return json_response(response, 202, { id = id });
+		return json_response(response, 202, { id = stanza.attr.id });
 	end
 
 	module:depends("http");
@@ -137,7 +124,7 @@ function push.serve(endpoint, native, send, inherited)
 		return waiting_iqs;
 	end
 
-	return { answer = answer_pushed_iq, cancel = cancel, save = save };
+	return { respond = respond, cancel = cancel, save = save };
 end
 
 return push;

@@ -11,11 +11,9 @@ local rooms = {};
 -- error to these rooms): joins `configured` (room@service[/nick] each) and the
 -- rooms remembered in storage once the server is ready. `call` calls a
 -- native method and applies its effects (see the main file). Returns
--- { presence = (stanza → effects, nil if not about our place in a room,
--- else whether to POST it), message = (stanza → effects, whether to POST
--- it), outgoing = (a presence this module sends → effects, whether to send
--- it), joined = () → list, and the handlers of the rooms' effects:
--- remember, forget, wake }.
+-- { state = (the native rooms, for native.receive), outgoing = (a presence
+-- this module sends → effects, whether to send it), joined = () → list,
+-- and the handlers of the rooms' effects: remember, forget, wake }.
 function rooms.start(native, delivery, call, configured, nick)
 	local state = native.new_rooms(delivery, nick);
 	local store = module:open_store(ROOMS_STORE);
@@ -77,13 +75,10 @@ function rooms.start(native, delivery, call, configured, nick)
 		module:hook_global("server-started", join_soon);
 	end
 
-	-- Each answers as native methods do (effects, then a value): the caller
-	-- calls them with `call`, which keeps a Lua error from escaping a hook
-	-- (it would drop the stanza, and break the room's broadcast to the
-	-- occupants after the bot).
+	-- outgoing answers as native methods do (effects, then a value): the
+	-- caller calls it with `call`, which keeps a Lua error from escaping.
 	return {
-		presence = function (stanza) return state:presence(stanza); end;
-		message = function (stanza) return state:message(stanza); end;
+		state = state;
 		outgoing = function (stanza) return state:outgoing(stanza); end;
 		remember = remember;
 		forget = forget;

@@ -60,6 +60,13 @@ pub enum Effect {
     /// Group chat: ask the rooms what is due in this many seconds, replacing
     /// the timer set before; `None`: no timer.
     WakeRooms(Option<f64>),
+    /// Push: the answer to a pushed IQ, as the HTTP response (status, JSON
+    /// body) to the push `id` came from.
+    PushAnswer {
+        id: String,
+        status: u16,
+        body: String,
+    },
 }
 
 impl Effect {
@@ -77,6 +84,7 @@ impl Effect {
             Effect::RememberRoom { .. } => "remember_room",
             Effect::ForgetRoom { .. } => "forget_room",
             Effect::WakeRooms(_) => "wake_rooms",
+            Effect::PushAnswer { .. } => "push_answer",
         }
     }
 
@@ -90,6 +98,7 @@ impl Effect {
             Effect::WakeRooms(_) => 1,
             Effect::Log(..) => 2,
             Effect::Report { .. } | Effect::Status { .. } | Effect::Hold { .. } => 3,
+            Effect::PushAnswer { .. } => 3,
             Effect::RememberRoom { .. } => 3,
             Effect::Dead { .. } => 4,
         }
@@ -132,6 +141,11 @@ impl Effect {
                 room: String::new(),
             },
             Effect::WakeRooms(None),
+            Effect::PushAnswer {
+                id: String::new(),
+                status: 200,
+                body: String::new(),
+            },
         ]
     }
 }

@@ -88,17 +88,27 @@ local function parsed(effects)
 	return list;
 end
 
+-- A host as the shim makes it: its delivery and its rooms.
+local function host(stanzas)
+	local delivery = assert(native.new_delivery({ host = "bot.localhost", url = "http://127.0.0.1:9/", stanzas = stanzas }));
+	return delivery, native.new_rooms(delivery, nil);
+end
+
 describe("local answers", function ()
 	it("are send effects with real util.stanza objects", function ()
-		local answers = parsed(native.local_presence(st.presence({ to = "p@bot.localhost", from = "u@localhost/r", type = "subscribe" })));
+		local delivery, rooms = host({ "message" });
+		local effects, taken = native.receive(delivery, rooms, nil,
+			st.presence({ to = "p@bot.localhost", from = "u@localhost/r", type = "subscribe" }));
+		assert.is_true(taken);
+		local answers = parsed(effects);
 		assert.are.equal(2, #answers);
 		for _, answer in ipairs(answers) do
 			assert.are.equal("send", answer[1]);
 			assert.is_true(st.is_stanza(answer[2]));
 		end
 		assert.are.same({ to = "u@localhost", from = "p@bot.localhost", type = "subscribed" }, answers[1][2].attr);
-		local info = parsed(native.local_iq(st.iq({ to = "bot.localhost", from = "u@localhost/r", type = "get", id = "d" })
-			:query("http://jabber.org/protocol/disco#info"), "bot.localhost"))[1][2];
+		local info = parsed((native.receive(delivery, rooms, nil, st.iq({ to = "bot.localhost", from = "u@localhost/r", type = "get", id = "d" })
+			:query("http://jabber.org/protocol/disco#info"))))[1][2];
 		assert.is_true(st.is_stanza(info));
 		assert.are.equal("component", info:get_child("query", "http://jabber.org/protocol/disco#info")
 			:get_child("identity").attr.category);
@@ -106,7 +116,23 @@ describe("local answers", function ()
 	end);
 
 	it("gives nothing for IQ results", function ()
-		assert.is_nil(native.local_iq(st.iq({ to = "bot.localhost", from = "u@localhost/r", type = "result", id = "r" }), "bot.localhost"));
+		local delivery, rooms = host({ "message" });
+		local effects, taken = native.receive(delivery, rooms, nil,
+			st.iq({ to = "bot.localhost", from = "u@localhost/r", type = "result", id = "r" }));
+		assert.is_nil(effects);
+		assert.is_true(taken);
+	end);
+
+	it("leaves a message Prosody's when messages are not forwarded", function ()
+		local delivery, rooms = host({ "iq" });
+		local effects, taken = native.receive(delivery, rooms, nil, st.message({ to = "e@bot.localhost", from = "u@localhost/r" }));
+		assert.is_nil(effects);
+		assert.is_false(taken);
+		-- ... but not one from a room, which would kick the bot for an error.
+		effects, taken = native.receive(delivery, rooms, nil,
+			st.message({ to = "e@bot.localhost", from = "room@muc.localhost/ann", type = "groupchat" }));
+		assert.is_true(taken);
+		assert.are.equal("debug", parsed(effects)[1][2]);
 	end);
 end);
 
@@ -130,19 +156,17 @@ describe("new_delivery", function ()
 		assert.is_not_nil(native.new_delivery(every));
 	end);
 
-	it("gives an fd to watch and knows what it forwards", function ()
+	it("gives an fd to watch, and nothing to drain before a stanza", function ()
 		local delivery = assert(native.new_delivery({ host = "bot.localhost", url = "http://127.0.0.1:9/", stanzas = { "message", "iq" } }));
 		assert.is_true(delivery:fd() > 2);
-		assert.is_true(delivery:forwards("iq"));
-		assert.is_false(delivery:forwards("presence"));
 		assert.is_nil(delivery:drain());
 	end);
 
 	it("answers a stanza it cannot read with a stanza error, and never an error", function ()
-		local delivery = assert(native.new_delivery({ host = "bot.localhost", url = "http://127.0.0.1:9/", stanzas = { "message" } }));
+		local delivery, rooms = host({ "message" });
 		local deep = st.message({ to = "b@bot.localhost", from = "u@localhost/r", id = "deep" });
 		for _ = 1, 70 do deep:tag("x"); end
-		local effects = parsed(delivery:post(deep));
+		local effects = parsed((native.receive(delivery, rooms, nil, deep)));
 		assert.are.equal(2, #effects);
 		assert.are.same({ "log", "error" }, { effects[1][1], effects[1][2] });
 		assert.matches("Could not forward <message .*nested too deeply", effects[1][3]);
@@ -152,7 +176,7 @@ describe("new_delivery", function ()
 		assert.are.same({ to = "u@localhost/r", from = "b@bot.localhost", id = "deep", type = "error" }, reply.attr);
 		assert.are.equal("internal-server-error", reply.tags[1].tags[1].name);
 		deep.attr.type = "error";
-		effects = parsed(delivery:post(deep));
+		effects = parsed((native.receive(delivery, rooms, nil, deep)));
 		assert.are.equal(1, #effects);
 		assert.matches("nested too deeply", effects[1][3]);
 	end);
@@ -170,21 +194,17 @@ describe("new_rooms", function ()
 		assert.are.same({ to = "room@muc.localhost/bot", from = "bot.localhost" }, join.attr);
 		assert.are.equal("0", join:get_child("x", "http://jabber.org/protocol/muc"):get_child("history").attr.maxstanzas);
 		assert.are.same({ "wake_rooms", false }, effects[2]);
-		assert.is_nil((rooms:presence(st.presence({ from = "other@muc.localhost/x", to = "bot.localhost" }))));
 		local own = st.presence({ from = "room@muc.localhost/bot", to = "bot.localhost" })
 			:tag("x", { xmlns = "http://jabber.org/protocol/muc#user" }):tag("status", { code = "110" }):up():up();
-		local handled, post = rooms:presence(own);
+		local handled, taken = native.receive(delivery, rooms, nil, own);
 		assert.are.same({ { "log", "info", "Joined room room@muc.localhost as bot" }, { "wake_rooms", false } },
 			parsed(handled));
-		assert.is_false(post);
+		assert.is_true(taken);
 		assert.are.same({ "room@muc.localhost/bot" }, rooms:joined());
-		local none, forward = rooms:message(st.message({ from = "room@muc.localhost/ann", type = "groupchat" }):tag("body"):text("hi"));
-		assert.is_nil(none);
-		assert.is_true(forward);
 		-- The delivery knows the room: no error goes to it or its occupants.
 		local deep = st.message({ to = "b@bot.localhost", from = "room@muc.localhost/ann", type = "chat", id = "d" });
 		for _ = 1, 70 do deep:tag("x"); end
-		effects = parsed(delivery:post(deep));
+		effects = parsed((native.receive(delivery, rooms, nil, deep)));
 		assert.are.equal(2, #effects);
 		assert.matches("nested too deeply.*no error sent to the room", effects[1][3]);
 		assert.are.same({ "withheld" }, effects[2]);

@@ -320,7 +320,11 @@ impl Shared {
                 self.last_received
                     .fetch_max(record.received, std::sync::atomic::Ordering::Relaxed);
             }
-            let Request { envelope, json, xml } = request;
+            let Request {
+                envelope,
+                json,
+                xml,
+            } = request;
             let job = Arc::new(Job {
                 conversation: conversation_of(&envelope),
                 envelope,

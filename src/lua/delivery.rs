@@ -1,29 +1,11 @@
-//! A host's [`Delivery`] as Lua userdata: post, drain and stop (each
-//! answering with effects), and durable delivery's admin.
+//! A host's [`Delivery`] as Lua userdata: drain and stop (answering with
+//! effects), and durable delivery's admin. Stanzas reach it through
+//! `native.receive`.
 
-use mlua::{Lua, Table, UserData, UserDataMethods, Value};
+use mlua::{Lua, Table, UserData, UserDataMethods};
 
 use super::effect::effects_to_lua;
-use super::stanza::{element_from_lua, top_from_lua};
-use crate::conversion::Kind;
 use crate::delivery::{Delivery, Record, Source, Stop};
-use crate::effect::Effect;
-use crate::xml::Element;
-
-/// Reads a stanza for `act`, or, when it cannot be read, answers with
-/// `unreadable`'s effects for what can be (see [`top_from_lua`]).
-pub(super) fn with_stanza(
-    lua: &Lua,
-    stanza: &Table,
-    act: impl FnOnce(&Element) -> Vec<Effect>,
-    unreadable: impl FnOnce(&Element, &str) -> Vec<Effect>,
-) -> mlua::Result<Value> {
-    let effects = match element_from_lua(lua, stanza) {
-        Ok(element) => act(&element),
-        Err(why) => unreadable(&top_from_lua(stanza), &why.to_string()),
-    };
-    effects_to_lua(lua, &effects)
-}
 
 impl UserData for Delivery {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
@@ -43,17 +25,6 @@ impl UserData for Delivery {
         });
         // What the admin is warned of at load, as lines.
         methods.add_method("warnings", |_, this, ()| Ok(this.config().warnings()));
-        methods.add_method("forwards", |_, this, kind: String| {
-            Ok(Kind::parse(&kind).is_some_and(|k| this.config().forwards(k)))
-        });
-        methods.add_method("post", |lua, this, stanza: Table| {
-            with_stanza(
-                lua,
-                &stanza,
-                |s| this.post(s),
-                |top, why| this.unreadable(top, why),
-            )
-        });
         methods.add_method("drain", |lua, this, ()| {
             effects_to_lua(lua, &this.drain_effects())
         });

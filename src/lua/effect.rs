@@ -16,6 +16,7 @@
 //! | `remember_room` | room, nick, jid |
 //! | `forget_room` | room |
 //! | `wake_rooms` | seconds or false |
+//! | `push_answer` | id, HTTP status, JSON body |
 
 use std::ffi::c_int;
 
@@ -162,6 +163,11 @@ impl List {
             }
             Effect::ForgetRoom { room } => self.str(room),
             Effect::WakeRooms(seconds) => self.seconds(*seconds),
+            Effect::PushAnswer { id, status, body } => {
+                self.str(id);
+                self.int((*status).into());
+                self.str(body);
+            }
         }
     }
 }

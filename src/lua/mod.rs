@@ -11,17 +11,21 @@ mod stanza;
 
 use std::sync::Once;
 
-use mlua::{Lua, LuaSerdeExt, Table, Value};
+use std::time::Instant;
 
+use mlua::{Lua, LuaSerdeExt, Table, UserDataRef, UserDataRefMut, Value};
+
+use crate::clock::unix_secs;
 use crate::config::{Config, Options};
 use crate::conversion::request;
 use crate::delivery::Delivery;
 use crate::jid::prep;
-use crate::local::{answer_iq, answer_presence, unreadable, unreadable_presence};
 use crate::options::{Default, ALL};
-use delivery::with_stanza;
+use crate::push::Endpoint;
+use crate::receive::{receive, receive_unreadable, Host};
+use effect::effects_to_lua;
 use rooms::LuaRooms;
-use stanza::element_from_lua;
+use stanza::{element_from_lua, top_from_lua};
 
 /// Builds the table `require`/`package.loadlib` returns.
 pub fn exports(lua: &Lua) -> mlua::Result<Table> {
@@ -68,23 +72,30 @@ pub fn exports(lua: &Lua) -> mlua::Result<Table> {
             Ok(request.json)
         })?,
     )?;
-    // What the component answers itself, as effects.
+    // A stanza to the component: its effects, and whether the module took
+    // it (see receive.rs).
     exports.set(
-        "local_presence",
-        lua.create_function(|lua, stanza: Table| {
-            with_stanza(lua, &stanza, answer_presence, unreadable_presence)
-        })?,
-    )?;
-    exports.set(
-        "local_iq",
-        lua.create_function(|lua, (stanza, host): (Table, String)| {
-            with_stanza(
-                lua,
-                &stanza,
-                |iq| answer_iq(iq, &host),
-                |top, why| unreadable(top, "answer", why, None, None),
-            )
-        })?,
+        "receive",
+        lua.create_function(
+            |lua,
+             (delivery, mut rooms, mut push, stanza): (
+                UserDataRef<Delivery>,
+                UserDataRefMut<LuaRooms>,
+                Option<UserDataRefMut<Endpoint>>,
+                Table,
+            )| {
+                let host = Host {
+                    delivery: &delivery,
+                    rooms: &mut rooms.0,
+                    push: push.as_deref_mut(),
+                };
+                let (effects, taken) = match element_from_lua(lua, &stanza) {
+                    Ok(stanza) => receive(host, &stanza, Instant::now(), unix_secs()),
+                    Err(why) => receive_unreadable(host, &top_from_lua(&stanza), &why.to_string()),
+                };
+                Ok((effects_to_lua(lua, &effects)?, taken))
+            },
+        )?,
     )?;
     Ok(exports)
 }

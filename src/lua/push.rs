@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use mlua::{LuaString, UserData, UserDataMethods};
+use mlua::{LuaString, UserData, UserDataMethods, Value};
 
 use super::stanza::element_to_lua;
 use crate::clock::unix_secs;
@@ -42,18 +42,36 @@ impl UserData for Endpoint {
                 )
             },
         );
-        // The stanza a push describes, or nil, the HTTP status and why.
-        methods.add_method(
+        // The stanza a push describes and whether the push waits for its
+        // answer (an IQ get or set); or nil, the HTTP status and why.
+        methods.add_method_mut(
             "stanza",
             |lua, this, (content_type, body): (Option<String>, LuaString)| {
                 Ok(
                     match this.stanza(content_type.as_deref(), &body.as_bytes()) {
-                        Ok(stanza) => (Some(element_to_lua(lua, &stanza)?), None, None),
-                        Err(e) => (None, Some(e.status), Some(e.message)),
+                        Ok((stanza, waits)) => (
+                            Value::Table(element_to_lua(lua, &stanza)?),
+                            Value::Boolean(waits),
+                            Value::Nil,
+                        ),
+                        Err(e) => (
+                            Value::Nil,
+                            Value::Integer(e.status.into()),
+                            Value::String(lua.create_string(&e.message)?),
+                        ),
                     },
                 )
             },
         );
+        // A pushed IQ handed over by a reload: its answer is awaited here.
+        methods.add_method_mut("expect", |_, this, (id, to): (String, String)| {
+            Ok(this.iqs.expect(&id, &to))
+        });
+        // A pushed IQ no longer waits (timed out).
+        methods.add_method_mut("forget", |_, this, id: String| {
+            this.iqs.forget(&id);
+            Ok(())
+        });
         // Seconds a pushed IQ waits for its answer.
         methods.add_method("timeout", |_, this, ()| Ok(this.timeout().as_secs_f64()));
     }

@@ -8,9 +8,8 @@ use mlua::{Lua, Table, UserData, UserDataMethods, Value};
 
 use super::effect::effects_to_lua;
 use super::stanza::element_from_lua;
-use crate::clock::unix_secs;
 use crate::effect::Effect;
-use crate::rooms::{stamp, Rooms};
+use crate::rooms::Rooms;
 
 pub(super) struct LuaRooms(pub(super) Rooms);
 
@@ -30,21 +29,6 @@ impl UserData for LuaRooms {
                 this.effects(lua, effects, Instant::now())
             },
         );
-        // The effects, and nil when the presence is not about our place in
-        // a room, else whether the web service hears of it.
-        methods.add_method_mut("presence", |lua, this, stanza: Table| {
-            let stanza = element_from_lua(lua, &stanza)?;
-            let now = Instant::now();
-            let stamp = stamp(unix_secs());
-            Ok(match this.0.presence(&stanza, now, &stamp) {
-                Some((effects, post)) => (this.effects(lua, effects, now)?, Some(post)),
-                None => (Value::Nil, None),
-            })
-        });
-        // No effects, and whether the web service gets the message.
-        methods.add_method_mut("message", |lua, this, stanza: Table| {
-            Ok((Value::Nil, this.0.message(&element_from_lua(lua, &stanza)?)))
-        });
         // The effects, and whether to send the presence.
         methods.add_method_mut("outgoing", |lua, this, stanza: Table| {
             let (effects, send) = this.0.outgoing(&element_from_lua(lua, &stanza)?);

@@ -5,6 +5,7 @@
 
 mod auth;
 pub mod limits;
+mod waiting;
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,7 @@ use thiserror::Error;
 
 pub use auth::{authorize, Authorized, Credentials, PushKeys};
 use limits::{FailureLimit, RateLimit, Replayed, Replays};
+pub use waiting::{Answer, PushedIqs};
 
 use crate::config::{Config, PushToken};
 use crate::conversion::{self, AddressError, Envelope, Kind, ReplyError, RoomJids};
@@ -64,6 +66,8 @@ pub struct Endpoint {
     /// The rooms the host is in, and how many it may be in.
     rooms: RoomJids,
     max_rooms: usize,
+    /// The pushed IQs waiting for their answer.
+    pub iqs: PushedIqs,
 }
 
 impl Endpoint {
@@ -86,6 +90,7 @@ impl Endpoint {
             replays: Replays::new((config.push_rate * window).ceil() as usize + 1),
             rooms,
             max_rooms: config.max_rooms,
+            iqs: PushedIqs::default(),
         })
     }
 
@@ -153,14 +158,27 @@ impl Endpoint {
         Ok(())
     }
 
-    /// The stanza a push describes (see [`stanza`]); a join past
-    /// `component_post_max_rooms` is refused.
-    pub fn stanza(&self, content_type: Option<&str>, body: &[u8]) -> Result<Element, PushError> {
+    /// The stanza a push describes (see [`stanza`]), and whether the push
+    /// waits for its answer (an IQ get or set, then expected by
+    /// [`PushedIqs`]); a join past `component_post_max_rooms` is refused.
+    pub fn stanza(
+        &mut self,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<(Element, bool), PushError> {
         let stanza = stanza(&self.host, content_type, body)?;
-        match rooms::refuse_join(&stanza, &self.rooms, self.max_rooms) {
-            Some(why) => Err(refuse(400, why)),
-            None => Ok(stanza),
+        if let Some(why) = rooms::refuse_join(&stanza, &self.rooms, self.max_rooms) {
+            return Err(refuse(400, why));
         }
+        let waits = stanza.name == "iq" && matches!(stanza.attr("type"), Some("get" | "set"));
+        if waits {
+            // Both set by `stanza`: the id given or made, `to` prepared.
+            let id = stanza.attr("id").unwrap_or_default();
+            if !self.iqs.expect(id, stanza.attr("to").unwrap_or_default()) {
+                return Err(refuse(409, "an iq with this id is still waiting"));
+            }
+        }
+        Ok((stanza, waits))
     }
 }
 

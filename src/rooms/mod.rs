@@ -242,6 +242,10 @@ impl Rooms {
         now: Instant,
         now_stamp: &str,
     ) -> Option<(Vec<Effect>, bool)> {
+        // A room's presences carry muc#user; its errors may not.
+        if stanza.attr("type") != Some("error") && stanza.child("x", Some(NS_MUC_USER)).is_none() {
+            return None;
+        }
         let from = stanza.attr("from")?;
         let (room, entry) = self.room_of(from)?;
         let own = from.split_once('/').map(|(_, nick)| nick) == Some(entry.nick.as_str());

@@ -1,0 +1,118 @@
+//! A stanza to the component, read once: whose business it is and what it
+//! gets, as effects. In order: the answer to a pushed IQ (docs/contract.md
+//! §10), the rooms' own presences and the room messages the web service
+//! does not get (§12), then the web service (POSTed, §3) or the component's
+//! own answer (§6, §7).
+
+use std::time::Instant;
+
+use crate::conversion::{Envelope, Kind};
+use crate::delivery::Delivery;
+use crate::effect::Effect;
+use crate::local;
+use crate::log::LogLevel;
+use crate::push::{Answer, Endpoint};
+use crate::rooms::{self, Rooms};
+use crate::xml::Element;
+
+/// What a host has that a stanza may concern.
+pub struct Host<'a> {
+    pub delivery: &'a Delivery,
+    pub rooms: &'a mut Rooms,
+    /// The push endpoint, when it is on.
+    pub push: Option<&'a mut Endpoint>,
+}
+
+/// The effects of a stanza to the component, and whether the module took
+/// it: false leaves it to Prosody (a message when messages are not
+/// forwarded, which Prosody answers `service-unavailable`).
+pub fn receive(host: Host, stanza: &Element, now: Instant, unix_secs: u64) -> (Vec<Effect>, bool) {
+    let config = host.delivery.config();
+    let mut effects = Vec::new();
+    match Kind::parse(&stanza.name) {
+        Some(Kind::Iq) => {
+            if let Some(answer) = pushed_iq_answer(host.push, stanza, true) {
+                match answer {
+                    Answer::Answered(effect) => return (vec![effect], true),
+                    Answer::Foreign(log) => effects.push(log),
+                    Answer::NotPushed => {}
+                }
+            }
+            if config.forwards(Kind::Iq) {
+                effects.extend(host.delivery.post(stanza));
+            } else {
+                effects.extend(local::answer_iq(stanza, &config.host));
+            }
+        }
+        Some(Kind::Presence) => {
+            let stamp = rooms::stamp(unix_secs);
+            if let Some((rooms_effects, post)) = host.rooms.presence(stanza, now, &stamp) {
+                effects.extend(rooms_effects);
+                effects.push(host.rooms.wake(now));
+                if post {
+                    effects.extend(host.delivery.post(stanza));
+                }
+            } else if config.forwards(Kind::Presence) {
+                effects.extend(host.delivery.post(stanza));
+            } else {
+                effects.extend(local::answer_presence(stanza));
+            }
+        }
+        Some(Kind::Message) => {
+            if !config.forwards(Kind::Message) {
+                return not_forwarded(stanza);
+            }
+            if host.rooms.message(stanza) {
+                effects.extend(host.delivery.post(stanza));
+            }
+        }
+        None => return (Vec::new(), false),
+    }
+    (effects, true)
+}
+
+/// As [`receive`], for a stanza that could not be read whole (too deep for
+/// Lua's stack, say): `top` is what could be (see `local::unreadable`).
+pub fn receive_unreadable(host: Host, top: &Element, why: &str) -> (Vec<Effect>, bool) {
+    let config = host.delivery.config();
+    let mut effects = Vec::new();
+    let kind = Kind::parse(&top.name);
+    if kind == Some(Kind::Iq) {
+        match pushed_iq_answer(host.push, top, false) {
+            Some(Answer::Answered(effect)) => return (vec![effect], true),
+            Some(Answer::Foreign(log)) => effects.push(log),
+            _ => {}
+        }
+    }
+    match kind {
+        Some(kind) if config.forwards(kind) => effects.extend(host.delivery.unreadable(top, why)),
+        Some(Kind::Iq) => effects.extend(local::unreadable(top, "answer", why, None, None)),
+        Some(Kind::Presence) => effects.extend(local::unreadable_presence(top, why)),
+        Some(Kind::Message) => return not_forwarded(top),
+        None => return (Vec::new(), false),
+    }
+    (effects, true)
+}
+
+fn pushed_iq_answer(
+    push: Option<&mut Endpoint>,
+    stanza: &Element,
+    readable: bool,
+) -> Option<Answer> {
+    let answers = matches!(stanza.attr("type"), Some("result" | "error"));
+    push.filter(|_| answers)
+        .map(|push| push.iqs.answer(stanza, readable))
+}
+
+/// A message when messages are not forwarded: Prosody answers it
+/// `service-unavailable`, except one from a room, which would kick the bot
+/// for it (docs/contract.md §12): that one is dropped.
+fn not_forwarded(stanza: &Element) -> (Vec<Effect>, bool) {
+    match Envelope::of(stanza) {
+        Ok(envelope) if envelope.from_room => {
+            let line = format!("Not forwarding {} from a room", stanza.top_tag());
+            (vec![Effect::Log(LogLevel::Debug, line)], true)
+        }
+        _ => (Vec::new(), false),
+    }
+}

@@ -31,7 +31,7 @@ DEB_PACKAGES_BARE := postgresql
 
 # Prosody 13 beside Debian 12's 0.12: Debian 13's version, from
 # bookworm-backports, unpacked into a cache folder (see prosody-test/fetch-prosody13;
-# prosody-test/harness.py runs it from there).
+# prosody-test/harness/env.py runs it from there).
 PROSODY13_DEB := 13.0.1-1~bpo12+1
 PROSODY13 := .cache/prosody-13.0.1
 

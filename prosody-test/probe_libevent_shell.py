@@ -10,7 +10,7 @@ and how many commands reached the shell (Prosody's "Firing
 admin/repl-input" log line). Not part of `make test`: it shows Prosody's
 behaviour, it does not test ours.
 
-What it shows (see SHELL_UNRELIABLE in harness.py): on 0.12 with libevent,
+What it shows (see SHELL_UNRELIABLE in harness/env.py): on 0.12 with libevent,
 mod_admin_socket accepts through net.server's wrapclient; its connect
 callback, when the new socket is already readable (the client sent its
 stream header at once), reads that data and hands it to the listener

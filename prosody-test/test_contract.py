@@ -2,13 +2,11 @@
 a real web service and a real XMPP client (Prosody and network backend
 from the harness)."""
 
-import json
-import os
 import threading
 import time
 import unittest
 
-from harness import (BACKEND, PROSODY, DOMAIN, NS_STANZAS, SHELL_UNRELIABLE, SHELL_UNRELIABLE_WHY, ProsodyTestCase,
+from harness import (BACKEND, PROSODY, DOMAIN, SHELL_UNRELIABLE, SHELL_UNRELIABLE_WHY, ProsodyTestCase,
                      echo_handler, free_port, json_reply)
 
 # A signing key too short to be one: the error names the option, never the key.
@@ -85,14 +83,6 @@ class ContractTest(ProsodyTestCase):
     def script(self, handler):
         self.ws.handler = answering(handler)
 
-    def barrier(self, client, to="barrier@bot.localhost"):
-        """A round trip through the same path. Sent to the JID of the stanzas
-        it fences, it is POSTed only after their answers are in (one
-        conversation goes in order), so whatever the component was going to
-        send for them has arrived when it returns."""
-        client.message(to, "barrier")
-        client.expect(lambda s: s.body == "Did you say barrier?" and s.attr["from"] == to)
-
     def assert_nothing_from(self, client, jid):
         got = client.received(lambda s: s.attr.get("from") == jid)
         self.assertEqual(got, [], f"expected nothing from {jid}")
@@ -100,12 +90,6 @@ class ContractTest(ProsodyTestCase):
     def reply_to(self, client, to, body="hi", **kw):
         client.message(to, body, **kw)
         return client.expect(lambda s: s.attr.get("from") == to and s.name == "message")
-
-    def error_to(self, client, to, body="hi"):
-        id_ = client.message(to, body)
-        stanza = client.expect_id(id_)
-        self.assertEqual(stanza.attr.get("type"), "error", stanza)
-        return stanza.error()
 
     # §1 Loading, §3 request --------------------------------------------------
 

@@ -9,12 +9,11 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import threading
 import time
 import unittest
 
-from harness import (BACKEND, DOMAIN, Ed25519Keys, H2WebService, ProsodyTestCase, echo_handler, free_port, json_reply,
+from harness import (BACKEND, Ed25519Keys, H2WebService, ProsodyTestCase, echo_handler, free_port, json_reply,
                      reset_mid_body)
 
 
@@ -90,12 +89,6 @@ class DeliveryTest(ProsodyTestCase):
         self.assertEqual(self.bob.ping_server().attr["type"], "result")
         self.rtts.append(time.monotonic() - start)
 
-    def error_to(self, to, body="hi"):
-        id_ = self.alice.message(to, body)
-        stanza = self.alice.expect_id(id_)
-        self.assertEqual(stanza.attr.get("type"), "error", stanza)
-        return id_, stanza.error()
-
     def requests_for(self, id_):
         return [r for r in self.ws.requests if (r["json"] or {}).get("id") == id_]
 
@@ -134,7 +127,8 @@ class DeliveryTest(ProsodyTestCase):
         # u64::MAX seconds once overflowed the clock: the task panicked and
         # the sender got internal-server-error.
         self.ws.handler = lambda r: (503, {"Retry-After": "18446744073709551615"}, b"")
-        id_, error = self.error_to("r@retry.localhost")
+        error = self.error_to(self.alice, "r@retry.localhost")
+        id_ = error.id
         self.assertEqual(error[:2], ("wait", "remote-server-timeout"))
         self.assertEqual(len(self.requests_for(id_)), 1, "no retry: the wait asked is past the deadline")
         self.assertNotIn("panic", self.log())
@@ -144,7 +138,8 @@ class DeliveryTest(ProsodyTestCase):
                                   (404, "item-not-found"), (400, "bad-request")]:
             with self.subTest(status=status):
                 self.ws.handler = lambda r, s=status: (s, {}, b"")
-                id_, error = self.error_to("r@retry.localhost")
+                error = self.error_to(self.alice, "r@retry.localhost")
+                id_ = error.id
                 self.ping()
                 self.assertEqual(error[1], condition)
                 self.assertEqual(len(self.requests_for(id_)), 1)
@@ -160,7 +155,8 @@ class DeliveryTest(ProsodyTestCase):
 
     def test_reset_mid_body(self):
         self.ws.handler = lambda r: reset_mid_body
-        id_, error = self.error_to("r@retry.localhost")
+        error = self.error_to(self.alice, "r@retry.localhost")
+        id_ = error.id
         self.ping()
         self.assertEqual(error[:2], ("cancel", "remote-server-timeout"))
         self.assertEqual(len(self.requests_for(id_)), 3)
@@ -173,7 +169,8 @@ class DeliveryTest(ProsodyTestCase):
         self.assertEqual(got.body, "Did you say closed?")
 
     def test_refused_is_retried_then_answered_with_an_error(self):
-        id_, error = self.error_to("x@refused.localhost")
+        error = self.error_to(self.alice, "x@refused.localhost")
+        id_ = error.id
         self.ping()
         self.assertEqual(error[:2], ("cancel", "remote-server-timeout"))
         self.assertIn("Connection refused", error[2])
@@ -307,7 +304,8 @@ class DeliveryTest(ProsodyTestCase):
 
     def test_oversized_answer(self):
         self.ws.handler = lambda r: json_reply({"body": "x" * 5000})
-        id_, error = self.error_to("b@big.localhost")
+        error = self.error_to(self.alice, "b@big.localhost")
+        id_ = error.id
         self.ping()
         self.assertEqual(error[:2], ("cancel", "internal-server-error"))
         self.assertIn("larger than 1000 bytes", error[2])

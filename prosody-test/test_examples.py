@@ -5,10 +5,9 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 import unittest
 
-from harness import ROOT, WAIT, ProsodyTestCase, free_port, wait_for_port
+from harness import ROOT, ProsodyTestCase, free_port, stop_process, wait_for_port
 
 EXAMPLES = os.path.join(ROOT, "examples")
 # `make deps-python`: the interpreter that has Standard Webhooks' library.
@@ -21,11 +20,6 @@ BOTS = {
 }
 
 
-def stop_bot(proc):
-    proc.terminate()
-    proc.wait(timeout=WAIT)
-
-
 class ExampleBotsTest(ProsodyTestCase):
     def test_each_example_bot_echoes(self):
         ports = {name: free_port() for name in BOTS}
@@ -33,7 +27,7 @@ class ExampleBotsTest(ProsodyTestCase):
         for name, command in BOTS.items():
             bots[name] = subprocess.Popen(command(ports[name]), stdout=subprocess.DEVNULL,
                                           stderr=subprocess.DEVNULL)
-            self.addCleanup(stop_bot, bots[name])
+            self.addCleanup(stop_process, bots[name])
         for name, proc in bots.items():
             wait_for_port(ports[name], proc)
         self.start_prosody({f"{name}.localhost": {"component_post_url": f"http://127.0.0.1:{port}/",
@@ -65,7 +59,7 @@ class ExampleBotsTest(ProsodyTestCase):
             self.addCleanup(log.close)
             proc = subprocess.Popen([VENV_PYTHON, os.path.join(EXAMPLES, "echo_bot.py"), "--port", str(port),
                                      "--secret", bot_secret], stdout=log, stderr=subprocess.STDOUT)
-            self.addCleanup(stop_bot, proc)
+            self.addCleanup(stop_process, proc)
             wait_for_port(port, proc)
             hosts[f"{name}.localhost"] = {"component_post_url": f"http://127.0.0.1:{port}/",
                                           "component_post_secret": secret}

@@ -4,15 +4,13 @@ service asks, POSTs what occupants say (not its own messages, not what a
 join brings), answers in the room or privately, stays joined across
 reloads and restarts, and does not undo a kick."""
 
-import http.client
-import json
 import os
 import subprocess
 import sys
 import time
 import unittest
 
-from harness import (MUC_DOMAIN, ROOT, SHELL_UNRELIABLE, ProsodyTestCase, echo_handler, free_port, json_reply,
+from harness import (MUC_DOMAIN, ROOT, SHELL_UNRELIABLE, ProsodyTestCase, stop_process, echo_handler, free_port, json_reply,
                      wait_for_port)
 
 TOKEN = "rooms-push-token"
@@ -27,16 +25,13 @@ def join(client, room, nick):
     client.expect(lambda s: s.name == "presence" and s.attr.get("from") == f"{room}/{nick}")
 
 
-def stop_process(proc):
-    proc.terminate()
-    proc.wait(timeout=10)
-
-
 def say(client, room, body):
     client.send(f"<message to='{room}' type='groupchat'><body>{body}</body></message>")
 
 
 class GroupChatTest(ProsodyTestCase):
+    TOKEN = TOKEN
+
     def setUp(self):
         self.ws = self.web_service(echo_handler)
         self.start_prosody({"bot.localhost": {
@@ -48,19 +43,6 @@ class GroupChatTest(ProsodyTestCase):
         }}, muc=True, metrics=True)
         self.wait_log(f"Joined room {LOBBY} as Bot")
         self.alice = self.connect("alice")
-
-    def push(self, body, answer=None):
-        conn = http.client.HTTPConnection("127.0.0.1", self.prosody.http_port, timeout=10)
-        try:
-            conn.request("POST", "/component_http", body=json.dumps(body),
-                         headers={"Host": "bot.localhost", "Content-Type": "application/json",
-                                  "Authorization": f"Bearer {TOKEN}"})
-            response = conn.getresponse()
-            if answer is not None:
-                answer.update(json.loads(response.read() or b"{}"))
-            return response.status
-        finally:
-            conn.close()
 
     def room_requests(self, room=LOBBY):
         """The room's messages the web service got."""
@@ -110,7 +92,7 @@ class GroupChatTest(ProsodyTestCase):
         for i in range(3):
             say(self.alice, room, f"old {i}")
         self.alice.expect(lambda s: s.body == "old 2")
-        self.assertEqual(self.push({"kind": "presence", "to": f"{room}/Bot", "join": True}), 202)
+        self.assertEqual(self.push({"kind": "presence", "to": f"{room}/Bot", "join": True})[0], 202)
         self.wait_log(f"Joined room {room} as Bot")
         self.assert_echoed_in(room, "now")
         bodies = [(r.get("body"), r.get("subject")) for r in self.room_requests(room)]
@@ -143,7 +125,7 @@ class GroupChatTest(ProsodyTestCase):
 
     def test_rooms_joined_by_the_web_service_are_remembered_until_left(self):
         room = f"pushed@{MUC_DOMAIN}"
-        self.assertEqual(self.push({"kind": "presence", "to": f"{room}/Helper", "join": True}), 202)
+        self.assertEqual(self.push({"kind": "presence", "to": f"{room}/Helper", "join": True})[0], 202)
         self.wait_log(f"Joined room {room} as Helper")
         self.prosody.stop()
         self.prosody.start()
@@ -154,7 +136,7 @@ class GroupChatTest(ProsodyTestCase):
         say(alice, room, "still there")
         alice.expect(lambda s: s.body == "Did you say still there?")
 
-        self.assertEqual(self.push({"kind": "presence", "to": f"{room}/Helper", "type": "unavailable"}), 202)
+        self.assertEqual(self.push({"kind": "presence", "to": f"{room}/Helper", "type": "unavailable"})[0], 202)
         self.wait_log(f"Leaving room {room}")
         self.prosody.stop()
         self.prosody.start()
@@ -179,7 +161,7 @@ class GroupChatTest(ProsodyTestCase):
         """alice makes `room` (so she owns it), the web service has the bot
         join it, then alice changes the bot's role or affiliation: `item`."""
         join(self.alice, room, "alice")
-        self.assertEqual(self.push({"kind": "presence", "to": f"{room}/Bot", "join": True}), 202)
+        self.assertEqual(self.push({"kind": "presence", "to": f"{room}/Bot", "join": True})[0], 202)
         self.wait_log(f"Joined room {room} as Bot")
         self.alice.send(f"<iq type='set' to='{room}' id='moderate'><query xmlns='{NS_MUC}#admin'>"
                         f"{item}</query></iq>")
@@ -208,10 +190,9 @@ class GroupChatTest(ProsodyTestCase):
 
     def test_the_rooms_a_host_is_in_are_capped(self):
         # Two configured, a cap of three: one more, and no further.
-        self.assertEqual(self.push({"kind": "presence", "to": f"third@{MUC_DOMAIN}/Bot", "join": True}), 202)
+        self.assertEqual(self.push({"kind": "presence", "to": f"third@{MUC_DOMAIN}/Bot", "join": True})[0], 202)
         self.wait_log(f"Joined room third@{MUC_DOMAIN} as Bot")
-        answer = {}
-        status = self.push({"kind": "presence", "to": f"fourth@{MUC_DOMAIN}/Bot", "join": True}, answer)
+        status, answer, _ = self.push({"kind": "presence", "to": f"fourth@{MUC_DOMAIN}/Bot", "join": True})
         self.assertEqual(status, 400)
         self.assertIn("more rooms than component_post_max_rooms = 3", answer["error"])
         # An invitation answered with a join: an invalid reply, said to the inviter.

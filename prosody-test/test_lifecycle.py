@@ -1,7 +1,5 @@
 """End-to-end: the module across reloads, unloads and a daemonized Prosody."""
 
-import http.client
-import json
 import os
 import re
 import shutil
@@ -105,14 +103,11 @@ class ReloadTest(ProsodyTestCase):
         results = []
 
         def push():
-            conn = http.client.HTTPConnection("127.0.0.1", self.prosody.http_port, timeout=WAIT)
-            conn.request("POST", "/component_http", body=json.dumps({
+            status, answer, _ = self.push({
                 "to": self.alice.jid, "kind": "iq", "type": "get",
-                "stanza": "<iq type='get' id='across'><query xmlns='jabber:iq:version'/></iq>"}),
-                headers={"Host": "bot.localhost", "Content-Type": "application/json",
-                         "Authorization": f"Bearer {token}"})
-            response = conn.getresponse()
-            results.append((response.status, json.loads(response.read())))
+                "stanza": "<iq type='get' id='across'><query xmlns='jabber:iq:version'/></iq>"},
+                token=token, timeout=WAIT)
+            results.append((status, answer))
         pusher = threading.Thread(target=push)
         pusher.start()
         got = self.alice.expect(lambda s: s.name == "iq" and s.attr.get("id") == "across")

@@ -34,6 +34,7 @@ def forward_to(port, request):
 
 class PushTest(ProsodyTestCase):
     SECRETS = (TOKEN,)
+    TOKEN = TOKEN
 
     @classmethod
     def setUpClass(cls):
@@ -57,42 +58,19 @@ class PushTest(ProsodyTestCase):
         cls.http_port = cls.prosody.http_port
         cls.alice = cls.connect("alice")
 
-    def post(self, body, host="bot.localhost", content_type="application/json", token=TOKEN,
-             headers=None, source="127.0.0.1"):
-        if isinstance(body, dict):
-            body = json.dumps(body)
-        if isinstance(body, str):
-            body = body.encode()
-        all_headers = {"Host": host, "Content-Type": content_type}
-        if token:
-            all_headers["Authorization"] = f"Bearer {token}"
-        all_headers.update(headers or {})
-        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=30, source_address=(source, 0))
-        try:
-            conn.request("POST", PATH, body=body, headers=all_headers)
-            response = conn.getresponse()
-            raw = response.read()
-            try:
-                answer = json.loads(raw)
-            except ValueError:
-                answer = raw
-            return response.status, answer, {k.lower(): v for k, v in response.getheaders()}
-        finally:
-            conn.close()
-
     def assert_received_only(self, body):
         """The next push-sent message alice gets is `body`: what came before
         was refused and never sent."""
         got = self.alice.expect(lambda s: s.name == "message" and s.attr.get("from", "").endswith("bot.localhost"))
         self.assertEqual(got.body, body)
 
-    def barrier(self):
-        status, _, _ = self.post({"to": self.alice.jid, "body": "barrier"})
+    def push_barrier(self):
+        status, _, _ = self.push({"to": self.alice.jid, "body": "barrier"})
         self.assertEqual(status, 202)
         self.assert_received_only("barrier")
 
     def test_json_message_is_sent_as_the_component(self):
-        status, answer, _ = self.post({"to": self.alice.jid, "body": "reminder: stand-up",
+        status, answer, _ = self.push({"to": self.alice.jid, "body": "reminder: stand-up",
                                        "from": "alerts@bot.localhost", "type": "normal"})
         self.assertEqual(status, 202)
         got = self.alice.expect(lambda s: s.attr.get("from") == "alerts@bot.localhost")
@@ -101,7 +79,7 @@ class PushTest(ProsodyTestCase):
         self.assertEqual(got.attr["id"], answer["id"])
 
     def test_from_defaults_to_the_domain(self):
-        status, answer, _ = self.post({"to": self.alice.jid, "body": "hello", "id": "mine"})
+        status, answer, _ = self.push({"to": self.alice.jid, "body": "hello", "id": "mine"})
         self.assertEqual((status, answer), (202, {"id": "mine"}))
         got = self.alice.expect_id("mine")
         self.assertEqual(got.attr["from"], "bot.localhost")
@@ -109,7 +87,7 @@ class PushTest(ProsodyTestCase):
     def test_raw_xml_push(self):
         xml = (f"<message to='{self.alice.jid}' type='headline'><body>raw push</body>"
                "<x xmlns='urn:test:push'/></message>")
-        status, answer, _ = self.post(xml, content_type="application/xmpp+xml")
+        status, answer, _ = self.push(xml, content_type="application/xmpp+xml")
         self.assertEqual(status, 202)
         got = self.alice.expect_id(answer["id"])
         self.assertEqual(got.body, "raw push")
@@ -137,23 +115,23 @@ class PushTest(ProsodyTestCase):
         ]
         for body, content_type, code, reason in cases:
             with self.subTest(reason=reason):
-                status, answer, _ = self.post(body, content_type=content_type)
+                status, answer, _ = self.push(body, content_type=content_type)
                 self.assertEqual(status, code, answer)
                 self.assertIn(reason, answer["error"])
-        self.barrier()
+        self.push_barrier()
 
     def test_too_large(self):
-        status, answer, _ = self.post({"to": self.alice.jid, "body": "x" * 500}, host="small.localhost")
+        status, answer, _ = self.push({"to": self.alice.jid, "body": "x" * 500}, host="small.localhost")
         self.assertEqual(status, 413)
         self.assertIn("200 bytes", answer["error"])
 
     def test_missing_or_wrong_token_is_refused_and_nothing_is_sent(self):
-        status, answer, headers = self.post({"to": self.alice.jid, "body": "no token"}, token=None)
+        status, answer, headers = self.push({"to": self.alice.jid, "body": "no token"}, token=None)
         self.assertEqual(status, 401)
         self.assertEqual(headers.get("www-authenticate"), "Bearer")
-        status, answer, _ = self.post({"to": self.alice.jid, "body": "wrong"}, token="guess")
+        status, answer, _ = self.push({"to": self.alice.jid, "body": "wrong"}, token="guess")
         self.assertEqual(status, 403)
-        self.barrier()
+        self.push_barrier()
 
     def test_standard_webhooks_signature_is_accepted(self):
         body = json.dumps({"to": self.alice.jid, "body": "signed push"}).encode()
@@ -162,44 +140,44 @@ class PushTest(ProsodyTestCase):
         signature = base64.b64encode(hmac.new(TOKEN.encode(), signed, hashlib.sha256).digest()).decode()
         headers = {"webhook-id": msg_id, "webhook-timestamp": timestamp,
                    "webhook-signature": f"v1,{signature}"}
-        status, _, _ = self.post(body, token=None, headers=headers)
+        status, _, _ = self.push(body, token=None, headers=headers)
         self.assertEqual(status, 202)
         self.assert_received_only("signed push")
         headers["webhook-signature"] = "v1," + base64.b64encode(b"x" * 32).decode()
-        status, _, _ = self.post(body, token=None, headers=headers)
+        status, _, _ = self.push(body, token=None, headers=headers)
         self.assertEqual(status, 403)
-        self.barrier()
+        self.push_barrier()
 
     def test_v1a_signature_is_checked_against_the_public_key(self):
         body = json.dumps({"to": self.alice.jid, "body": "pushed with a key"}).encode()
         msg_id, timestamp = "msg_push_v1a", str(int(time.time()))
         headers = {"webhook-id": msg_id, "webhook-timestamp": timestamp,
                    "webhook-signature": "v1,xyz " + KEYS.sign(msg_id, timestamp, body)}
-        status, answer, _ = self.post(body, host="keyed.localhost", token=None, headers=headers)
+        status, answer, _ = self.push(body, host="keyed.localhost", token=None, headers=headers)
         self.assertEqual(status, 202, answer)
         got = self.alice.expect(lambda s: s.name == "message" and s.attr.get("from") == "keyed.localhost")
         self.assertEqual(got.body, "pushed with a key")
         for refused in [Ed25519Keys().sign(msg_id, timestamp, body),  # another key
                         KEYS.sign(msg_id, timestamp, body + b" ")]:  # another body
             headers["webhook-signature"] = refused
-            status, answer, _ = self.post(body, host="keyed.localhost", token=None, headers=headers)
+            status, answer, _ = self.push(body, host="keyed.localhost", token=None, headers=headers)
             self.assertEqual(status, 403, answer)
         # With a public key alone, neither a bearer token nor a v1 signature is taken.
-        status, answer, _ = self.post(body, host="keyed.localhost", token=TOKEN)
+        status, answer, _ = self.push(body, host="keyed.localhost", token=TOKEN)
         self.assertEqual(status, 401, answer)
         signed = base64.b64encode(hmac.new(TOKEN.encode(), f"{msg_id}.{timestamp}.".encode() + body,
                                            hashlib.sha256).digest()).decode()
         headers["webhook-signature"] = f"v1,{signed}"
-        status, answer, _ = self.post(body, host="keyed.localhost", token=None, headers=headers)
+        status, answer, _ = self.push(body, host="keyed.localhost", token=None, headers=headers)
         self.assertEqual(status, 403, answer)
         # And on a host with a token only, a v1a signature is not enough.
         headers["webhook-signature"] = KEYS.sign(msg_id, timestamp, body)
-        status, answer, _ = self.post(body, token=None, headers=headers)
+        status, answer, _ = self.push(body, token=None, headers=headers)
         self.assertEqual(status, 403, answer)
-        self.barrier()
+        self.push_barrier()
 
     def test_iq_round_trip_returns_the_answer(self):
-        status, answer, _ = self.post({"to": DOMAIN, "kind": "iq", "type": "get",
+        status, answer, _ = self.push({"to": DOMAIN, "kind": "iq", "type": "get",
                                        "stanza": "<iq type='get'><ping xmlns='urn:xmpp:ping'/></iq>"})
         self.assertEqual(status, 200, answer)
         self.assertEqual(answer["kind"], "iq")
@@ -209,21 +187,21 @@ class PushTest(ProsodyTestCase):
         self.assertTrue(answer["stanza"].startswith("<iq"))
 
     def test_iq_error_answer_is_returned_too(self):
-        status, answer, _ = self.post(f"<iq type='get' to='{DOMAIN}' id='v1'><nope xmlns='urn:test:none'/></iq>",
+        status, answer, _ = self.push(f"<iq type='get' to='{DOMAIN}' id='v1'><nope xmlns='urn:test:none'/></iq>",
                                       content_type="application/xmpp+xml")
         self.assertEqual(status, 200)
         self.assertEqual((answer["type"], answer["id"]), ("error", "v1"))
         self.assertIn("service-unavailable", answer["stanza"])
 
     def test_iq_without_answer_times_out(self):
-        status, answer, _ = self.post({"to": self.alice.jid, "kind": "iq", "type": "get",
+        status, answer, _ = self.push({"to": self.alice.jid, "kind": "iq", "type": "get",
                                        "stanza": "<iq type='get'><query xmlns='urn:test:q'/></iq>"},
                                       host="slowiq.localhost")
         self.assertEqual(status, 504)
         self.assertIn("no answer", answer["error"])
 
     def test_rate_limit(self):
-        statuses = [self.post({"to": self.alice.jid, "body": f"burst {i}"}, host="limited.localhost")
+        statuses = [self.push({"to": self.alice.jid, "body": f"burst {i}"}, host="limited.localhost")
                     for i in range(6)]
         codes = [s for s, _, _ in statuses]
         self.assertIn(429, codes)
@@ -254,7 +232,7 @@ class PushTest(ProsodyTestCase):
             bot.wait(timeout=10)
 
     def test_endpoint_is_off_without_a_token(self):
-        status, _, _ = self.post({"to": self.alice.jid, "body": "x"}, host="nopush.localhost")
+        status, _, _ = self.push({"to": self.alice.jid, "body": "x"}, host="nopush.localhost")
         self.assertEqual(status, 404)
 
     # What an HTTP client without the credentials, or with a copy of a
@@ -271,43 +249,43 @@ class PushTest(ProsodyTestCase):
         body = json.dumps({"to": self.alice.jid, "body": "many signatures"}).encode()
         bogus = [Ed25519Keys().sign("x", "0", b"") for _ in range(4)]
         late = self.signed(body, "msg_late", lambda good: " ".join(bogus[:3] + [good]))
-        status, answer, _ = self.post(body, host="keyed.localhost", token=None, headers=late)
+        status, answer, _ = self.push(body, host="keyed.localhost", token=None, headers=late)
         self.assertEqual((status, answer), (403, {"error": "bad signature"}))
         # A request listing a hundred costs the check of three.
         hundred = self.signed(body, "msg_hundred", lambda good: " ".join(bogus[:1] * 100 + [good]))
-        status, _, _ = self.post(body, host="keyed.localhost", token=None, headers=hundred)
+        status, _, _ = self.push(body, host="keyed.localhost", token=None, headers=hundred)
         self.assertEqual(status, 403)
         rotated = self.signed(body, "msg_rotated", lambda good: " ".join(bogus[:2] + [good]))
-        status, _, _ = self.post(body, host="keyed.localhost", token=None, headers=rotated)
+        status, _, _ = self.push(body, host="keyed.localhost", token=None, headers=rotated)
         self.assertEqual(status, 202)
         self.alice.expect(lambda s: s.body == "many signatures")
 
     def test_a_signed_push_is_accepted_once(self):
         body = json.dumps({"to": self.alice.jid, "body": "pay once"}).encode()
         headers = self.signed(body, "msg_replayed")
-        status, _, _ = self.post(body, host="keyed.localhost", token=None, headers=headers)
+        status, _, _ = self.push(body, host="keyed.localhost", token=None, headers=headers)
         self.assertEqual(status, 202)
-        status, answer, _ = self.post(body, host="keyed.localhost", token=None, headers=headers)
+        status, answer, _ = self.push(body, host="keyed.localhost", token=None, headers=headers)
         self.assertEqual(status, 409, answer)
         self.assertIn("webhook-id was used already", answer["error"])
         self.alice.expect(lambda s: s.body == "pay once")
-        status, _, _ = self.post({"to": self.alice.jid, "body": "barrier"})
+        status, _, _ = self.push({"to": self.alice.jid, "body": "barrier"})
         self.alice.expect(lambda s: s.body == "barrier")
         self.assertEqual(self.alice.received(lambda s: s.body == "pay once"), [], "delivered once")
 
     def test_failed_authorisations_are_limited_per_address(self):
         for _ in range(3):
-            status, _, _ = self.post({"to": self.alice.jid, "body": "x"}, host="guarded.localhost",
+            status, _, _ = self.push({"to": self.alice.jid, "body": "x"}, host="guarded.localhost",
                                      token="a-wrong-guess-of-the-token", source="127.0.0.3")
             self.assertEqual(status, 403)
         # The fourth is refused before anything is checked, even the right token.
-        status, answer, headers = self.post({"to": self.alice.jid, "body": "x"}, host="guarded.localhost",
+        status, answer, headers = self.push({"to": self.alice.jid, "body": "x"}, host="guarded.localhost",
                                             source="127.0.0.3")
         self.assertEqual(status, 429, answer)
         self.assertIn("too many failed authorisations", answer["error"])
         self.assertGreater(int(headers["retry-after"]), 1)
         # Another address is not held up.
-        status, _, _ = self.post({"to": self.alice.jid, "body": "other address"}, host="guarded.localhost",
+        status, _, _ = self.push({"to": self.alice.jid, "body": "other address"}, host="guarded.localhost",
                                  source="127.0.0.4")
         self.assertEqual(status, 202)
         self.alice.expect(lambda s: s.body == "other address")
@@ -316,7 +294,7 @@ class PushTest(ProsodyTestCase):
         results = []
         iq = {"to": self.alice.jid, "kind": "iq", "type": "get",
               "stanza": "<iq type='get' id='guess-me'><query xmlns='jabber:iq:version'/></iq>"}
-        pusher = threading.Thread(target=lambda: results.append(self.post(iq)))
+        pusher = threading.Thread(target=lambda: results.append(self.push(iq)))
         pusher.start()
         got = self.alice.expect(lambda s: s.name == "iq" and s.attr.get("id") == "guess-me")
         bob = self.connect("bob")
@@ -337,7 +315,7 @@ class PushTest(ProsodyTestCase):
         names = (a + b + c for a in "abcdefghijklmnopqrstuvwxyz" for b in "abcdefghijklmnopqrstuvwxyz"
                  for c in "abcdefghijklmnopqrstuvwxyz")
         attrs = "".join(f" {next(names)}=''" for _ in range(7398))
-        status, answer, _ = self.post(f"<message to='{self.alice.jid}'{attrs}><body>x</body></message>",
+        status, answer, _ = self.push(f"<message to='{self.alice.jid}'{attrs}><body>x</body></message>",
                                       content_type="application/xmpp+xml")
         self.assertEqual(status, 400)
         self.assertIn("more than 128 attributes", answer["error"])

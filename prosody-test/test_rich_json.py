@@ -3,8 +3,6 @@ client sends stanzas with chat states, files, reactions, replies, receipts,
 markers and more, and the web service sees each as a JSON key; the service
 answers (or pushes) with those keys, and the client gets the right XML."""
 
-import http.client
-import json
 import unittest
 
 from harness import DOMAIN, ProsodyTestCase, json_reply, schema_errors
@@ -24,6 +22,8 @@ NS = {
 
 
 class RichJsonTest(ProsodyTestCase):
+    TOKEN = TOKEN
+
     @classmethod
     def setUpClass(cls):
         cls.ws = cls.web_service()
@@ -45,21 +45,12 @@ class RichJsonTest(ProsodyTestCase):
         self.ws.handler = lambda r: json_reply(reply) if (r["json"] or {}).get("body") != "barrier" \
             else json_reply({"body": "Did you say barrier?"})
 
-    def barrier(self):
-        self.alice.message("r@bot.localhost", "barrier")
-        self.alice.expect(lambda s: s.body == "Did you say barrier?")
-
-    def push(self, body, conforms=True):
+    def push_json(self, body, conforms=True):
+        """A push whose body is (or, `conforms=False`, is not) a push of the
+        contract's schema: its status and JSON answer."""
         self.assertEqual(not schema_errors(body, "push"), conforms, schema_errors(body, "push"))
-        conn = http.client.HTTPConnection("127.0.0.1", self.prosody.http_port, timeout=10)
-        try:
-            conn.request("POST", "/component_http", body=json.dumps(body),
-                         headers={"Host": "bot.localhost", "Content-Type": "application/json",
-                                  "Authorization": f"Bearer {TOKEN}"})
-            response = conn.getresponse()
-            return response.status, json.loads(response.read() or b"null")
-        finally:
-            conn.close()
+        status, answer, _ = self.push(body)
+        return status, answer
 
     # §3.1: request keys from real stanzas ------------------------------------
 
@@ -189,7 +180,7 @@ class RichJsonTest(ProsodyTestCase):
                 error = self.alice.expect_id(id_).error()
                 self.assertEqual(error[:2], ("cancel", "internal-server-error"))
                 self.assertIn(why, error[2])
-                self.barrier()
+                self.barrier(self.alice, "r@bot.localhost")
                 self.assertEqual(self.alice.received(lambda s: s.attr.get("from") == "r@bot.localhost"
                                                      and s.attr.get("type") != "error"), [],
                                  "nothing half-built is sent")
@@ -197,17 +188,17 @@ class RichJsonTest(ProsodyTestCase):
     # §4.1 through the push endpoint ----------------------------------------
 
     def test_push_keys_and_a_wrong_one(self):
-        status, _ = self.push({"to": self.alice.jid, "body": "pushed", "oob": "https://example.com/f.pdf",
+        status, _ = self.push_json({"to": self.alice.jid, "body": "pushed", "oob": "https://example.com/f.pdf",
                                "state": "active"})
         self.assertEqual(status, 202)
         got = self.alice.expect(lambda s: s.body == "pushed")
         self.assertEqual(got.child("x", NS["oob"])[0].text, "https://example.com/f.pdf")
         self.assertIsNotNone(got.child("active", NS["chatstates"]))
-        status, answer = self.push({"to": self.alice.jid, "body": "never", "priority": 1, "state": 5},
+        status, answer = self.push_json({"to": self.alice.jid, "body": "never", "priority": 1, "state": 5},
                                    conforms=False)
         self.assertEqual(status, 400)
         self.assertIn("'state' must be one of", answer["error"])
-        self.barrier()
+        self.barrier(self.alice, "r@bot.localhost")
         self.assertEqual(self.alice.received(lambda s: s.body == "never"), [])
 
 

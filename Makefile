@@ -35,7 +35,7 @@ DEB_PACKAGES_BARE := postgresql
 PROSODY13_DEB := 13.0.1-1~bpo12+1
 PROSODY13 := .cache/prosody-13.0.1
 
-.PHONY: all build install rock deps deps-python deps-bench deps-clients deps-profile deps-fuzz fuzz chaos prosody13 run test test-fresh bench profile soak test-rust test-lua test-e2e readme-options clean
+.PHONY: all build install rock deps deps-examples deps-bench deps-clients deps-profile deps-fuzz fuzz chaos prosody13 run test test-fresh bench profile soak test-rust test-lua test-e2e readme-options clean
 
 all: build
 
@@ -107,17 +107,24 @@ deps:
 
 prosody13: $(PROSODY13)/usr/bin/prosody
 
-# The Python example bot verifies signatures with Standard Webhooks' own
-# library (PyPI: standardwebhooks), as a bot author would: installed into a
-# venv that also sees Debian's Python packages. The tests run that bot with
-# its interpreter.
+# The example bots verify signatures with Standard Webhooks' own libraries,
+# as a bot author would: the Python one from PyPI (standardwebhooks), in a
+# venv that also sees Debian's Python packages, and the Node one from npm
+# (standardwebhooks), with Debian's npm where Node came without one. The
+# tests run the bots with them.
 VENV := .cache/venv
-STANDARDWEBHOOKS_PY := 1.3.0
-deps-python: $(VENV)/.standardwebhooks-$(STANDARDWEBHOOKS_PY)
+NODE_PREFIX := .cache/node
+STANDARDWEBHOOKS := 1.3.0
+deps-examples: $(VENV)/.standardwebhooks-$(STANDARDWEBHOOKS) $(NODE_PREFIX)/.standardwebhooks-$(STANDARDWEBHOOKS)
 
-$(VENV)/.standardwebhooks-$(STANDARDWEBHOOKS_PY):
+$(VENV)/.standardwebhooks-$(STANDARDWEBHOOKS):
 	$(PYTHON) -m venv --system-site-packages $(VENV)
-	$(VENV)/bin/python -m pip install -q 'standardwebhooks==$(STANDARDWEBHOOKS_PY)'
+	$(VENV)/bin/python -m pip install -q 'standardwebhooks==$(STANDARDWEBHOOKS)'
+	touch $@
+
+$(NODE_PREFIX)/.standardwebhooks-$(STANDARDWEBHOOKS):
+	@command -v npm >/dev/null || { $(call apt_install,npm); }
+	npm install --prefix $(NODE_PREFIX) --no-audit --no-fund --loglevel=error 'standardwebhooks@$(STANDARDWEBHOOKS)'
 	touch $@
 
 $(PROSODY13)/usr/bin/prosody:
@@ -181,7 +188,7 @@ chaos: deps build $(if $(filter 13,$(PROSODY)),prosody13)
 run: deps build $(if $(filter 13,$(PROSODY)),prosody13)
 	$(PYTHON) prosody-test/run_local.py
 
-test: deps deps-fuzz deps-python build $(SPEC_LIBS) prosody13
+test: deps deps-fuzz deps-examples build $(SPEC_LIBS) prosody13
 	$(PYTHON) prosody-test/run_all.py
 
 # One part each; PROSODY=0.12|13 and NETWORK_BACKEND=epoll|select|event
@@ -193,7 +200,7 @@ test-rust:
 test-lua: $(SPEC_LIBS) prosody13
 	$(PYTHON) prosody-test/run_all.py lua
 
-test-e2e: deps-python build prosody13
+test-e2e: deps-examples build prosody13
 	$(PYTHON) prosody-test/run_all.py e2e
 
 # The README's option tables, made again from src/options.rs (where every

@@ -10,8 +10,14 @@ import unittest
 from harness import ROOT, ProsodyTestCase, free_port, stop_process, wait_for_port
 
 EXAMPLES = os.path.join(ROOT, "examples")
-# `make deps-python`: the interpreter that has Standard Webhooks' library.
+# `make deps-examples`: Standard Webhooks' libraries, for Python and Node.
 VENV_PYTHON = os.path.join(ROOT, ".cache", "venv", "bin", "python")
+NODE_MODULES = os.path.join(ROOT, ".cache", "node", "node_modules")
+SIGNED_BOTS = {
+    "python": lambda port, secret: [VENV_PYTHON, os.path.join(EXAMPLES, "echo_bot.py"), "--port", str(port),
+                                    "--secret", secret],
+    "node": lambda port, secret: ["node", os.path.join(EXAMPLES, "echo_bot.js"), str(port), "--secret", secret],
+}
 
 BOTS = {
     "python": lambda port: [sys.executable, os.path.join(EXAMPLES, "echo_bot.py"), "--port", str(port)],
@@ -46,35 +52,39 @@ class ExampleBotsTest(ProsodyTestCase):
                 got = alice.expect(lambda s: s.attr.get("from") == bot)
                 self.assertEqual(got.body, "Did you say barrier?")
 
-    def test_the_python_bot_verifies_signatures_with_the_standard_webhooks_library(self):
-        """v1 signatures checked by an implementation nobody here wrote."""
+    def test_the_bots_verify_signatures_with_the_standard_webhooks_libraries(self):
+        """v1 signatures checked by implementations nobody here wrote: the
+        Python and the npm package of Standard Webhooks."""
         secret = "whsec_" + base64.b64encode(b"k" * 32).decode()
         wrong = "whsec_" + base64.b64encode(b"w" * 32).decode()
         logs = tempfile.TemporaryDirectory(prefix="bot-logs-")
         self.addCleanup(logs.cleanup)
         hosts = {}
-        for name, bot_secret in [("signed", secret), ("wrong", wrong)]:
-            port = free_port()
-            log = open(os.path.join(logs.name, f"{name}-bot.log"), "w")
-            self.addCleanup(log.close)
-            proc = subprocess.Popen([VENV_PYTHON, os.path.join(EXAMPLES, "echo_bot.py"), "--port", str(port),
-                                     "--secret", bot_secret], stdout=log, stderr=subprocess.STDOUT)
-            self.addCleanup(stop_process, proc)
-            wait_for_port(port, proc)
-            hosts[f"{name}.localhost"] = {"component_post_url": f"http://127.0.0.1:{port}/",
-                                          "component_post_secret": secret}
+        for language, command in SIGNED_BOTS.items():
+            for name, bot_secret in [("signed", secret), ("wrong", wrong)]:
+                port = free_port()
+                log = open(os.path.join(logs.name, f"{language}-{name}.log"), "w")
+                self.addCleanup(log.close)
+                proc = subprocess.Popen(command(port, bot_secret), stdout=log, stderr=subprocess.STDOUT,
+                                        env={**os.environ, "NODE_PATH": NODE_MODULES})
+                self.addCleanup(stop_process, proc)
+                wait_for_port(port, proc)
+                hosts[f"{language}-{name}.localhost"] = {"component_post_url": f"http://127.0.0.1:{port}/",
+                                                         "component_post_secret": secret}
         self.start_prosody(hosts)
         alice = self.connect("alice")
-        alice.message("echo@signed.localhost", "signed")
-        got = alice.expect(lambda s: s.attr.get("from") == "echo@signed.localhost")
-        self.assertEqual(got.body, "Did you say signed?")
-        # The bot with another secret refuses the request: 401, an error.
-        alice.message("echo@wrong.localhost", "forged?")
-        got = alice.expect(lambda s: s.attr.get("from") == "echo@wrong.localhost")
-        self.assertEqual(got.attr.get("type"), "error")
-        with open(os.path.join(logs.name, "wrong-bot.log")) as log:
-            self.assertIn("refused a request: No matching signature found", log.read())
-
+        for language in SIGNED_BOTS:
+            with self.subTest(bot=language):
+                signed, wrong_bot = f"echo@{language}-signed.localhost", f"echo@{language}-wrong.localhost"
+                alice.message(signed, "signed")
+                got = alice.expect(lambda s: s.attr.get("from") == signed)
+                self.assertEqual(got.body, "Did you say signed?")
+                # The bot with another secret refuses the request: 401, an error.
+                alice.message(wrong_bot, "forged?")
+                got = alice.expect(lambda s: s.attr.get("from") == wrong_bot)
+                self.assertEqual(got.attr.get("type"), "error")
+                with open(os.path.join(logs.name, f"{language}-wrong.log")) as log:
+                    self.assertIn("refused a request: No matching signature found", log.read())
 
 if __name__ == "__main__":
     unittest.main()

@@ -58,12 +58,13 @@ end
 
 local durable = {};
 
--- Durable delivery on: opens the stores, hands what they hold to `delivery`
--- (the native side), deletes dead letters older than `dead_letter_age`
--- seconds (now, then every hour or as often as that age when shorter), and
--- returns { hold, release, dead = (the storage effects), admin = { list,
--- replay, purge, retry }, stop = (no more sweeps) }.
-function durable.open(delivery, dead_letter_age)
+-- Durable delivery on: opens the stores, hands what they hold to `held`
+-- (native.new_durable: the native side's held stanzas and counts), deletes
+-- dead letters older than `dead_letter_age` seconds (now, then every hour
+-- or as often as that age when shorter), and returns { hold, release, dead =
+-- (the storage effects), counts = () → held, circuit open, dead letters,
+-- admin = { list, replay, purge, retry }, stop = (no more sweeps) }.
+function durable.open(held, dead_letter_age)
 	local waiting_store = module:open_store(WAITING);
 	local dead_store = module:open_store(DEAD);
 
@@ -83,8 +84,12 @@ function durable.open(delivery, dead_letter_age)
 
 	local admin = {};
 
+	function admin.counts()
+		return held:held_counts();
+	end
+
 	function admin.list(print)
-		local records, open = delivery:held();
+		local records, open = held:held();
 		print(("waiting: %d%s"):format(#records, open and " (circuit open)" or ""));
 		for _, record in ipairs(records) do
 			print("  "..brief(record));
@@ -106,13 +111,13 @@ function durable.open(delivery, dead_letter_age)
 				store_set(dead_store, record.id, nil);
 			end
 		end
-		delivery:replay(replayed);
+		held:replay(replayed);
 		return #replayed;
 	end
 
 	function admin.purge(which, id)
 		if which == "waiting" then
-			return delivery:purge(id); -- senders get an error through the fd
+			return held:purge(id); -- senders get an error through the fd
 		end
 		local purged = 0;
 		for _, record in ipairs(stored(dead_store)) do
@@ -121,15 +126,15 @@ function durable.open(delivery, dead_letter_age)
 				purged = purged + 1;
 			end
 		end
-		delivery:forget_dead_letters(purged);
+		held:forget_dead_letters(purged);
 		return purged;
 	end
 
 	function admin.retry()
 		-- Counted first: once hurried, the worker may deliver some at once.
-		local held = delivery:held_counts();
-		delivery:retry_held();
-		return held;
+		local waiting = held:held_counts();
+		held:retry_held();
+		return waiting;
 	end
 
 	-- Dead letters are kept for the admin to look at, not for ever.
@@ -143,14 +148,14 @@ function durable.open(delivery, dead_letter_age)
 			end
 		end
 		if expired > 0 then
-			delivery:forget_dead_letters(expired);
+			held:forget_dead_letters(expired);
 			module:log("info", "Deleted %d dead letters older than %d s (component_post_dead_letter_age)",
 				expired, dead_letter_age);
 		end
 	end
 
 	local records = stored(waiting_store);
-	delivery:restore(records, count_records(dead_store));
+	held:restore(records, count_records(dead_store));
 	if #records > 0 then
 		module:log("info", "Delivering %d stanzas held from before", #records);
 	end
@@ -160,6 +165,7 @@ function durable.open(delivery, dead_letter_age)
 		return math.min(dead_letter_age, 3600);
 	end);
 	return {
+		counts = admin.counts;
 		hold = hold;
 		release = release;
 		dead = dead;

@@ -320,6 +320,9 @@ for old in pairs(retired) do
 	drain_retired(old);
 end
 
+-- Durable delivery's counts and its sweep's stop, when it is on (below).
+local held_counts, durable_stop;
+
 module:hook_global("stats-update", function ()
 	local running, waiting = delivery:counts();
 	for old in pairs(retired) do
@@ -330,16 +333,16 @@ module:hook_global("stats-update", function ()
 	queued:set(waiting);
 	rooms_gauge:set(#rooms.joined());
 	if options.durable then
-		local held, _, dead_letters = delivery:held_counts();
+		local held, _, dead_letters = held_counts();
 		held_gauge:set(held);
 		dead_gauge:set(dead_letters);
 	end
 end);
 
-local durable_stop;
 if options.durable then
-	local durable_store = module:require("durable").open(delivery, options.dead_letter_age);
+	local durable_store = module:require("durable").open(native.new_durable(delivery), options.dead_letter_age);
 	shell_state.durable = durable_store.admin;
+	held_counts = durable_store.counts;
 	on.hold, on.release, on.dead = durable_store.hold, durable_store.release, durable_store.dead;
 	durable_stop = durable_store.stop;
 else

@@ -43,7 +43,7 @@ local shell_commands = {
 			for name, state in pairs(shell_hosts) do
 				if host == nil or host == name then
 					local running, waiting = state.delivery:counts();
-					local held = state.durable and (", %d held"):format((state.delivery:held_counts())) or "";
+					local held = state.durable and (", %d held"):format((state.durable.counts())) or "";
 					local joined = state.rooms and state.rooms.joined() or {};
 					local in_rooms = #joined > 0 and ("; in rooms: "..table.concat(joined, ", ")) or "";
 					print(("%s: %d in flight, %d queued%s; last error: %s%s"):format(name, running, waiting, held,

@@ -142,6 +142,7 @@ mod layers {
         "clock::unix_secs",
         // Exposed as userdata.
         "delivery::Delivery",
+        "delivery::DurableAdmin",
         "rooms::Rooms",
         "push::Endpoint",
         // Entry points called.

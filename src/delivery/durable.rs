@@ -263,9 +263,22 @@ impl Shared {
             task.abort();
         }
     }
+}
 
-    pub(super) fn held_counts(&self) -> HeldCounts {
-        let state = self.durable_state();
+/// Durable delivery as its admin sees it: what the store gives back at
+/// load, what the admin shell lists, replays, purges and hurries. The one
+/// count of held stanzas and dead letters is here; the Lua side only writes
+/// the store.
+pub struct DurableAdmin(Arc<Shared>);
+
+impl DurableAdmin {
+    pub(super) fn new(shared: Arc<Shared>) -> DurableAdmin {
+        DurableAdmin(shared)
+    }
+
+    /// Stanzas held and dead letters kept, and whether the circuit is open.
+    pub fn held_counts(&self) -> HeldCounts {
+        let state = self.0.durable_state();
         HeldCounts {
             held: state.held.len(),
             circuit_open: state.held.breaker.is_open(),
@@ -274,15 +287,17 @@ impl Shared {
     }
 
     /// Dead letters the admin deleted from the store.
-    pub(super) fn forget_dead_letters(&self, count: usize) {
-        let mut state = self.durable_state();
+    pub fn forget_dead_letters(&self, count: usize) {
+        let mut state = self.0.durable_state();
         state.dead_letters = state.dead_letters.saturating_sub(count);
     }
 
-    /// `source`: the store at load (with the number of dead letters it
-    /// keeps), or dead letters replayed by the admin.
-    pub(super) fn restore(self: &Arc<Self>, records: Vec<Record>, source: Source) {
-        let mut state = self.durable_state();
+    /// Takes back stanzas to deliver them in arrival order; a record that
+    /// cannot be read becomes a dead letter. `source`: the store at load
+    /// (with the number of dead letters it keeps), or dead letters replayed
+    /// by the admin.
+    pub fn restore(&self, records: Vec<Record>, source: Source) {
+        let mut state = self.0.durable_state();
         let fresh = match source {
             Source::Store { dead_letters } => {
                 state.dead_letters = dead_letters;
@@ -302,7 +317,7 @@ impl Shared {
                 Err(why) => {
                     let reason = format!("held stanza {} cannot be read: {why}", record.id);
                     state.dead_letters += 1;
-                    self.outbox.queue(Outcome {
+                    self.0.outbox.queue(Outcome {
                         log: Some((LogLevel::Error, reason.clone())),
                         storage: Some(Storage::Dead(record, reason)),
                         ..Outcome::default()
@@ -311,13 +326,14 @@ impl Shared {
                 }
             };
             if fresh {
-                record.received = self.stamp();
-                self.outbox.queue(Outcome {
+                record.received = self.0.stamp();
+                self.0.outbox.queue(Outcome {
                     storage: Some(Storage::Hold(record.clone())),
                     ..Outcome::default()
                 });
             } else {
-                self.last_received
+                self.0
+                    .last_received
                     .fetch_max(record.received, std::sync::atomic::Ordering::Relaxed);
             }
             let Request {
@@ -334,20 +350,24 @@ impl Shared {
                 received: record.received,
             });
             // Restored or replayed: tried at once.
-            self.add_held(&mut state, record, job);
+            self.0.add_held(&mut state, record, job);
         }
     }
 
-    pub(super) fn held(&self) -> (Vec<Record>, bool) {
-        let state = self.durable_state();
+    /// The held stanzas, oldest first per conversation, and whether the
+    /// circuit is open.
+    pub fn held(&self) -> (Vec<Record>, bool) {
+        let state = self.0.durable_state();
         (
             state.held.records().cloned().collect(),
             state.held.breaker.is_open(),
         )
     }
 
-    pub(super) fn purge(&self, id: Option<&str>) -> usize {
-        let mut state = self.durable_state();
+    /// Gives up held stanzas (`id`, or all when `None`); each sender gets an
+    /// error. Returns how many.
+    pub fn purge(&self, id: Option<&str>) -> usize {
+        let mut state = self.0.durable_state();
         let ids: Vec<String> = match id {
             Some(id) => vec![id.to_owned()],
             None => state.held.records().map(|r| r.id.clone()).collect(),
@@ -358,17 +378,18 @@ impl Shared {
                 continue;
             };
             let error = DeliveryError::Cancelled("discarded by an administrator");
-            let mut outcome = decide(&job.envelope, &self.config.host, Err(error));
+            let mut outcome = decide(&job.envelope, &self.0.config.host, Err(error));
             outcome.storage = Some(Storage::Forget(record.id));
-            self.outbox.queue(outcome);
+            self.0.outbox.queue(outcome);
             purged += 1;
         }
         purged
     }
 
-    pub(super) fn retry_held(&self) {
-        self.durable_state().held.hurry(Instant::now());
-        self.durable.changed.notify_waiters();
+    /// Tries every held stanza again now, probing an open circuit at once.
+    pub fn retry_held(&self) {
+        self.0.durable_state().held.hurry(Instant::now());
+        self.0.durable.changed.notify_waiters();
     }
 }
 

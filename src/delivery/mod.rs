@@ -32,7 +32,7 @@ use std::time::Instant;
 
 use tokio::sync::Semaphore;
 
-pub use durable::{HeldCounts, Source};
+pub use durable::{DurableAdmin, HeldCounts, Source};
 pub use held::{Record, Storage};
 pub use outcome::{decide, DeliveryError, LogLevel, Outcome, Status};
 
@@ -301,41 +301,13 @@ impl Delivery {
         outcomes
     }
 
-    /// Durable delivery: stanzas held and dead letters kept, and whether
-    /// the circuit is open. This is the one count of them: the Lua side
-    /// only writes the store.
-    pub fn held_counts(&self) -> HeldCounts {
-        self.shared.held_counts()
-    }
-
-    /// Durable delivery: takes back stanzas (from the store at load, or
-    /// dead letters replayed) to deliver them in arrival order. A record
-    /// that cannot be read is moved to the dead letters.
-    pub fn restore(&self, records: Vec<Record>, source: Source) {
-        self.shared.restore(records, source);
-    }
-
-    /// Durable delivery: the admin deleted `count` dead letters.
-    pub fn forget_dead_letters(&self, count: usize) {
-        self.shared.forget_dead_letters(count);
-    }
-
-    /// Durable delivery: the held stanzas, oldest first per conversation,
-    /// and whether the circuit is open.
-    pub fn held(&self) -> (Vec<Record>, bool) {
-        self.shared.held()
-    }
-
-    /// Durable delivery: gives up held stanzas (`id`, or all when `None`);
-    /// each sender gets an error. Returns how many.
-    pub fn purge(&self, id: Option<&str>) -> usize {
-        self.shared.purge(id)
-    }
-
-    /// Durable delivery: tries every held stanza again now, probing an
-    /// open circuit at once.
-    pub fn retry_held(&self) {
-        self.shared.retry_held();
+    /// Durable delivery's admin (the store at load, the admin shell), when
+    /// durable delivery is on.
+    pub fn durable(&self) -> Option<DurableAdmin> {
+        self.shared
+            .config
+            .durable
+            .then(|| DurableAdmin::new(Arc::clone(&self.shared)))
     }
 }
 

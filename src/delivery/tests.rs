@@ -215,15 +215,15 @@ fn durable_delivery_holds_what_the_service_cannot_take_without_answering() {
     assert!(replies.is_empty(), "the sender hears nothing yet");
     assert!(record.id.starts_with("msg_"));
     assert!(record.stanza.starts_with("<message") && record.stanza.contains("<body>hi</body>"));
-    assert_eq!(d.held_counts().held, 1);
-    assert_eq!(d.held().0, vec![record.clone()]);
+    assert_eq!(d.durable().unwrap().held_counts().held, 1);
+    assert_eq!(d.durable().unwrap().held().0, vec![record.clone()]);
 
     // Purged by the admin: the sender is answered, the store forgets it.
-    assert_eq!(d.purge(Some(&record.id)), 1);
+    assert_eq!(d.durable().unwrap().purge(Some(&record.id)), 1);
     let purged = storage(&d);
     assert_eq!(purged[0].1, Storage::Forget(record.id.clone()));
     assert!(purged[0].0[0].contains("service-unavailable"));
-    assert_eq!(d.held_counts().held, 0);
+    assert_eq!(d.durable().unwrap().held_counts().held, 0);
 }
 
 #[test]
@@ -269,7 +269,7 @@ fn bounces_past((option, value): (&options::Spec, f64), said: &str) {
     assert!(
         replies[0].contains("remote-server-timeout") && replies[0].contains("connection failed")
     );
-    assert_eq!(d.held_counts().held, 1);
+    assert_eq!(d.durable().unwrap().held_counts().held, 1);
 }
 
 #[test]
@@ -300,14 +300,14 @@ fn held_stanzas_past_max_age_become_dead_letters_and_bounce() {
         .expect("a dead letter");
     assert!(dead.0[0].contains("remote-server-timeout"), "{dead:?}");
     assert!(dead.0[0].contains("not delivered in 0.2 s"), "{dead:?}");
-    assert_eq!(d.held_counts().dead_letters, 1);
+    assert_eq!(d.durable().unwrap().held_counts().dead_letters, 1);
 }
 
 #[test]
 fn restore_keeps_ids_and_dead_letters_unreadable_records() {
     let d = durable_delivery(&refused_url(), 3600.0);
     let stanza = request_xml();
-    d.restore(
+    d.durable().unwrap().restore(
         vec![
             Record {
                 id: "msg_b".into(),
@@ -328,35 +328,50 @@ fn restore_keeps_ids_and_dead_letters_unreadable_records() {
         Source::Store { dead_letters: 3 },
     );
     let dead = storage(&d);
-    assert_eq!(d.held_counts().dead_letters, 4, "3 kept and 1 unreadable");
+    assert_eq!(
+        d.durable().unwrap().held_counts().dead_letters,
+        4,
+        "3 kept and 1 unreadable"
+    );
     assert!(
         matches!(&dead[0].1, Storage::Dead(r, why) if r.id == "msg_bad" && why.contains("cannot be read"))
     );
-    let ids: Vec<_> = d.held().0.into_iter().map(|r| r.id).collect();
+    let ids: Vec<_> = d
+        .durable()
+        .unwrap()
+        .held()
+        .0
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
     assert_eq!(ids, ["msg_a", "msg_b"], "oldest first");
     // Unloading keeps them in the store: nothing to answer, nothing to store.
     assert!(d.cancel_all("test").iter().all(|o| o.stanzas.is_empty()));
-    assert_eq!(d.held_counts().held, 0);
+    assert_eq!(d.durable().unwrap().held_counts().held, 0);
 }
 
 #[test]
 fn replayed_dead_letters_leave_the_count_and_arrive_anew() {
     let d = durable_delivery(&refused_url(), 3600.0);
-    d.restore(Vec::new(), Source::Store { dead_letters: 2 });
+    d.durable()
+        .unwrap()
+        .restore(Vec::new(), Source::Store { dead_letters: 2 });
     let replayed = Record {
         id: "msg_r".into(),
         stanza: request_xml(),
         received: 1,
     };
-    d.restore(vec![replayed], Source::DeadLetters);
-    assert_eq!(d.held_counts().dead_letters, 1);
+    d.durable()
+        .unwrap()
+        .restore(vec![replayed], Source::DeadLetters);
+    assert_eq!(d.durable().unwrap().held_counts().dead_letters, 1);
     let stored = storage(&d);
     assert!(
         matches!(&stored[0].1, Storage::Hold(r) if r.id == "msg_r" && r.received > 1),
         "{stored:?}"
     );
-    d.forget_dead_letters(5);
-    assert_eq!(d.held_counts().dead_letters, 0);
+    d.durable().unwrap().forget_dead_letters(5);
+    assert_eq!(d.durable().unwrap().held_counts().dead_letters, 0);
 }
 
 fn request_xml() -> String {

@@ -4,6 +4,7 @@
 //! in this module; the rest of the crate knows nothing of mlua.
 
 mod delivery;
+mod durable;
 mod effect;
 mod push;
 mod rooms;
@@ -48,6 +49,11 @@ pub fn exports(lua: &Lua) -> mlua::Result<Table> {
     exports.set(
         "close_delivery",
         lua.create_function(|_, delivery: mlua::AnyUserData| delivery.destroy())?,
+    )?;
+    // Durable delivery's admin, or nil when durable delivery is off.
+    exports.set(
+        "new_durable",
+        lua.create_function(|_, delivery: UserDataRef<Delivery>| Ok(delivery.durable()))?,
     )?;
     // The host's push endpoint, or nil when it is off.
     exports.set(

@@ -49,7 +49,7 @@ use ordering::{conversation_of, Conversations, Full};
 use outbox::Outbox;
 use pipeline::TaskGuard;
 use runtime::lock;
-use shared::{InFlight, Job, Owed, Shared};
+use shared::{Job, Owed, OwedStanza, Shared};
 
 /// Why the module stops answering: what senders of stanzas still owed an
 /// answer, and push callers still waiting, are told.
@@ -208,7 +208,7 @@ impl Delivery {
         });
         owed.insert(
             id,
-            InFlight {
+            OwedStanza {
                 job: Arc::clone(&job),
                 abort: None,
             },
@@ -280,7 +280,7 @@ impl Delivery {
         let shared = &self.shared;
         // Redeliverers first: what they hold is in the store already.
         shared.close_durable();
-        let cancelled: Vec<InFlight> = lock(&shared.owed).drain();
+        let cancelled: Vec<OwedStanza> = lock(&shared.owed).drain();
         let mut outcomes = self.drain();
         let host = &shared.config.host;
         for entry in cancelled {

@@ -77,7 +77,7 @@ impl Job {
 }
 
 /// A stanza accepted and still owed an answer.
-pub(super) struct InFlight {
+pub(super) struct OwedStanza {
     pub(super) job: Arc<Job>,
     pub(super) abort: Option<AbortHandle>,
 }
@@ -86,7 +86,7 @@ pub(super) struct InFlight {
 /// JSON they will be POSTed as (`component_post_queue_bytes`).
 #[derive(Default)]
 pub(super) struct Owed {
-    stanzas: HashMap<u64, InFlight>,
+    stanzas: HashMap<u64, OwedStanza>,
     bytes: usize,
 }
 
@@ -99,24 +99,24 @@ impl Owed {
         self.bytes
     }
 
-    pub(super) fn insert(&mut self, id: u64, entry: InFlight) {
+    pub(super) fn insert(&mut self, id: u64, entry: OwedStanza) {
         self.bytes += entry.job.json.len();
         if let Some(old) = self.stanzas.insert(id, entry) {
             self.bytes -= old.job.json.len();
         }
     }
 
-    pub(super) fn remove(&mut self, id: &u64) -> Option<InFlight> {
+    pub(super) fn remove(&mut self, id: &u64) -> Option<OwedStanza> {
         let entry = self.stanzas.remove(id)?;
         self.bytes -= entry.job.json.len();
         Some(entry)
     }
 
-    pub(super) fn get_mut(&mut self, id: &u64) -> Option<&mut InFlight> {
+    pub(super) fn get_mut(&mut self, id: &u64) -> Option<&mut OwedStanza> {
         self.stanzas.get_mut(id)
     }
 
-    pub(super) fn drain(&mut self) -> Vec<InFlight> {
+    pub(super) fn drain(&mut self) -> Vec<OwedStanza> {
         self.bytes = 0;
         self.stanzas.drain().map(|(_, entry)| entry).collect()
     }

@@ -2,7 +2,7 @@
 
 use super::pipeline::TaskGuard;
 use super::runtime::lock;
-use super::shared::{InFlight, Job};
+use super::shared::{Job, OwedStanza};
 use super::*;
 use crate::clock::unix_millis;
 use crate::config::Options;
@@ -135,7 +135,7 @@ fn a_panicking_task_still_answers_its_stanza() {
     let request = request();
     lock(&d.shared.owed).insert(
         7,
-        InFlight {
+        OwedStanza {
             job: Arc::new(Job {
                 envelope: request.envelope,
                 json: request.json,

@@ -4,6 +4,7 @@ service asks, POSTs what occupants say (not its own messages, not what a
 join brings), answers in the room or privately, stays joined across
 reloads and restarts, and does not undo a kick."""
 
+import glob
 import os
 import subprocess
 import sys
@@ -127,6 +128,9 @@ class GroupChatTest(ProsodyTestCase):
         room = f"pushed@{MUC_DOMAIN}"
         self.assertEqual(self.push({"kind": "presence", "to": f"{room}/Helper", "join": True})[0], 202)
         self.wait_log(f"Joined room {room} as Helper")
+        # Only the web service's rooms are remembered, not the configured ones.
+        stored = glob.glob(os.path.join(self.prosody.dir, "data", "*", "component_http_rooms", "*.dat"))
+        self.assertEqual([os.path.basename(f).split("%40")[0] for f in stored], ["pushed"], stored)
         self.prosody.stop()
         self.prosody.start()
         self.wait_log(f"Joined room {room} as Helper", 2)

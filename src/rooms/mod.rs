@@ -414,6 +414,16 @@ impl Rooms {
                 false,
             );
         }
+        let own_join = self.rooms.get(&room).is_some_and(|entry| {
+            entry.state == State::Joining
+                && entry.nick == nick
+                && stanza.attr("from") == Some(entry.jid.as_str())
+        });
+        if own_join {
+            // Sent by these rooms (a join, or a join again): not the web
+            // service's to remember.
+            return (Vec::new(), true);
+        }
         if joined_room(stanza).is_some() {
             let jid = stanza.attr("from").unwrap_or(&self.domain).to_owned();
             self.insert(

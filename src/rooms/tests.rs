@@ -77,6 +77,37 @@ fn history_subject_and_own_messages_are_not_posted() {
     assert!(rooms.message(&private));
 }
 
+/// The shim sends every presence through `outgoing`, the rooms' own joins
+/// too: those are not the web service's, and a configured room must not be
+/// remembered in storage for them.
+#[test]
+fn the_rooms_own_joins_are_not_taken_for_the_web_services() {
+    let t0 = Instant::now();
+    let mut rooms = Rooms::new("bot.h", None, RoomJids::default(), 100);
+    let [Effect::Send(join)] = &rooms.add("room@muc.h", None)[..] else {
+        panic!("no join");
+    };
+    assert_eq!(rooms.outgoing(join), (Vec::new(), true));
+    joined(&mut rooms, t0);
+    let gone = parse(
+        "<presence type='unavailable' from='room@muc.h/bot' to='bot.h'>\
+         <x xmlns='http://jabber.org/protocol/muc#user'><status code='332'/><status code='110'/></x></presence>",
+    );
+    rooms.presence(&gone, t0, NOW).unwrap();
+    let (effects, _) = rooms.due(t0 + Duration::from_secs(1));
+    let [Effect::Send(again)] = &effects[..] else {
+        panic!("no join again");
+    };
+    assert_eq!(rooms.outgoing(again), (Vec::new(), true));
+    // The web service's own join of that room is its to remember.
+    let mut theirs = join.clone();
+    theirs.set_attr("from", "helper@bot.h");
+    assert!(matches!(
+        &rooms.outgoing(&theirs).0[..],
+        [Effect::RememberRoom { .. }]
+    ));
+}
+
 #[test]
 fn a_room_that_goes_away_is_joined_again_with_backoff() {
     let mut rooms = Rooms::new("bot.h", None, RoomJids::default(), 100);

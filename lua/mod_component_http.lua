@@ -213,22 +213,10 @@ for _, old in ipairs(inherited.deliveries or {}) do
 	retired[old] = false;
 end
 
-local send_stanza = on.send;
-
 -- Group chat (rooms.lib.lua): the rooms this host is in.
 local rooms = module:require("rooms").start(native, delivery, call, options.rooms, options.nick);
 on.remember_room, on.forget_room, on.wake_rooms = rooms.remember, rooms.forget, rooms.wake;
 
--- What the web service (a reply or a push) and the local answers send: a
--- presence may join or leave a room, which is the rooms' business (they
--- say whether to send it: not a join past component_post_max_rooms).
-local function send(stanza)
-	if stanza.name == "presence" and call("send", stanza, rooms.outgoing, stanza) == false then
-		return;
-	end
-	send_stanza(stanza);
-end
-on.send = send;
 
 -- Metrics, under prosody_mod_component_http/… in Prosody's statistics.
 local requests = module:metric("counter", "requests", "",
@@ -354,7 +342,7 @@ end
 local push_endpoint;
 local endpoint = native.new_push(delivery);
 if endpoint then
-	push_endpoint = module:require("push").serve(endpoint, send, inherited.pushed_iqs);
+	push_endpoint = module:require("push").serve(endpoint, call, inherited.pushed_iqs);
 	on.push_answer = push_endpoint.respond;
 elseif inherited.pushed_iqs then
 	module:require("push").refuse(inherited.pushed_iqs, "the push endpoint was turned off");

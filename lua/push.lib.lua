@@ -27,12 +27,13 @@ end
 -- Serves /component_http on this host: `endpoint` (native.new_push) admits
 -- and reads pushes and says which wait for an answer (an IQ get or set), and
 -- whose answer is one (native.receive then gives it as a push_answer
--- effect); `send` sends a stanza as the component; `inherited` are the
+-- effect); `call` calls a native method and applies its effects (see the
+-- main file), which send what is pushed; `inherited` are the
 -- pushed IQs a reload handed over (or nil). Returns { respond = (the
 -- push_answer effect: id, status, JSON body), cancel = (every pushed IQ still
 -- waiting gets 503 and `why`), save = (a reload: the pushed IQs waiting, for
 -- the next module, no longer this one's) }.
-function push.serve(endpoint, send, inherited)
+function push.serve(endpoint, call, inherited)
 	local timeout = endpoint:timeout();
 	-- IQs pushed and waiting for their answer: id -> { to, response,
 	-- expires, timer }. Who may answer is the native side's to check.
@@ -80,23 +81,26 @@ function push.serve(endpoint, send, inherited)
 			end
 			return json_response(response, status, { error = why });
 		end
-		-- The stanza and whether the push waits for its answer; or nil,
-		-- the status and why.
-		local stanza, waits, refusal = endpoint:stanza(headers.content_type, body);
-		if not stanza then
-			return json_response(response, waits, { error = refusal });
+		-- Its answer is awaited before the IQ goes: a local service may
+		-- answer while it is being sent.
+		local function take(content_type, pushed)
+			local effects, answer = endpoint:push(content_type, pushed);
+			if answer.waits then
+				wait_for_answer(answer.id, { to = answer.to, response = response, expires = time_now() + timeout });
+			end
+			return effects, answer;
 		end
-		if waits then
-			wait_for_answer(stanza.attr.id, {
-				to = stanza.attr.to; -- prepared natively
-				response = response;
-				expires = time_now() + timeout;
-			});
-			send(stanza);
+		-- What the push sends is sent (through the rooms: it may join or
+		-- leave one); the answer says what it was, or why it was refused.
+		local answer = call("push", nil, take, headers.content_type, body);
+		if not answer then
+			return json_response(response, 500, { error = "the push could not be handled" });
+		elseif answer.status then
+			return json_response(response, answer.status, { error = answer.error });
+		elseif answer.waits then
 			return true; -- answered when the iq's answer arrives
 		end
-		send(stanza);
-		return json_response(response, 202, { id = stanza.attr.id });
+		return json_response(response, 202, { id = answer.id });
 	end
 
 	module:depends("http");

@@ -11,9 +11,9 @@ local rooms = {};
 -- error to these rooms): joins `configured` (room@service[/nick] each) and the
 -- rooms remembered in storage once the server is ready. `call` calls a
 -- native method and applies its effects (see the main file). Returns
--- { state = (the native rooms, for native.receive), outgoing = (a presence
--- this module sends → effects, whether to send it), joined = () → list,
--- and the handlers of the rooms' effects: remember, forget, wake }.
+-- { state = (the native rooms, for native.receive; what the web service
+-- sends goes through them natively), joined = () → list, and the handlers
+-- of the rooms' effects: remember, forget, wake }.
 function rooms.start(native, delivery, call, configured, nick)
 	local state = native.new_rooms(delivery, nick);
 	local store = module:open_store(ROOMS_STORE);
@@ -75,11 +75,8 @@ function rooms.start(native, delivery, call, configured, nick)
 		module:hook_global("server-started", join_soon);
 	end
 
-	-- outgoing answers as native methods do (effects, then a value): the
-	-- caller calls it with `call`, which keeps a Lua error from escaping.
 	return {
 		state = state;
-		outgoing = function (stanza) return state:outgoing(stanza); end;
 		remember = remember;
 		forget = forget;
 		wake = wake;

@@ -144,6 +144,7 @@ mod layers {
         "delivery::Delivery",
         "delivery::DurableAdmin",
         "rooms::Rooms",
+        "rooms::SharedRooms",
         "push::Endpoint",
         // Entry points called.
         "config::Config",

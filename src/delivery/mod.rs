@@ -42,7 +42,7 @@ use crate::effect::Effect;
 use crate::jid;
 use crate::local;
 use crate::push::Endpoint;
-use crate::rooms::Rooms;
+use crate::rooms::{Rooms, SharedRooms};
 use crate::signing;
 use crate::xml::Element;
 use ordering::{conversation_of, Conversations, Full};
@@ -98,6 +98,7 @@ impl Delivery {
                 refusing: AtomicBool::new(false),
                 last_received: AtomicU64::new(0),
                 rooms: RoomJids::default(),
+                group_chat: Mutex::new(None),
                 successor: Mutex::new(None),
             }),
             next_id: AtomicU64::new(1),
@@ -105,20 +106,26 @@ impl Delivery {
     }
 
     /// The host's group chat, sharing this delivery's rooms (so that no
-    /// error goes to them) and the cap on how many.
-    pub fn rooms(&self, nick: Option<&str>) -> Rooms {
+    /// error goes to them) and the cap on how many; what the web service
+    /// sends through this delivery (and the push endpoint made after it)
+    /// goes through it.
+    pub fn rooms(&self, nick: Option<&str>) -> SharedRooms {
         let config = &self.shared.config;
-        Rooms::new(
+        let rooms = Rooms::new(
             &config.host,
             nick,
             self.shared.rooms.clone(),
             config.max_rooms,
-        )
+        );
+        let rooms: SharedRooms = Arc::new(Mutex::new(rooms));
+        *lock(&self.shared.group_chat) = Some(Arc::clone(&rooms));
+        rooms
     }
 
     /// The host's push endpoint, or `None` when pushing is off.
     pub fn push_endpoint(&self) -> Option<Endpoint> {
-        Endpoint::new(&self.shared.config, self.shared.rooms.clone())
+        let group_chat = lock(&self.shared.group_chat).clone();
+        Endpoint::new(&self.shared.config, self.shared.rooms.clone(), group_chat)
     }
 
     pub fn config(&self) -> &Config {
@@ -263,7 +270,12 @@ impl Delivery {
     /// What Prosody's side does for the outcomes that arrived since the
     /// last drain.
     pub fn drain_effects(&self) -> Vec<Effect> {
-        effects_of(self.drain())
+        let effects = effects_of(self.drain());
+        // The newest delivery's rooms: after a reload, the module's own.
+        match lock(&self.shared.target().group_chat).clone() {
+            Some(rooms) => lock(&rooms).sending(effects, Instant::now()),
+            None => effects,
+        }
     }
 
     /// The module stops: [`Delivery::cancel_all`] with the reason senders

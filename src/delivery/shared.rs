@@ -21,6 +21,7 @@ use super::runtime::lock;
 use crate::clock;
 use crate::config::Config;
 use crate::conversion::{Envelope, Kind, RoomJids};
+use crate::rooms::SharedRooms;
 
 /// Durable delivery, under one lock: the held stanzas and the breaker, the task
 /// delivering each blocked conversation's stanzas.
@@ -142,6 +143,10 @@ pub(super) struct Shared {
     pub(super) last_received: AtomicU64,
     /// The rooms this host is in (kept by its rooms' state).
     pub(super) rooms: RoomJids,
+    /// The host's group chat, once made: what the web service sends goes
+    /// through it (a presence may join or leave a room). Prosody's thread
+    /// only, and no other lock is taken under it.
+    pub(super) group_chat: Mutex<Option<SharedRooms>>,
     /// After a reload: the delivery that took over from this one. What
     /// this one still has is POSTed as the newer one's config says.
     pub(super) successor: Mutex<Option<Arc<Shared>>>,

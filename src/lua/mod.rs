@@ -84,15 +84,15 @@ pub fn exports(lua: &Lua) -> mlua::Result<Table> {
         "receive",
         lua.create_function(
             |lua,
-             (delivery, mut rooms, mut push, stanza): (
+             (delivery, rooms, mut push, stanza): (
                 UserDataRef<Delivery>,
-                UserDataRefMut<LuaRooms>,
+                UserDataRef<LuaRooms>,
                 Option<UserDataRefMut<Endpoint>>,
                 Table,
             )| {
                 let host = Host {
                     delivery: &delivery,
-                    rooms: &mut rooms.0,
+                    rooms: &mut rooms.lock(),
                     push: push.as_deref_mut(),
                 };
                 let (effects, taken) = match element_from_lua(lua, &stanza) {

@@ -2,9 +2,9 @@
 
 use std::time::Instant;
 
-use mlua::{LuaString, UserData, UserDataMethods, Value};
+use mlua::{LuaString, UserData, UserDataMethods};
 
-use super::stanza::element_to_lua;
+use super::effect::effects_to_lua;
 use crate::clock::unix_secs;
 use crate::push::{Credentials, Endpoint};
 
@@ -42,25 +42,28 @@ impl UserData for Endpoint {
                 )
             },
         );
-        // The stanza a push describes and whether the push waits for its
-        // answer (an IQ get or set); or nil, the HTTP status and why.
+        // What a push admitted sends, as effects, then `{ id =, to =, waits = }`
+        // (waits: an IQ get or set, answered when its answer comes); or no
+        // effects and `{ status =, error = }`.
         methods.add_method_mut(
-            "stanza",
+            "push",
             |lua, this, (content_type, body): (Option<String>, LuaString)| {
-                Ok(
-                    match this.stanza(content_type.as_deref(), &body.as_bytes()) {
-                        Ok((stanza, waits)) => (
-                            Value::Table(element_to_lua(lua, &stanza)?),
-                            Value::Boolean(waits),
-                            Value::Nil,
-                        ),
-                        Err(e) => (
-                            Value::Nil,
-                            Value::Integer(e.status.into()),
-                            Value::String(lua.create_string(&e.message)?),
-                        ),
-                    },
-                )
+                let answer = lua.create_table_with_capacity(0, 2)?;
+                let effects =
+                    match this.push(content_type.as_deref(), &body.as_bytes(), Instant::now()) {
+                        Ok((effects, pushed)) => {
+                            answer.raw_set("id", pushed.id)?;
+                            answer.raw_set("to", pushed.to)?;
+                            answer.raw_set("waits", pushed.waits)?;
+                            effects
+                        }
+                        Err(e) => {
+                            answer.raw_set("status", e.status)?;
+                            answer.raw_set("error", e.message)?;
+                            Vec::new()
+                        }
+                    };
+                Ok((effects_to_lua(lua, &effects)?, answer))
             },
         );
         // A pushed IQ handed over by a reload: its answer is awaited here.

@@ -1,45 +1,44 @@
-//! A host's [`Rooms`] as Lua userdata, with the clock read here. Each method
-//! that acts answers with its effects (ending with when to wake the rooms
-//! again), then its value.
+//! A host's rooms ([`SharedRooms`]) as Lua userdata, with the clock read
+//! here. Each method that acts answers with its effects (ending with when
+//! to wake the rooms again), then its value.
 
+use std::sync::{MutexGuard, PoisonError};
 use std::time::Instant;
 
-use mlua::{Lua, Table, UserData, UserDataMethods, Value};
+use mlua::{Lua, UserData, UserDataMethods, Value};
 
 use super::effect::effects_to_lua;
-use super::stanza::element_from_lua;
 use crate::effect::Effect;
-use crate::rooms::Rooms;
+use crate::rooms::{Rooms, SharedRooms};
 
-pub(super) struct LuaRooms(pub(super) Rooms);
+pub(super) struct LuaRooms(pub(super) SharedRooms);
 
 impl LuaRooms {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Rooms> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn effects(&self, lua: &Lua, mut effects: Vec<Effect>, now: Instant) -> mlua::Result<Value> {
-        effects.push(self.0.wake(now));
+        effects.push(self.lock().wake(now));
         effects_to_lua(lua, &effects)
     }
 }
 
 impl UserData for LuaRooms {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        methods.add_method_mut(
+        methods.add_method(
             "add",
             |lua, this, (room, from): (String, Option<String>)| {
-                let effects = this.0.add(&room, from.as_deref());
+                let effects = this.lock().add(&room, from.as_deref());
                 this.effects(lua, effects, Instant::now())
             },
         );
-        // The effects, and whether to send the presence.
-        methods.add_method_mut("outgoing", |lua, this, stanza: Table| {
-            let (effects, send) = this.0.outgoing(&element_from_lua(lua, &stanza)?);
-            Ok((this.effects(lua, effects, Instant::now())?, send))
-        });
         // The joins due now.
-        methods.add_method_mut("due", |lua, this, ()| {
+        methods.add_method("due", |lua, this, ()| {
             let now = Instant::now();
-            let (effects, _) = this.0.due(now);
+            let (effects, _) = this.lock().due(now);
             this.effects(lua, effects, now)
         });
-        methods.add_method("joined", |_, this, ()| Ok(this.0.joined()));
+        methods.add_method("joined", |_, this, ()| Ok(this.lock().joined()));
     }
 }

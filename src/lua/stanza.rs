@@ -23,21 +23,6 @@ use crate::xml::{Element, Node, MAX_DEPTH};
 
 const STANZA_MT_KEY: &str = "mod_component_http.stanza_mt";
 
-/// Builds a real `util.stanza` object (with its metatable and `tags`), so
-/// Prosody routes it like any stanza of its own.
-pub(super) fn element_to_lua(lua: &Lua, element: &Element) -> mlua::Result<Table> {
-    let stanza_mt = stanza_metatable(lua)?;
-    let depth = depth_of(element);
-    // Safety: see the module's rules; the closure holds borrows only.
-    unsafe {
-        lua.exec_raw(&stanza_mt, |state| {
-            ensure_stack(state, depth);
-            push_stanza(state, element, 1);
-            ffi::lua_remove(state, 1);
-        })
-    }
-}
-
 /// Room for the builder's stack at `depth`: each level holds its table and
 /// its `tags`, the deepest two more. Raises a Lua error when there is none.
 pub(super) unsafe fn ensure_stack(state: *mut ffi::lua_State, depth: usize) {

@@ -7,6 +7,7 @@ mod auth;
 pub mod limits;
 mod waiting;
 
+use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -18,7 +19,8 @@ pub use waiting::{Answer, PushedIqs};
 
 use crate::config::{Config, PushToken};
 use crate::conversion::{self, AddressError, Envelope, Kind, ReplyError, RoomJids};
-use crate::rooms;
+use crate::effect::Effect;
+use crate::rooms::{self, SharedRooms};
 use crate::signing::{self, PublicKey};
 use crate::xml::{self, Element};
 
@@ -68,12 +70,27 @@ pub struct Endpoint {
     max_rooms: usize,
     /// The pushed IQs waiting for their answer.
     pub iqs: PushedIqs,
+    /// The host's group chat: a pushed presence may join or leave a room.
+    group_chat: Option<SharedRooms>,
+}
+
+/// A push taken: the id and recipient (prepared) of the stanza it sends,
+/// and whether the push waits for its answer (an IQ get or set).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Pushed {
+    pub id: String,
+    pub to: String,
+    pub waits: bool,
 }
 
 impl Endpoint {
     /// The endpoint `config` asks for; none without a token or public key.
     /// `rooms`: the rooms the host is in (a push may join one more).
-    pub fn new(config: &Config, rooms: RoomJids) -> Option<Endpoint> {
+    pub fn new(
+        config: &Config,
+        rooms: RoomJids,
+        group_chat: Option<SharedRooms>,
+    ) -> Option<Endpoint> {
         if config.push_token.is_none() && config.push_public_key.is_none() {
             return None;
         }
@@ -91,6 +108,7 @@ impl Endpoint {
             rooms,
             max_rooms: config.max_rooms,
             iqs: PushedIqs::default(),
+            group_chat,
         })
     }
 
@@ -156,6 +174,28 @@ impl Endpoint {
             }
         }
         Ok(())
+    }
+
+    /// What an admitted push sends, as effects (through the rooms, when the
+    /// host has them), and what it is; or why it is refused.
+    pub fn push(
+        &mut self,
+        content_type: Option<&str>,
+        body: &[u8],
+        now: Instant,
+    ) -> Result<(Vec<Effect>, Pushed), PushError> {
+        let (stanza, waits) = self.stanza(content_type, body)?;
+        let id = stanza.attr("id").unwrap_or_default().to_owned();
+        let to = stanza.attr("to").unwrap_or_default().to_owned();
+        let effects = vec![Effect::Send(stanza)];
+        let effects = match &self.group_chat {
+            Some(rooms) => rooms
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .sending(effects, now),
+            None => effects,
+        };
+        Ok((effects, Pushed { id, to, waits }))
     }
 
     /// The stanza a push describes (see [`stanza`]), and whether the push

@@ -12,6 +12,11 @@ use crate::backoff::Backoff;
 use crate::conversion::ns::{DELAY as NS_DELAY, MUC as NS_MUC, MUC_USER as NS_MUC_USER};
 use crate::conversion::RoomJids;
 pub use crate::effect::Effect;
+
+/// A host's rooms, shared by what sends through them: its delivery's
+/// replies, its push endpoint and its rooms' own userdata. Prosody's thread
+/// only.
+pub type SharedRooms = std::sync::Arc<std::sync::Mutex<Rooms>>;
 use crate::jid;
 use crate::log::LogLevel;
 use crate::stanza_error::XMLNS_STANZAS;
@@ -464,6 +469,33 @@ impl Rooms {
             }
         }
         (effects, next)
+    }
+
+    /// Effects on their way out: each presence among them goes through
+    /// [`Rooms::outgoing`] (its effects before it, and it only if sent), and
+    /// the timer follows.
+    pub fn sending(&mut self, effects: Vec<Effect>, now: Instant) -> Vec<Effect> {
+        if !effects
+            .iter()
+            .any(|e| matches!(e, Effect::Send(s) if s.name == "presence"))
+        {
+            return effects;
+        }
+        let mut out = Vec::with_capacity(effects.len() + 2);
+        for effect in effects {
+            match effect {
+                Effect::Send(stanza) if stanza.name == "presence" => {
+                    let (effects, send) = self.outgoing(&stanza);
+                    out.extend(effects);
+                    if send {
+                        out.push(Effect::Send(stanza));
+                    }
+                }
+                other => out.push(other),
+            }
+        }
+        out.push(self.wake(now));
+        out
     }
 
     /// When to ask [`Rooms::due`] again, as an effect: the shim keeps the

@@ -108,6 +108,33 @@ fn the_rooms_own_joins_are_not_taken_for_the_web_services() {
     ));
 }
 
+/// A reply or a push on its way out: its presences go through the rooms.
+#[test]
+fn what_the_web_service_sends_goes_through_the_rooms() {
+    let now = Instant::now();
+    let mut rooms = Rooms::new("bot.h", None, RoomJids::default(), 1);
+    let message = Effect::Send(parse("<message to='a@h'><body>hi</body></message>"));
+    let untouched = vec![Effect::Log(LogLevel::Info, "x".into()), message.clone()];
+    assert_eq!(rooms.sending(untouched.clone(), now), untouched);
+    let join = |room: &str| {
+        Effect::Send(parse(&format!(
+            "<presence to='{room}@muc.h/Bot' from='bot.h'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+        )))
+    };
+    let sent = rooms.sending(vec![message.clone(), join("one")], now);
+    assert!(matches!(
+        &sent[..],
+        [m, Effect::RememberRoom { room, .. }, Effect::Send(_), Effect::WakeRooms(None)]
+            if *m == message && room == "one@muc.h"
+    ));
+    // Past the cap of one room: said, and not sent.
+    let refused = rooms.sending(vec![join("two")], now);
+    assert!(matches!(
+        &refused[..],
+        [Effect::Log(LogLevel::Error, why), Effect::WakeRooms(None)] if why.contains("Not joining")
+    ));
+}
+
 #[test]
 fn a_room_that_goes_away_is_joined_again_with_backoff() {
     let mut rooms = Rooms::new("bot.h", None, RoomJids::default(), 100);

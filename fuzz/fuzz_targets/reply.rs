@@ -5,7 +5,7 @@
 #![no_main]
 
 use component_http::conversion::{Envelope, HttpAnswer};
-use component_http::delivery::outcome;
+use component_http::delivery::decide;
 use component_http::xml::Element;
 use libfuzzer_sys::fuzz_target;
 
@@ -47,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
         retry_after: None,
         body: body.to_vec(),
     };
-    let outcome = outcome(&envelope, common::HOST, Ok(answer));
+    let outcome = decide(&envelope, common::HOST, Ok(answer));
     for sent in &outcome.stanzas {
         common::from_the_component(sent);
         common::reparses(sent);

@@ -17,10 +17,12 @@
 
 pub mod backoff;
 pub mod clock;
+pub mod commands;
 pub mod config;
 pub mod conversion;
 pub mod delivery;
 pub mod effect;
+pub mod forms;
 pub mod jid;
 pub mod local;
 pub mod log;

@@ -40,7 +40,7 @@ PROSODY13 := .cache/prosody-13.0.1
 all: build
 
 # The module's Lua files beside its main file (module:require'd).
-LIBS := push durable rooms shell
+LIBS := push durable rooms menu shell
 PLUGIN_FILES := mod_component_http.lua $(LIBS:%=%.lib.lua) component_http.so
 
 build: $(PLUGIN_FILES:%=$(PLUGIN)/%)
@@ -111,15 +111,25 @@ prosody13: $(PROSODY13)/usr/bin/prosody
 # as a bot author would: the Python one from PyPI (standardwebhooks), in a
 # venv that also sees Debian's Python packages, and the Node one from npm
 # (standardwebhooks), with Debian's npm where Node came without one. The
-# tests run the bots with them.
+# tests run the bots with them. The venv also holds slixmpp (PyPI), the
+# client library the end-to-end tests use where a real client's XEP
+# plugins matter (ad-hoc commands); they run with the venv's Python.
 VENV := .cache/venv
 NODE_PREFIX := .cache/node
 STANDARDWEBHOOKS := 1.3.0
-deps-examples: $(VENV)/.standardwebhooks-$(STANDARDWEBHOOKS) $(NODE_PREFIX)/.standardwebhooks-$(STANDARDWEBHOOKS)
+SLIXMPP := 1.17.0
+deps-examples: $(VENV)/.standardwebhooks-$(STANDARDWEBHOOKS) $(VENV)/.slixmpp-$(SLIXMPP) \
+	$(NODE_PREFIX)/.standardwebhooks-$(STANDARDWEBHOOKS)
 
-$(VENV)/.standardwebhooks-$(STANDARDWEBHOOKS):
+$(VENV)/bin/python:
 	$(PYTHON) -m venv --system-site-packages $(VENV)
+
+$(VENV)/.standardwebhooks-$(STANDARDWEBHOOKS): | $(VENV)/bin/python
 	$(VENV)/bin/python -m pip install -q 'standardwebhooks==$(STANDARDWEBHOOKS)'
+	touch $@
+
+$(VENV)/.slixmpp-$(SLIXMPP): | $(VENV)/bin/python
+	$(VENV)/bin/python -m pip install -q 'slixmpp==$(SLIXMPP)'
 	touch $@
 
 $(NODE_PREFIX)/.standardwebhooks-$(STANDARDWEBHOOKS):

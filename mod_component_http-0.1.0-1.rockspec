@@ -35,6 +35,7 @@ build = {
 			["mod_component_http.push"] = "build/mod_component_http/push.lib.lua",
 			["mod_component_http.durable"] = "build/mod_component_http/durable.lib.lua",
 			["mod_component_http.rooms"] = "build/mod_component_http/rooms.lib.lua",
+			["mod_component_http.menu"] = "build/mod_component_http/menu.lib.lua",
 			["mod_component_http.shell"] = "build/mod_component_http/shell.lib.lua",
 		},
 		lib = {

@@ -3,8 +3,8 @@
 --
 -- This file is the wiring: options, hooks, the watched descriptor, metrics.
 -- Beside it: push.lib.lua (the push endpoint), durable.lib.lua (durable
--- delivery's storage), rooms.lib.lua (group chat) and shell.lib.lua (admin
--- shell commands). Conversion, HTTP and the reply rules live in the native
+-- delivery's storage), rooms.lib.lua (group chat), menu.lib.lua (the menu
+-- of commands) and shell.lib.lua (admin shell commands). Conversion, HTTP and the reply rules live in the native
 -- library, component_http.so,
 -- built from the Rust crate of this project. The contract: docs/contract.md.
 
@@ -16,7 +16,8 @@ local NATIVE_NAME = "component_http";
 local VERSION = "@VERSION@";
 
 -- What the module before a reload handed over (module.save, below): its
--- deliveries, still owing answers, and the pushed IQs waiting for theirs.
+-- deliveries, still owing answers, the pushed IQs waiting for theirs, and
+-- the delivery whose command sessions go on here.
 local inherited = module.saved_state or {};
 
 -- The effect protocol (docs/architecture.md): every native call that acts
@@ -213,6 +214,13 @@ for _, old in ipairs(inherited.deliveries or {}) do
 	retired[old] = false;
 end
 
+-- Commands (menu.lib.lua): the menu the web service pushed, read back, and
+-- the sessions of the module before a reload, taken over.
+on.save_menu = module:require("menu").start(delivery, call);
+if inherited.sessions then
+	delivery:take_sessions(inherited.sessions);
+end
+
 -- Group chat (rooms.lib.lua): the rooms this host is in.
 local rooms = module:require("rooms").start(native, delivery, call, options.rooms, options.nick);
 on.remember_room, on.forget_room, on.wake_rooms = rooms.remember, rooms.forget, rooms.wake;
@@ -403,7 +411,7 @@ end
 local handed_over = false;
 function module.save()
 	handed_over = true;
-	local state = { pushed_iqs = push_endpoint and push_endpoint.save() };
+	local state = { pushed_iqs = push_endpoint and push_endpoint.save(), sessions = delivery };
 	if not options.durable then
 		state.deliveries = { delivery };
 		for old in pairs(retired) do

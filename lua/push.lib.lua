@@ -99,6 +99,8 @@ function push.serve(endpoint, call, inherited)
 			return json_response(response, answer.status, { error = answer.error });
 		elseif answer.waits then
 			return true; -- answered when the iq's answer arrives
+		elseif answer.commands then -- the menu, replaced
+			return json_response(response, 200, { commands = answer.commands });
 		end
 		return json_response(response, 202, { id = answer.id });
 	end

@@ -46,8 +46,10 @@ local shell_commands = {
 					local held = state.durable and (", %d held"):format((state.durable.counts())) or "";
 					local joined = state.rooms and state.rooms.joined() or {};
 					local in_rooms = #joined > 0 and ("; in rooms: "..table.concat(joined, ", ")) or "";
-					print(("%s: %d in flight, %d queued%s; last error: %s%s"):format(name, running, waiting, held,
-						state.last_error or "none", in_rooms));
+					local commands, sessions = state.delivery:commands();
+					local menu = commands > 0 and ("; %d commands, %d running"):format(commands, sessions) or "";
+					print(("%s: %d in flight, %d queued%s; last error: %s%s%s"):format(name, running, waiting, held,
+						state.last_error or "none", in_rooms, menu));
 					count = count + 1;
 				end
 			end

@@ -138,12 +138,16 @@ def lua(results):
          ["busted", "--lua=lua5.4", "--output=utfTerminal", "lua/spec"], env=env)
 
 
+# The venv of `make deps-examples`: Debian's Python packages and slixmpp.
+E2E_PYTHON = os.path.join(ROOT, ".cache", "venv", "bin", "python")
+
+
 def e2e(results):
     for prosody in PROSODY_ROOTS:
         for backend in backends():
             env = dict(os.environ, PROSODY=prosody, NETWORK_BACKEND=backend)
             part(results, f"e2e Prosody {prosody} {backend}", unittest_counts,
-                 [sys.executable, "-m", "unittest", "discover", "-v", "-p", "test_*.py"],
+                 [E2E_PYTHON, "-m", "unittest", "discover", "-v", "-p", "test_*.py"],
                  cwd=HERE, env=env)
 
 

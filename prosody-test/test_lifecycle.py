@@ -187,7 +187,7 @@ class InstallTest(ProsodyTestCase):
         install()
         installed = os.path.join(plugins, "mod_component_http")
         self.assertEqual(sorted(os.listdir(installed)),
-                         ["component_http.so", "durable.lib.lua", "mod_component_http.lua",
+                         ["component_http.so", "durable.lib.lua", "menu.lib.lua", "mod_component_http.lua",
                           "push.lib.lua", "rooms.lib.lua", "shell.lib.lua"])
         self.start_prosody({"bot.localhost": {"component_post_url": ws.url + "/"}}, plugin_dir=plugins)
         alice = self.connect("alice")

@@ -10,6 +10,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::Url;
 use thiserror::Error;
 
+use crate::commands::{menu, MenuItem};
 use crate::conversion::Kind;
 use crate::options::{self, Spec, Type};
 use crate::signing::{KeyError, PublicKey, Secret, SecretError, SigningKey};
@@ -28,6 +29,13 @@ pub enum ConfigError {
         option: &'static str,
         value: String,
         expected: String,
+    },
+    #[error("{option}: item {position} {why}")]
+    BadItem {
+        option: &'static str,
+        /// From 1, as in the Lua list the admin wrote.
+        position: usize,
+        why: String,
     },
     #[error("component_post_headers: {0}")]
     BadHeader(String),
@@ -172,6 +180,53 @@ impl Options {
         }
     }
 
+    /// A menu: a list of nodes or `{ node = , name = }` tables; one of
+    /// either is a list of one.
+    fn commands(&self, spec: &Spec) -> Result<Vec<MenuItem>, ConfigError> {
+        let one;
+        let items = match self.values.get(spec.key) {
+            None => return Ok(Vec::new()),
+            Some(Value::List(items)) => items.as_slice(),
+            Some(Value::Table(t)) if t.is_empty() => return Ok(Vec::new()),
+            Some(item @ (Value::Text(_) | Value::Table(_))) => {
+                one = [item.clone()];
+                &one
+            }
+            Some(other) => return Err(wrong_type(spec, other, "a list of commands")),
+        };
+        let mut menu: Vec<MenuItem> = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let bad = |why: String| ConfigError::BadItem {
+                option: spec.name,
+                position: i + 1,
+                why,
+            };
+            let text = |table: &BTreeMap<String, Value>, key: &str| match table.get(key) {
+                None => Ok(None),
+                Some(Value::Text(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(bad(format!("has a {key} that is not a string"))),
+            };
+            let item = match item {
+                Value::Text(node) => MenuItem::new(node, None),
+                Value::Table(table) => {
+                    let node = text(table, "node")?.ok_or_else(|| {
+                        bad("has no node: write { node = \"…\", name = \"…\" }".into())
+                    })?;
+                    MenuItem::new(&node, text(table, "name")?.as_deref())
+                }
+                _ => {
+                    return Err(bad(
+                        "must be a node name or { node = \"…\", name = \"…\" }".into()
+                    ))
+                }
+            };
+            menu::check(&menu, &item)
+                .map_err(|why| bad(format!("({:?}): its node {why}", item.node)))?;
+            menu.push(item);
+        }
+        Ok(menu)
+    }
+
     /// A list of strings; one string is a list of one.
     fn list(&self, spec: &Spec) -> Result<Vec<String>, ConfigError> {
         let items = match self.values.get(spec.key) {
@@ -278,6 +333,10 @@ pub struct Config {
     pub max_rooms: usize,
     /// The nick in a room that names none (default: the domain's first label).
     pub nick: Option<String>,
+    /// The configured menu of commands.
+    pub commands: Vec<MenuItem>,
+    /// How long a command's session is kept without a step.
+    pub command_timeout: Duration,
     forwarded: Vec<Kind>,
 }
 
@@ -385,6 +444,8 @@ impl Config {
                 }
                 nick => nick.map(str::to_owned),
             },
+            commands: options.commands(&COMMANDS)?,
+            command_timeout: seconds(&COMMAND_TIMEOUT)?,
             forwarded,
         })
     }
@@ -626,6 +687,56 @@ mod tests {
         assert_eq!(c.durable_limit, 100_000);
         assert_eq!(c.push_rate, 10.0);
         assert_eq!(c.push_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn the_menu_is_nodes_or_tables_and_a_bad_item_is_named_by_position() {
+        let table = |pairs: Vec<(&str, &str)>| Value::from(pairs);
+        let menu = |value: Value| Config::new(options("http://x/").with(&COMMANDS, value));
+        let c = menu(Value::List(vec![
+            table(vec![("node", "weather"), ("name", "Weather")]),
+            "help".into(),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.commands,
+            [
+                MenuItem::new("weather", Some("Weather")),
+                MenuItem::new("help", None)
+            ]
+        );
+        assert_eq!(c.command_timeout, Duration::from_secs(600));
+        // One item alone, as Lua writes it without the outer braces.
+        assert_eq!(menu("help".into()).unwrap().commands.len(), 1);
+        assert_eq!(menu(table(vec![("node", "w")])).unwrap().commands.len(), 1);
+        assert!(Config::new(options("http://x/"))
+            .unwrap()
+            .commands
+            .is_empty());
+        for (value, why) in [
+            (
+                Value::List(vec!["a".into(), 3.0.into()]),
+                "component_post_commands: item 2 must be a node name or { node = \"…\", name = \"…\" }",
+            ),
+            (
+                Value::List(vec!["a".into(), table(vec![("name", "x")])]),
+                "component_post_commands: item 2 has no node",
+            ),
+            (
+                Value::List(vec![Value::Table(
+                    [("node".to_owned(), Value::Flag(true))].into_iter().collect(),
+                )]),
+                "component_post_commands: item 1 has a node that is not a string",
+            ),
+            (
+                Value::List(vec!["a".into(), "b".into(), "a".into()]),
+                "component_post_commands: item 3 (\"a\"): its node is in the menu already",
+            ),
+            (3.0.into(), "component_post_commands = 3 must be a list of commands"),
+        ] {
+            let refused = menu(value).unwrap_err().to_string();
+            assert!(refused.starts_with(why), "{refused}");
+        }
     }
 
     #[test]

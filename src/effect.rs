@@ -67,6 +67,9 @@ pub enum Effect {
         status: u16,
         body: String,
     },
+    /// Commands: keep the menu the web service pushed (its JSON list), for
+    /// restarts; `None`: it went back to the configured one, delete it.
+    SaveMenu(Option<String>),
 }
 
 impl Effect {
@@ -85,6 +88,7 @@ impl Effect {
             Effect::ForgetRoom { .. } => "forget_room",
             Effect::WakeRooms(_) => "wake_rooms",
             Effect::PushAnswer { .. } => "push_answer",
+            Effect::SaveMenu(_) => "save_menu",
         }
     }
 
@@ -95,7 +99,7 @@ impl Effect {
         match self {
             Effect::Withheld => 0,
             Effect::Send(_) | Effect::Release { .. } | Effect::ForgetRoom { .. } => 1,
-            Effect::WakeRooms(_) => 1,
+            Effect::WakeRooms(_) | Effect::SaveMenu(_) => 1,
             Effect::Log(..) => 2,
             Effect::Report { .. } | Effect::Status { .. } | Effect::Hold { .. } => 3,
             Effect::PushAnswer { .. } => 3,
@@ -146,6 +150,7 @@ impl Effect {
                 status: 200,
                 body: String::new(),
             },
+            Effect::SaveMenu(None),
         ]
     }
 }

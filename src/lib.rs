@@ -140,6 +140,7 @@ mod layers {
         "delivery::Source",
         "delivery::Stop",
         "push::Credentials",
+        "push::Pushed",
         // Inputs read where Lua calls: the clock.
         "clock::unix_secs",
         // Exposed as userdata.

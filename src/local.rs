@@ -1,6 +1,7 @@
 //! What the component answers on its own, without the web service: presence
 //! as an always-online contact (docs/contract.md §7), and ping / disco#info for IQs when
-//! IQs are not forwarded (docs/contract.md §6).
+//! IQs are not forwarded (docs/contract.md §6; with the commands feature
+//! when the host has a menu, §13.1).
 
 use crate::conversion::{Envelope, RoomJids};
 use crate::effect::Effect;
@@ -11,6 +12,7 @@ use crate::xml::Element;
 
 const XMLNS_PING: &str = "urn:xmpp:ping";
 const XMLNS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+const XMLNS_COMMANDS: &str = "http://jabber.org/protocol/commands";
 
 /// The resource the component's contacts appear online at.
 const RESOURCE: &str = "default";
@@ -20,9 +22,13 @@ pub fn answer_presence(stanza: &Element) -> Vec<Effect> {
     presence(stanza).into_iter().map(Effect::Send).collect()
 }
 
-/// What an IQ to the component gets when IQs are not forwarded.
-pub fn answer_iq(stanza: &Element, host: &str) -> Vec<Effect> {
-    iq(stanza, host).into_iter().map(Effect::Send).collect()
+/// What an IQ to the component gets when IQs are not forwarded;
+/// `commands`: whether the host offers a menu of commands (§13.1).
+pub fn answer_iq(stanza: &Element, host: &str, commands: bool) -> Vec<Effect> {
+    iq(stanza, host, commands)
+        .into_iter()
+        .map(Effect::Send)
+        .collect()
 }
 
 /// What a stanza this module cannot read gets (too deep for Lua's stack,
@@ -102,7 +108,7 @@ pub fn presence(stanza: &Element) -> Vec<Element> {
 /// The answer to an IQ when IQs are not forwarded: ping and disco#info are
 /// answered, any other get/set gets `service-unavailable`; results and errors
 /// get nothing.
-pub fn iq(stanza: &Element, host: &str) -> Option<Element> {
+pub fn iq(stanza: &Element, host: &str, commands: bool) -> Option<Element> {
     let envelope = Envelope::of(stanza).ok()?;
     if !envelope.is_iq_request() {
         return None;
@@ -118,7 +124,7 @@ pub fn iq(stanza: &Element, host: &str) -> Option<Element> {
                 Some(_) => {
                     envelope.error_reply(&StanzaError::new(ErrorType::Cancel, "item-not-found"))
                 }
-                None => envelope.iq_result().with_child(disco_info(host)),
+                None => envelope.iq_result().with_child(disco_info(host, commands)),
             })
         }
         _ => {
@@ -127,9 +133,9 @@ pub fn iq(stanza: &Element, host: &str) -> Option<Element> {
     }
 }
 
-fn disco_info(host: &str) -> Element {
+fn disco_info(host: &str, commands: bool) -> Element {
     let feature = |var: &str| Element::new("feature").with_attr("var", var);
-    Element::new("query")
+    let query = Element::new("query")
         .with_attr("xmlns", XMLNS_DISCO_INFO)
         .with_child(
             Element::new("identity")
@@ -138,7 +144,12 @@ fn disco_info(host: &str) -> Element {
                 .with_attr("name", host),
         )
         .with_child(feature(XMLNS_DISCO_INFO))
-        .with_child(feature(XMLNS_PING))
+        .with_child(feature(XMLNS_PING));
+    if commands {
+        query.with_child(feature(XMLNS_COMMANDS))
+    } else {
+        query
+    }
 }
 
 #[cfg(test)]
@@ -223,7 +234,7 @@ mod tests {
     fn ping_is_answered() {
         let ping = Element::new("ping").with_attr("xmlns", XMLNS_PING);
         assert_eq!(
-            iq(&iq_to("get", Some(ping)), "bot.localhost")
+            iq(&iq_to("get", Some(ping)), "bot.localhost", false)
                 .unwrap()
                 .to_xml(),
             "<iq to='user@localhost/res' from='bot.localhost' id='i1' type='result'/>"
@@ -233,7 +244,7 @@ mod tests {
     #[test]
     fn disco_info_lists_what_is_supported() {
         let query = Element::new("query").with_attr("xmlns", XMLNS_DISCO_INFO);
-        let answer = iq(&iq_to("get", Some(query.clone())), "bot.localhost").unwrap();
+        let answer = iq(&iq_to("get", Some(query.clone())), "bot.localhost", false).unwrap();
         assert_eq!(
             answer.to_xml(),
             "<iq to='user@localhost/res' from='bot.localhost' id='i1' type='result'>\
@@ -242,20 +253,24 @@ mod tests {
              <feature var='http://jabber.org/protocol/disco#info'/><feature var='urn:xmpp:ping'/>\
              </query></iq>"
         );
+        let with_menu = iq(&iq_to("get", Some(query.clone())), "bot.localhost", true).unwrap();
+        assert!(with_menu
+            .to_xml()
+            .ends_with("<feature var='http://jabber.org/protocol/commands'/></query></iq>"));
         let with_node = query.with_attr("node", "n");
-        let answer = iq(&iq_to("get", Some(with_node)), "bot.localhost").unwrap();
+        let answer = iq(&iq_to("get", Some(with_node)), "bot.localhost", false).unwrap();
         assert!(answer.to_xml().contains("item-not-found"));
     }
 
     #[test]
     fn anything_else_is_service_unavailable_and_results_get_nothing() {
         let vcard = Element::new("vCard").with_attr("xmlns", "vcard-temp");
-        let answer = iq(&iq_to("get", Some(vcard)), "bot.localhost").unwrap();
+        let answer = iq(&iq_to("get", Some(vcard)), "bot.localhost", false).unwrap();
         assert!(answer.to_xml().contains("<service-unavailable"));
         let ping = Element::new("ping").with_attr("xmlns", XMLNS_PING);
-        let answer = iq(&iq_to("set", Some(ping)), "bot.localhost").unwrap();
+        let answer = iq(&iq_to("set", Some(ping)), "bot.localhost", false).unwrap();
         assert!(answer.to_xml().contains("<service-unavailable"));
-        assert_eq!(iq(&iq_to("result", None), "bot.localhost"), None);
-        assert_eq!(iq(&iq_to("error", None), "bot.localhost"), None);
+        assert_eq!(iq(&iq_to("result", None), "bot.localhost", false), None);
+        assert_eq!(iq(&iq_to("error", None), "bot.localhost", false), None);
     }
 }

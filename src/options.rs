@@ -35,6 +35,8 @@ pub enum Type {
     Rooms,
     /// A plain string, with a default the README states.
     Text,
+    /// A menu of commands: nodes, or `{ node = , name = }` tables.
+    Commands,
 }
 
 /// One option.
@@ -273,6 +275,20 @@ pub const NICK: Spec = Spec {
         "the nick in a room of `component_post_rooms` that names none",
     )
 };
+pub const COMMANDS: Spec = spec(
+    "component_post_commands",
+    "commands",
+    Type::Commands,
+    "the menu of ad-hoc commands, e.g. `{ { node = \"weather\", name = \"Weather\" }, \"help\" }` \
+     (a plain node is its own name); the web service may push another (see [Menus](#menus))",
+);
+pub const COMMAND_TIMEOUT: Spec = spec(
+    "component_post_command_timeout",
+    "command_timeout",
+    Type::Seconds(600.0),
+    "seconds a command's session is kept without a step; then a step of it gets \
+     `bad-sessionid`",
+);
 pub const PUSH_TOKEN: Spec = Spec {
     shown_default: Some("none: endpoint off, unless a public key is set"),
     ..spec(
@@ -327,7 +343,7 @@ pub const PUSH_MAX_SIZE: Spec = spec(
 );
 
 /// Every option, in the README's order.
-pub const ALL: [&Spec; 30] = [
+pub const ALL: [&Spec; 32] = [
     &URL,
     &STANZAS,
     &TIMEOUT,
@@ -352,6 +368,8 @@ pub const ALL: [&Spec; 30] = [
     &ROOMS,
     &MAX_ROOMS,
     &NICK,
+    &COMMANDS,
+    &COMMAND_TIMEOUT,
     &PUSH_TOKEN,
     &PUSH_PUBLIC_KEY,
     &PUSH_RATE,
@@ -379,7 +397,7 @@ impl Spec {
             Type::Seconds(_) => "duration",
             Type::Count { .. } | Type::Rate(_) => "number",
             Type::Flag(_) => "boolean",
-            Type::Secrets | Type::Rooms => "array",
+            Type::Secrets | Type::Rooms | Type::Commands => "array",
             Type::Headers => "table",
             Type::Path => "path",
         }
@@ -398,6 +416,7 @@ impl Spec {
             | Type::Path
             | Type::Token
             | Type::Rooms
+            | Type::Commands
             | Type::Text => Default::None,
         }
     }

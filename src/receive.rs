@@ -1,11 +1,12 @@
 //! A stanza to the component, read once: whose business it is and what it
 //! gets, as effects. In order: the answer to a pushed IQ (docs/contract.md
 //! §10), the rooms' own presences and the room messages the web service
-//! does not get (§12), then the web service (POSTed, §3) or the component's
-//! own answer (§6, §7).
+//! does not get (§12), the menu's disco and command steps (§13), then the
+//! web service (POSTed, §3) or the component's own answer (§6, §7).
 
 use std::time::Instant;
 
+use crate::commands::{self, Route};
 use crate::conversion::{Envelope, Kind};
 use crate::delivery::Delivery;
 use crate::effect::Effect;
@@ -38,10 +39,20 @@ pub fn receive(host: Host, stanza: &Element, now: Instant, unix_secs: u64) -> (V
                     Answer::NotPushed => {}
                 }
             }
-            if config.forwards(Kind::Iq) {
-                effects.extend(host.delivery.post(stanza));
-            } else {
-                effects.extend(local::answer_iq(stanza, &config.host));
+            // The menu's disco and command steps, whether or not IQs
+            // are forwarded (§13).
+            let commands = host.delivery.commands();
+            let mut commands = commands::lock(&commands);
+            match commands.route(stanza, now) {
+                Route::Answer(reply) => effects.push(Effect::Send(reply)),
+                Route::Post(step) => effects.extend(host.delivery.post_step(stanza, step)),
+                Route::NotMine if config.forwards(Kind::Iq) => {
+                    effects.extend(host.delivery.post(stanza))
+                }
+                Route::NotMine => {
+                    let offered = commands.offered();
+                    effects.extend(local::answer_iq(stanza, &config.host, offered))
+                }
             }
         }
         Some(Kind::Presence) => {

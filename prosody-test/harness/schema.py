@@ -56,6 +56,8 @@ def schema_errors(value, schema, path="$"):
                 errors += schema_errors(item, properties[key], f"{path}.{key}")
             elif schema.get("additionalProperties") is False:
                 errors.append(f"{path}: '{key}' is not described by the schema")
+            elif isinstance(schema.get("additionalProperties"), dict):
+                errors += schema_errors(item, schema["additionalProperties"], f"{path}.{key}")
     if isinstance(value, list) and "items" in schema:
         for i, item in enumerate(value):
             errors += schema_errors(item, schema["items"], f"{path}[{i}]")

@@ -224,6 +224,14 @@ impl Commands {
         })
     }
 
+    /// The menu the web service pushed before a restart (as
+    /// [`Menu::pushed_json`] kept it), or why it cannot be read.
+    pub fn restore(&mut self, json: &str) -> Result<(), String> {
+        let list: Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        self.menu.push(Some(menu::from_json(&list)?));
+        Ok(())
+    }
+
     /// A step's outcome, on Prosody's thread.
     pub fn settle(&mut self, settled: Settled) {
         match settled {

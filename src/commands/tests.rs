@@ -393,3 +393,20 @@ fn settling_closes_or_remembers() {
     ));
     assert_eq!(c.sessions(), 0);
 }
+
+#[test]
+fn a_kept_menu_is_restored_and_a_bad_one_refused() {
+    let mut c = commands();
+    let mut pushed = commands();
+    pushed
+        .menu
+        .push(Some(vec![MenuItem::new("ping", Some("Ping"))]));
+    c.restore(&pushed.menu.pushed_json().unwrap()).unwrap();
+    assert_eq!(c.menu.items(), [MenuItem::new("ping", Some("Ping"))]);
+    assert!(c.restore("{").is_err());
+    assert_eq!(
+        c.restore("[1]").unwrap_err(),
+        "'commands[0]' must be a node name or {\"node\", \"name\"}"
+    );
+    assert_eq!(c.menu.items()[0].node, "ping", "left as it was");
+}

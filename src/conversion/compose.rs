@@ -1,6 +1,6 @@
 //! The structured keys of a reply or push (docs/contract.md §4.1) → the
 //! stanza's children: chat states, files, corrections, reactions, replies,
-//! receipts, markers, nick; presence show, status and priority. Every key is
+//! receipts, markers, data forms, nick; presence show, status and priority. Every key is
 //! checked before any child is added, and a key of the wrong type is an
 //! error naming it; keys that do not apply to the kind are ignored.
 
@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 use super::envelope::Kind;
 use super::ns;
+use crate::forms;
 use crate::xml::Element;
 
 /// A key of the wrong type or shape: the message names it.
@@ -60,6 +61,9 @@ pub fn children(kind: Kind, object: &Map<String, Value>) -> Result<Vec<Element>,
             if let Some(v) = get("displayed") {
                 let id = string(v, "displayed")?;
                 out.push(with_ns("displayed", ns::MARKERS).with_attr("id", id));
+            }
+            if let Some(v) = get("form") {
+                out.push(forms::from_json(v, "form").map_err(|e| KeyError(e.to_string()))?);
             }
         }
         Kind::Presence => {
@@ -253,6 +257,24 @@ mod tests {
                 "<displayed xmlns='urn:xmpp:chat-markers:0' id='m6'/>",
                 "<nick xmlns='http://jabber.org/protocol/nick'>Bot</nick>",
             ]
+        );
+    }
+
+    #[test]
+    fn a_form_in_a_message_and_a_wrong_one_named_by_its_path() {
+        let got = xml(
+            Kind::Message,
+            json!({"form": {"title": "Poll", "fields": [{"var": "ok", "type": "boolean"}]}}),
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            ["<x xmlns='jabber:x:data' type='form'><title>Poll</title>\
+              <field var='ok' type='boolean'/></x>"]
+        );
+        assert_eq!(
+            xml(Kind::Message, json!({"form": {"fields": [{"label": "x"}]}})).unwrap_err(),
+            "'form.fields[0].var' is missing: every field but a fixed one needs a var"
         );
     }
 

@@ -1,12 +1,13 @@
 //! Stanza → the structured keys of the request JSON (docs/contract.md §3.1):
 //! chat states, corrections, reactions, replies, receipts, markers, files,
-//! invitations, room and presence details, errors. Each key is present only
+//! invitations, room and presence details, errors, data forms. Each key is present only
 //! when the stanza has what it maps; `stanza` keeps the whole XML.
 
 use serde::Serialize;
 
 use super::envelope::Kind;
 use super::ns;
+use crate::forms;
 use crate::jid;
 use crate::stanza_error::XMLNS_STANZAS;
 use crate::xml::Element;
@@ -102,6 +103,11 @@ pub struct Keys {
     pub priority: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<StanzaErrorKeys>,
+    /// A data form in a message (§13.3), and its values as a map.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub form: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 fn some_text(element: &Element) -> Option<String> {
@@ -163,6 +169,10 @@ pub fn keys(stanza: &Element, kind: Kind) -> Keys {
                     id: id.to_owned(),
                     to: attr(child, "to"),
                 })
+            }
+            (Kind::Message, "x", Some(forms::XMLNS)) if keys.form.is_none() => {
+                keys.form = Some(forms::to_json(child));
+                keys.data = Some(forms::data(child, &forms::FieldTypes::default()));
             }
             (Kind::Message, "request", Some(ns::RECEIPTS)) => keys.request_receipt = Some(true),
             (Kind::Message, "received", Some(ns::RECEIPTS)) => keys.received = attr(child, "id"),
@@ -347,5 +357,26 @@ mod tests {
             json!({}),
             "and a priority that is not a number is left out"
         );
+    }
+
+    #[test]
+    fn a_data_form_in_a_message_gives_form_and_data() {
+        let got = json_of(
+            "<message from='u@h/r' to='b@bot'><x xmlns='jabber:x:data' type='submit'>\
+             <field var='pizza' type='list-multi'><value>ham</value></field>\
+             <field var='ok' type='boolean'><value>1</value></field></x>\
+             <x xmlns='jabber:x:data' type='submit'><field var='second'/></x></message>",
+        );
+        assert_eq!(
+            got,
+            json!({"form": {"type": "submit", "fields": [
+                      {"var": "pizza", "type": "list-multi", "value": ["ham"]},
+                      {"var": "ok", "type": "boolean", "value": "1"}]},
+                   "data": {"pizza": ["ham"], "ok": true}}),
+            "the first form only"
+        );
+        let presence =
+            json_of("<presence from='u@h/r' to='b@bot'><x xmlns='jabber:x:data'/></presence>");
+        assert_eq!(presence, json!({}));
     }
 }

@@ -17,7 +17,7 @@ pub(crate) use reply::json_type_name;
 pub use reply::{
     error_text, is_json, is_media_type, reply_for, stanza_from_object, HttpAnswer, ReplyError,
 };
-pub use request::{request, Request};
+pub use request::{request, request_with_command, Request};
 
 #[cfg(test)]
 pub(crate) mod examples {

@@ -2,6 +2,7 @@
 //! structured keys of §3.1).
 
 use serde::Serialize;
+use serde_json::Value;
 
 use super::envelope::{ConversionError, Envelope, Kind};
 use super::extract::{self, Keys};
@@ -30,10 +31,22 @@ struct RequestBody<'a> {
     /// The structured keys (§3.1), each only when the stanza has it.
     #[serde(flatten)]
     keys: Keys,
+    /// A command step (§13.2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    command: Option<&'a Value>,
 }
 
 /// Builds the request for `stanza` (docs/contract.md §3).
 pub fn request(stanza: &Element) -> Result<Request, ConversionError> {
+    build(stanza, None)
+}
+
+/// Builds the request for a command step: `command` is its key (§13.2).
+pub fn request_with_command(stanza: &Element, command: &Value) -> Result<Request, ConversionError> {
+    build(stanza, Some(command))
+}
+
+fn build(stanza: &Element, command: Option<&Value>) -> Result<Request, ConversionError> {
     let envelope = Envelope::of(stanza)?;
     let body = match envelope.kind {
         Kind::Message => stanza.child("body", None).map(Element::text),
@@ -49,6 +62,7 @@ pub fn request(stanza: &Element) -> Result<Request, ConversionError> {
         stanza_type: envelope.stanza_type.as_deref(),
         id: envelope.id.as_deref(),
         keys: extract::keys(stanza, envelope.kind),
+        command,
     })
     .expect("serialising strings to JSON cannot fail");
     Ok(Request {
@@ -62,7 +76,7 @@ pub fn request(stanza: &Element) -> Result<Request, ConversionError> {
 mod tests {
     use super::*;
     use crate::conversion::examples::message;
-    use serde_json::{json, Value};
+    use serde_json::json;
 
     #[test]
     fn request_has_every_key_of_spec_3() {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::held::{self, Gate, Record, Storage};
 use super::http::{is_transient, post};
 use super::ordering::conversation_of;
-use super::outcome::{decide, DeliveryError, LogLevel, Outcome, Status};
+use super::outcome::{DeliveryError, LogLevel, Outcome, Status};
 use super::runtime::lock;
 use super::shared::{DurableState, Job, Shared};
 use crate::clock::unix_millis;
@@ -201,7 +201,7 @@ impl Shared {
                     .pop_if(conversation, &id)
                     .expect("it is the head");
                 let error = DeliveryError::Expired(max_age);
-                let mut outcome = decide(&job.envelope, &self.config.host, Err(error));
+                let mut outcome = job.decide(&self.config.host, Err(error));
                 let reason = outcome
                     .log
                     .as_ref()
@@ -246,7 +246,7 @@ impl Shared {
         }
         // Purged meanwhile: the purge answered the sender.
         if let Some((record, _)) = state.held.pop_if(conversation, &job.delivery_id) {
-            let mut outcome = decide(&job.envelope, &self.config.host, result);
+            let mut outcome = job.decide(&self.config.host, result);
             outcome.storage = Some(Storage::Forget(record.id));
             self.outbox.queue(outcome);
         }
@@ -346,6 +346,7 @@ impl DurableAdmin {
                 envelope,
                 json,
                 xml: Some(xml),
+                command: None,
                 delivery_id: record.id.clone(),
                 received: record.received,
             });
@@ -378,7 +379,7 @@ impl DurableAdmin {
                 continue;
             };
             let error = DeliveryError::Cancelled("discarded by an administrator");
-            let mut outcome = decide(&job.envelope, &self.0.config.host, Err(error));
+            let mut outcome = job.decide(&self.0.config.host, Err(error));
             outcome.storage = Some(Storage::Forget(record.id));
             self.0.outbox.queue(outcome);
             purged += 1;

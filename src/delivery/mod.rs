@@ -34,8 +34,9 @@ use tokio::sync::Semaphore;
 
 pub use durable::{DurableAdmin, HeldCounts, Source};
 pub use held::{Record, Storage};
-pub use outcome::{decide, DeliveryError, LogLevel, Outcome, Status};
+pub use outcome::{decide, decide_step, DeliveryError, LogLevel, Outcome, Status};
 
+use crate::commands::{self, Commands, SharedCommands, Step};
 use crate::config::{Config, Ordering};
 use crate::conversion::{self, Request, RoomJids};
 use crate::effect::Effect;
@@ -86,6 +87,7 @@ impl Delivery {
     pub fn new(config: Config) -> Result<Delivery, DeliveryError> {
         let outbox = Outbox::new()
             .map_err(|e| DeliveryError::Internal(format!("cannot create an eventfd: {e}")))?;
+        let (config_commands, command_timeout) = (config.commands.clone(), config.command_timeout);
         Ok(Delivery {
             shared: Arc::new(Shared {
                 slots: Semaphore::new(config.max_inflight),
@@ -99,6 +101,7 @@ impl Delivery {
                 last_received: AtomicU64::new(0),
                 rooms: RoomJids::default(),
                 group_chat: Mutex::new(None),
+                commands: Arc::new(Mutex::new(Commands::new(config_commands, command_timeout))),
                 successor: Mutex::new(None),
             }),
             next_id: AtomicU64::new(1),
@@ -125,7 +128,45 @@ impl Delivery {
     /// The host's push endpoint, or `None` when pushing is off.
     pub fn push_endpoint(&self) -> Option<Endpoint> {
         let group_chat = lock(&self.shared.group_chat).clone();
-        Endpoint::new(&self.shared.config, self.shared.rooms.clone(), group_chat)
+        let commands = self.commands();
+        Endpoint::new(
+            &self.shared.config,
+            self.shared.rooms.clone(),
+            group_chat,
+            commands,
+        )
+    }
+
+    /// The host's commands: its menu and the sessions being run.
+    pub fn commands(&self) -> SharedCommands {
+        Arc::clone(&self.shared.commands)
+    }
+
+    /// The commands the menu has, and the sessions open.
+    pub fn command_counts(&self) -> (usize, usize) {
+        let commands = commands::lock(&self.shared.commands);
+        (commands.menu.items().len(), commands.sessions())
+    }
+
+    /// At load: the menu the web service pushed before, as kept in storage
+    /// (a log line if it cannot be read: the configured menu is served).
+    pub fn restore_menu(&self, json: &str) -> Vec<Effect> {
+        match commands::lock(&self.shared.commands).restore(json) {
+            Ok(()) => Vec::new(),
+            Err(why) => vec![Effect::Log(
+                LogLevel::Error,
+                format!("The menu the web service pushed cannot be read back ({why}): serving the configured one"),
+            )],
+        }
+    }
+
+    /// A reload: the sessions of `old`'s commands go on here.
+    pub fn take_sessions(&self, old: &Delivery) {
+        if Arc::ptr_eq(&self.shared.commands, &old.shared.commands) {
+            return;
+        }
+        let mut old = commands::lock(&old.shared.commands);
+        commands::lock(&self.shared.commands).take_sessions(&mut old);
     }
 
     pub fn config(&self) -> &Config {
@@ -167,6 +208,18 @@ impl Delivery {
         }
     }
 
+    /// A command step to forward (see [`crate::commands`]): POSTed with
+    /// its `command` key; its answer becomes the command's result.
+    pub fn post_step(&self, stanza: &Element, step: Step) -> Vec<Effect> {
+        match conversion::request_with_command(stanza, &step.json) {
+            Ok(request) => {
+                self.submit_job(request, Some(step));
+                Vec::new()
+            }
+            Err(why) => self.unreadable(stanza, &why.to_string()),
+        }
+    }
+
     /// A stanza to forward that cannot be read: see [`local::unreadable`].
     pub fn unreadable(&self, top: &Element, why: &str) -> Vec<Effect> {
         let text = Some("could not forward the stanza");
@@ -176,6 +229,10 @@ impl Delivery {
     /// Starts delivering `request`; returns at once. Its outcome arrives
     /// through [`Delivery::drain`], whatever happens to it.
     pub fn submit(&self, request: Request) {
+        self.submit_job(request, None);
+    }
+
+    fn submit_job(&self, request: Request, command: Option<Step>) {
         let shared = &self.shared;
         let config = &shared.config;
         let id = self.next_id.fetch_add(1, AtomicOrdering::Relaxed);
@@ -200,10 +257,6 @@ impl Delivery {
             return;
         }
         envelope.from_room |= shared.rooms.contains(&envelope.from);
-        let mut owed = lock(&shared.owed);
-        if !shared.admit(&owed, &envelope, json.len()) {
-            return;
-        }
         let ordered = config.ordering == Ordering::Conversation;
         let job = Arc::new(Job {
             conversation: conversation_of(&envelope),
@@ -211,8 +264,13 @@ impl Delivery {
             envelope,
             json,
             xml: config.durable.then_some(xml),
+            command,
             delivery_id: signing::delivery_id(),
         });
+        let mut owed = lock(&shared.owed);
+        if !shared.admit(&owed, &job) {
+            return;
+        }
         owed.insert(
             id,
             OwedStanza {
@@ -270,9 +328,23 @@ impl Delivery {
     /// What Prosody's side does for the outcomes that arrived since the
     /// last drain.
     pub fn drain_effects(&self) -> Vec<Effect> {
-        let effects = effects_of(self.drain());
-        // The newest delivery's rooms: after a reload, the module's own.
-        match lock(&self.shared.target().group_chat).clone() {
+        let mut outcomes = self.drain();
+        // The newest delivery's commands and rooms: after a reload, the
+        // module's own.
+        let target = self.shared.target();
+        let settled: Vec<_> = outcomes
+            .iter_mut()
+            .filter_map(|o| o.session.take())
+            .collect();
+        if !settled.is_empty() {
+            let mut commands = commands::lock(&target.commands);
+            for settled in settled {
+                commands.settle(settled);
+            }
+        }
+        let effects = effects_of(outcomes);
+        let group_chat = lock(&target.group_chat).clone();
+        match group_chat {
             Some(rooms) => lock(&rooms).sending(effects, Instant::now()),
             None => effects,
         }
@@ -307,7 +379,7 @@ impl Delivery {
                     ..Outcome::default()
                 }
             } else {
-                decide(&job.envelope, host, Err(DeliveryError::Cancelled(why)))
+                job.decide(host, Err(DeliveryError::Cancelled(why)))
             });
         }
         outcomes

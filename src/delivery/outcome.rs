@@ -2,6 +2,7 @@
 //! (replies, a log line, metrics, storage), and the [`DeliveryError`] that
 //! decides a failed stanza's error, metrics label and log level.
 
+use crate::commands::{self, Settled, Step};
 use crate::conversion::{reply_for, Envelope, HttpAnswer, ReplyError};
 use crate::stanza_error::{status_class, ErrorType, StanzaError};
 use crate::xml::Element;
@@ -27,6 +28,8 @@ pub struct Outcome {
     /// A stanza error was not sent: it would have gone to a room
     /// ([`Envelope::may_get_error`]); for metrics.
     pub error_withheld: bool,
+    /// A command step: what it does to its session (on Prosody's thread).
+    pub session: Option<Settled>,
 }
 
 /// The module's status, as the admin sees it in Prosody: it follows
@@ -158,39 +161,71 @@ pub fn decide(
         .map(|answer| status_class(answer.status));
     let reply =
         result.and_then(|answer| reply_for(envelope, host, &answer).map_err(DeliveryError::from));
+    let reply = match reply {
+        Ok(reply) => reply,
+        Err(error) => return failed(envelope, error),
+    };
     let mut outcome = Outcome {
-        label: match &reply {
-            Ok(_) => answered.unwrap_or("2xx"),
-            Err(error) => error.label(),
-        },
+        label: answered.unwrap_or("2xx"),
         ..Outcome::default()
     };
-    match reply {
-        Ok(reply) => {
-            if !envelope.may_be_answered() {
-                return outcome;
-            }
-            let answers_iq = reply.as_ref().is_some_and(|r| r.name == "iq");
-            if let Some(reply) = reply {
-                outcome.stanzas.push(reply);
-            }
-            if envelope.is_iq_request() && !answers_iq {
-                outcome.stanzas.push(envelope.iq_result());
-            }
-        }
-        Err(error) => {
-            let mut line = format!("POST for {} failed: {error}", envelope.describe());
-            if envelope.may_get_error() {
-                outcome
-                    .stanzas
-                    .push(envelope.error_reply(&error.stanza_error()));
-            } else if envelope.may_be_answered() {
-                outcome.error_withheld = true;
-                line.push_str(" (no error sent to the room: it would kick the bot)");
-            }
-            outcome.log = Some((error.log_level(), line));
-        }
+    if !envelope.may_be_answered() {
+        return outcome;
     }
+    let answers_iq = reply.as_ref().is_some_and(|r| r.name == "iq");
+    if let Some(reply) = reply {
+        outcome.stanzas.push(reply);
+    }
+    if envelope.is_iq_request() && !answers_iq {
+        outcome.stanzas.push(envelope.iq_result());
+    }
+    outcome
+}
+
+/// As [`decide`], for a command step: its answer is the command's result
+/// (docs/contract.md §13.2), and the outcome settles its session.
+pub fn decide_step(
+    envelope: &Envelope,
+    step: &Step,
+    result: Result<HttpAnswer, DeliveryError>,
+) -> Outcome {
+    let answered = result
+        .as_ref()
+        .ok()
+        .map(|answer| status_class(answer.status));
+    let answer = result
+        .and_then(|answer| commands::answer(envelope, step, &answer).map_err(DeliveryError::from));
+    match answer {
+        Ok((reply, settled)) => Outcome {
+            stanzas: vec![reply],
+            label: answered.unwrap_or("2xx"),
+            session: Some(settled),
+            ..Outcome::default()
+        },
+        Err(error) => Outcome {
+            session: Some(step.settled_on_error()),
+            ..failed(envelope, error)
+        },
+    }
+}
+
+/// The sender of `envelope` gets the stanza error `error` decides, unless
+/// it must not (a room would kick the bot for it); the admin a log line.
+fn failed(envelope: &Envelope, error: DeliveryError) -> Outcome {
+    let mut outcome = Outcome {
+        label: error.label(),
+        ..Outcome::default()
+    };
+    let mut line = format!("POST for {} failed: {error}", envelope.describe());
+    if envelope.may_get_error() {
+        outcome
+            .stanzas
+            .push(envelope.error_reply(&error.stanza_error()));
+    } else if envelope.may_be_answered() {
+        outcome.error_withheld = true;
+        line.push_str(" (no error sent to the room: it would kick the bot)");
+    }
+    outcome.log = Some((error.log_level(), line));
     outcome
 }
 

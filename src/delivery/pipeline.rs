@@ -9,7 +9,7 @@ use tokio::time::timeout_at;
 
 use super::http::{is_transient, post_with_retries};
 use super::ordering::Place;
-use super::outcome::{decide, DeliveryError};
+use super::outcome::DeliveryError;
 use super::shared::{Job, Shared};
 use crate::conversion::ReplyError;
 use crate::rooms;
@@ -131,8 +131,8 @@ fn settle(
     }
     let config = &shared.config;
     let target = shared.target();
-    shared.finish(id, |envelope| {
-        let mut outcome = decide(envelope, &config.host, result);
+    shared.finish(id, |job| {
+        let mut outcome = job.decide(&config.host, result);
         // A join past component_post_max_rooms is an invalid reply (the
         // rooms' state refuses it too, at sending, should replies race).
         let refused = outcome
@@ -141,7 +141,7 @@ fn settle(
             .find_map(|s| rooms::refuse_join(s, &target.rooms, target.config.max_rooms));
         if let Some(why) = refused {
             let error = DeliveryError::Reply(ReplyError::Invalid(why));
-            outcome = super::outcome::decide(envelope, &config.host, Err(error));
+            outcome = job.decide(&config.host, Err(error));
         }
         if let Some((_, line)) = outcome.log.as_mut() {
             match attempts {

@@ -16,11 +16,12 @@ use super::held::{Held, Record};
 use super::http::Connector;
 use super::ordering::Conversations;
 use super::outbox::Outbox;
-use super::outcome::{decide, DeliveryError, LogLevel, Outcome};
+use super::outcome::{decide, decide_step, DeliveryError, LogLevel, Outcome};
 use super::runtime::lock;
 use crate::clock;
+use crate::commands::{SharedCommands, Step};
 use crate::config::Config;
-use crate::conversion::{Envelope, Kind, RoomJids};
+use crate::conversion::{Envelope, HttpAnswer, Kind, RoomJids};
 use crate::rooms::SharedRooms;
 
 /// Durable delivery, under one lock: the held stanzas and the breaker, the task
@@ -59,6 +60,8 @@ pub(super) struct Job {
     pub(super) conversation: String,
     /// The stanza as XML, with durable delivery: what is held.
     pub(super) xml: Option<String>,
+    /// A command step: its answer is the command's result.
+    pub(super) command: Option<Step>,
 }
 
 impl Job {
@@ -66,6 +69,14 @@ impl Job {
     /// now, so it bounces as in the default mode.
     pub(super) fn may_be_held(&self) -> bool {
         self.envelope.kind != Kind::Iq
+    }
+
+    /// What the sender gets, given how the POST went.
+    pub(super) fn decide(&self, host: &str, result: Result<HttpAnswer, DeliveryError>) -> Outcome {
+        match &self.command {
+            Some(step) => decide_step(&self.envelope, step, result),
+            None => decide(&self.envelope, host, result),
+        }
     }
 
     pub(super) fn record(&self) -> Record {
@@ -147,6 +158,9 @@ pub(super) struct Shared {
     /// through it (a presence may join or leave a room). Prosody's thread
     /// only, and no other lock is taken under it.
     pub(super) group_chat: Mutex<Option<SharedRooms>>,
+    /// The host's commands: the menu, and the sessions its outcomes settle
+    /// (the newest delivery's, after a reload).
+    pub(super) commands: SharedCommands,
     /// After a reload: the delivery that took over from this one. What
     /// this one still has is POSTed as the newer one's config says.
     pub(super) successor: Mutex<Option<Arc<Shared>>>,
@@ -168,7 +182,7 @@ impl Shared {
 
     /// Ends delivery `id` with the outcome `make` builds, unless it has
     /// already ended (cancelled). Exactly one outcome per stanza.
-    pub(super) fn finish(&self, id: u64, make: impl FnOnce(&Envelope) -> Outcome) {
+    pub(super) fn finish(&self, id: u64, make: impl FnOnce(&Job) -> Outcome) {
         let Some(job) = lock(&self.owed)
             .get_mut(&id)
             .map(|entry| Arc::clone(&entry.job))
@@ -178,7 +192,7 @@ impl Shared {
         // Made without the lock (Prosody's thread takes it for every stanza);
         // queued under it, so that once nothing is owed every outcome is in
         // the outbox (a retired delivery is watched until then).
-        let outcome = make(&job.envelope);
+        let outcome = make(&job);
         let mut owed = lock(&self.owed);
         if owed.remove(&id).is_some() {
             self.outbox.queue(outcome);
@@ -187,7 +201,7 @@ impl Shared {
 
     pub(super) fn fail(&self, id: u64, error: DeliveryError) {
         let host = &self.config.host;
-        self.finish(id, |envelope| decide(envelope, host, Err(error)));
+        self.finish(id, |job| job.decide(host, Err(error)));
     }
 
     pub(super) fn stamp(&self) -> u64 {
@@ -201,13 +215,13 @@ impl Shared {
         now.max(previous + 1)
     }
 
-    /// Refuses a stanza (`envelope`, `bytes` of JSON) at once when
+    /// Refuses a stanza (`job`) at once when
     /// `max_inflight + queue_size` stanzas, or `queue_bytes` of them, are
     /// owed answers already; the admin hears of it once per flood.
-    pub(super) fn admit(&self, owed: &Owed, envelope: &Envelope, bytes: usize) -> bool {
+    pub(super) fn admit(&self, owed: &Owed, job: &Job) -> bool {
         let config = &self.config;
         let limit = config.max_inflight + config.queue_size;
-        if owed.len() < limit && owed.bytes() + bytes <= config.queue_bytes {
+        if owed.len() < limit && owed.bytes() + job.json.len() <= config.queue_bytes {
             self.refusing.store(false, AtomicOrdering::Relaxed);
             return true;
         }
@@ -223,7 +237,7 @@ impl Shared {
                 ),
             ));
         }
-        let refused = decide(envelope, &config.host, Err(DeliveryError::QueueFull));
+        let refused = job.decide(&config.host, Err(DeliveryError::QueueFull));
         self.outbox.queue(refused);
         false
     }

@@ -143,6 +143,7 @@ fn a_panicking_task_still_answers_its_stanza() {
                 received: 0,
                 conversation: String::new(),
                 xml: None,
+                command: None,
             }),
             abort: None,
         },

@@ -22,6 +22,20 @@ impl UserData for Delivery {
             this.take_over(&old);
             Ok(())
         });
+        // A reload: the command sessions of the delivery before go on here.
+        methods.add_method(
+            "take_sessions",
+            |_, this, old: mlua::UserDataRef<Delivery>| {
+                this.take_sessions(&old);
+                Ok(())
+            },
+        );
+        // At load: the menu the web service pushed, as kept in storage.
+        methods.add_method("restore_menu", |lua, this, json: String| {
+            effects_to_lua(lua, &this.restore_menu(&json))
+        });
+        // The commands the menu has, and the sessions open.
+        methods.add_method("commands", |_, this, ()| Ok(this.command_counts()));
         // What the admin is warned of at load, as lines.
         methods.add_method("warnings", |_, this, ()| Ok(this.config().warnings()));
         methods.add_method("drain", |lua, this, ()| {

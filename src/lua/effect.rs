@@ -168,6 +168,8 @@ impl List {
                 self.int((*status).into());
                 self.str(body);
             }
+            Effect::SaveMenu(Some(menu)) => self.str(menu),
+            Effect::SaveMenu(None) => self.bool(false),
         }
     }
 }

@@ -6,7 +6,7 @@ use mlua::{LuaString, UserData, UserDataMethods};
 
 use super::effect::effects_to_lua;
 use crate::clock::unix_secs;
-use crate::push::{Credentials, Endpoint};
+use crate::push::{Credentials, Endpoint, Pushed};
 
 /// The client's address, then the Authorization, webhook-id,
 /// webhook-timestamp and webhook-signature headers, and the body.
@@ -42,19 +42,23 @@ impl UserData for Endpoint {
                 )
             },
         );
-        // What a push admitted sends, as effects, then `{ id =, to =, waits = }`
-        // (waits: an IQ get or set, answered when its answer comes); or no
-        // effects and `{ status =, error = }`.
+        // What a push admitted does, as effects, then `{ id =, to =, waits = }`
+        // (waits: an IQ get or set, answered when its answer comes) or, for
+        // a menu, `{ commands = }`; or no effects and `{ status =, error = }`.
         methods.add_method_mut(
             "push",
             |lua, this, (content_type, body): (Option<String>, LuaString)| {
                 let answer = lua.create_table_with_capacity(0, 2)?;
                 let effects =
                     match this.push(content_type.as_deref(), &body.as_bytes(), Instant::now()) {
-                        Ok((effects, pushed)) => {
-                            answer.raw_set("id", pushed.id)?;
-                            answer.raw_set("to", pushed.to)?;
-                            answer.raw_set("waits", pushed.waits)?;
+                        Ok((effects, Pushed::Stanza { id, to, waits })) => {
+                            answer.raw_set("id", id)?;
+                            answer.raw_set("to", to)?;
+                            answer.raw_set("waits", waits)?;
+                            effects
+                        }
+                        Ok((effects, Pushed::Menu { commands })) => {
+                            answer.raw_set("commands", commands)?;
                             effects
                         }
                         Err(e) => {

@@ -17,6 +17,7 @@ pub use auth::{authorize, Authorized, Credentials, PushKeys};
 use limits::{FailureLimit, RateLimit, Replayed, Replays};
 pub use waiting::{Answer, PushedIqs};
 
+use crate::commands::{self, menu, SharedCommands};
 use crate::config::{Config, PushToken};
 use crate::conversion::{self, AddressError, Envelope, Kind, ReplyError, RoomJids};
 use crate::effect::Effect;
@@ -72,15 +73,18 @@ pub struct Endpoint {
     pub iqs: PushedIqs,
     /// The host's group chat: a pushed presence may join or leave a room.
     group_chat: Option<SharedRooms>,
+    /// The host's commands: a push may replace the menu.
+    commands: SharedCommands,
 }
 
-/// A push taken: the id and recipient (prepared) of the stanza it sends,
-/// and whether the push waits for its answer (an IQ get or set).
+/// A push taken.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Pushed {
-    pub id: String,
-    pub to: String,
-    pub waits: bool,
+pub enum Pushed {
+    /// A stanza sent: its id and recipient (prepared), and whether the push
+    /// waits for its answer (an IQ get or set).
+    Stanza { id: String, to: String, waits: bool },
+    /// The menu replaced (docs/contract.md §13.1): the commands it now has.
+    Menu { commands: usize },
 }
 
 impl Endpoint {
@@ -90,6 +94,7 @@ impl Endpoint {
         config: &Config,
         rooms: RoomJids,
         group_chat: Option<SharedRooms>,
+        commands: SharedCommands,
     ) -> Option<Endpoint> {
         if config.push_token.is_none() && config.push_public_key.is_none() {
             return None;
@@ -109,6 +114,7 @@ impl Endpoint {
             max_rooms: config.max_rooms,
             iqs: PushedIqs::default(),
             group_chat,
+            commands,
         })
     }
 
@@ -184,6 +190,9 @@ impl Endpoint {
         body: &[u8],
         now: Instant,
     ) -> Result<(Vec<Effect>, Pushed), PushError> {
+        if let Some(menu) = menu_push(content_type, body) {
+            return self.push_menu(menu);
+        }
         let (stanza, waits) = self.stanza(content_type, body)?;
         let id = stanza.attr("id").unwrap_or_default().to_owned();
         let to = stanza.attr("to").unwrap_or_default().to_owned();
@@ -195,7 +204,21 @@ impl Endpoint {
                 .sending(effects, now),
             None => effects,
         };
-        Ok((effects, Pushed { id, to, waits }))
+        Ok((effects, Pushed::Stanza { id, to, waits }))
+    }
+
+    /// `{"commands": [...]}` replaces the menu, `{"commands": null}` goes
+    /// back to the configured one; a wrong one leaves it as it was.
+    fn push_menu(&mut self, list: Value) -> Result<(Vec<Effect>, Pushed), PushError> {
+        let pushed = match list {
+            Value::Null => None,
+            list => Some(menu::from_json(&list).map_err(|why| refuse(400, why))?),
+        };
+        let mut commands = commands::lock(&self.commands);
+        commands.menu.push(pushed);
+        let effects = vec![Effect::SaveMenu(commands.menu.pushed_json())];
+        let count = commands.menu.items().len();
+        Ok((effects, Pushed::Menu { commands: count }))
     }
 
     /// The stanza a push describes (see [`stanza`]), and whether the push
@@ -219,6 +242,22 @@ impl Endpoint {
             }
         }
         Ok((stanza, waits))
+    }
+}
+
+/// The list of a menu push: a JSON object with `commands` and neither
+/// `to` nor `stanza` (those push a stanza).
+fn menu_push(content_type: Option<&str>, body: &[u8]) -> Option<Value> {
+    if !conversion::is_json(content_type) {
+        return None;
+    }
+    match serde_json::from_slice(body).ok()? {
+        Value::Object(mut object)
+            if !object.contains_key("to") && !object.contains_key("stanza") =>
+        {
+            object.remove("commands")
+        }
+        _ => None,
     }
 }
 

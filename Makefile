@@ -203,7 +203,7 @@ test: deps deps-fuzz deps-examples build $(SPEC_LIBS) prosody13
 
 # One part each; PROSODY=0.12|13 and NETWORK_BACKEND=epoll|select|event
 # choose where a single end-to-end test file runs, e.g.
-#   cd prosody-test && PROSODY=13 python3 -m unittest -v test_contract
+#   cd prosody-test && PROSODY=13 ../.cache/venv/bin/python -m unittest -v test_contract
 test-rust:
 	$(PYTHON) prosody-test/run_all.py rust
 

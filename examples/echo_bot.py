@@ -15,6 +15,11 @@ if the room is on its own server (say, conference.example.com for
 bot.example.com) or a domain given with --room-domains: an invitation says
 only what the inviter claims, and anyone may send one.
 
+It offers a menu of ad-hoc commands (the module's component_post_commands
+must list them: MENU below): "Ping" completes at once, and "Order a drink"
+is a two-step dialog with forms (choose, then confirm). It keeps no state:
+the drink chosen travels in a hidden field of the confirmation form.
+
 With the push endpoint on (component_push_token), it also speaks first: it
 shows that it is typing while it "thinks", and "remind me in 10 s: tea" is
 answered at once, and 10 seconds later the bot POSTs the reminder to the
@@ -40,6 +45,35 @@ REMIND = re.compile(r"^remind me in (\d+) ?s(?:econds?)?:? (.+)$", re.IGNORECASE
 THANKS = re.compile(r"^(thanks|thank you)\b", re.IGNORECASE)
 MAX_DELAY = 3600
 NICK = "EchoBot"
+
+# The menu, as component_post_commands lists it in Prosody's config.
+MENU = [{"node": "ping", "name": "Ping"}, {"node": "order", "name": "Order a drink"}]
+DRINKS = [{"label": "Tea", "value": "tea"}, {"label": "Coffee", "value": "coffee"},
+          {"label": "Hot chocolate", "value": "chocolate"}]
+
+
+def command_answer(command):
+    """The answer to one step of a menu command (docs/contract.md §13)."""
+    node, action, data = command["node"], command["action"], command.get("data", {})
+    if node == "ping":
+        return {"body": "pong"}
+    if node != "order" or action == "cancel":
+        return {}
+    if action in ("execute", "prev") or "drink" not in data:
+        return {"command": {"actions": {"execute": "next", "next": True}, "form": {
+            "type": "form", "title": "Order a drink", "fields": [
+                {"var": "drink", "type": "list-single", "label": "Drink", "required": True, "options": DRINKS}]}}}
+    drink = next((d["label"] for d in DRINKS if d["value"] == data["drink"]), None)
+    if drink is None:
+        return {"command": {"note": {"type": "error", "text": "There is no such drink."}}}
+    if "confirm" not in data:
+        return {"command": {"actions": {"execute": "complete", "prev": True, "complete": True}, "form": {
+            "type": "form", "title": "Confirm", "instructions": f"One {drink.lower()}?", "fields": [
+                {"var": "drink", "type": "hidden", "value": data["drink"]},
+                {"var": "confirm", "type": "boolean", "label": "Yes, please", "value": True}]}}}
+    if data["confirm"]:
+        return {"command": {"note": f"One {drink.lower()} coming up."}}
+    return {"command": {"note": {"type": "warn", "text": "Order dropped."}}}
 
 
 def push(args, stanza):
@@ -80,6 +114,8 @@ def make_handler(args):
                     print("echo bot: refused a request:", e, flush=True)
                     return self.answer(401, {"error": "bad signature"})
             stanza = json.loads(raw)
+            if "command" in stanza:
+                return self.answer(200, command_answer(stanza["command"]))
             invite = stanza.get("invite")
             if invite:
                 if not room_allowed(args, invite["room"]):

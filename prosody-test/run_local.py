@@ -52,7 +52,10 @@ def main():
     push_url = f"http://127.0.0.1:{http_port}/component_http"
     prosody = Prosody({BOT: {"component_post_url": f"http://127.0.0.1:{bot_port}/",
                              "component_push_token": token,
-                             "component_post_rooms": [f"{ROOM}/{NICK}"]}},
+                             "component_post_rooms": [f"{ROOM}/{NICK}"],
+                             # The example bot's menu (its MENU).
+                             "component_post_commands": [{"node": "ping", "name": "Ping"},
+                                                         {"node": "order", "name": "Order a drink"}]}},
                       users=(USER,), c2s_port=port_or_free(5222), muc=True,
                       extra_config=[f"http_ports = {{ {http_port} }}"])
     # STARTTLS, plain connections still allowed.
@@ -88,6 +91,10 @@ Try:
         curl -i {push_url} -H "Host: {BOT}" \\
           -H "Authorization: Bearer {token}" -H "Content-Type: application/json" \\
           -d '{{"to": "{USER}@{DOMAIN}", "body": "hello from curl"}}'
+  * Menu: open the commands of  {BOT}  (Conversations, Gajim: the bot's
+    menu / "Execute command"; poezio: /ad-hoc {BOT}; profanity:
+    /cmd list {BOT}): "Ping" answers at once, "Order a drink" is a
+    dialog in two steps (choose, then confirm).
   * Group chat: join  {ROOM}  (the bot is there as {NICK}) and say
     something: it answers in the room. Invite it to another room of
     {MUC_DOMAIN} and it joins.

@@ -52,6 +52,39 @@ class ExampleBotsTest(ProsodyTestCase):
                 got = alice.expect(lambda s: s.attr.get("from") == bot)
                 self.assertEqual(got.body, "Did you say barrier?")
 
+    def test_the_python_bot_offers_a_menu_with_a_two_step_command(self):
+        commands, data = "http://jabber.org/protocol/commands", "jabber:x:data"
+        port = free_port()
+        bot = subprocess.Popen(BOTS["python"](port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(stop_process, bot)
+        wait_for_port(port, bot)
+        self.start_prosody({"menu.localhost": {
+            "component_post_url": f"http://127.0.0.1:{port}/",
+            "component_post_commands": [{"node": "ping", "name": "Ping"}, {"node": "order", "name": "Order a drink"}]}})
+        alice = self.connect("alice")
+
+        def step(node, action=None, sessionid=None, form=""):
+            attrs = f" node='{node}'" + (f" action='{action}'" if action else "") + \
+                (f" sessionid='{sessionid}'" if sessionid else "")
+            id_ = alice.iq("menu.localhost", "set", f"<command xmlns='{commands}'{attrs}>{form}</command>")
+            return alice.expect_id(id_).el.find(f"{{{commands}}}command")
+
+        def note(command):
+            return command.find(f"{{{commands}}}note").text
+
+        self.assertEqual(note(step("ping")), "pong")
+        first = step("order")
+        sessionid = first.get("sessionid")
+        self.assertEqual(first.find(f"{{{data}}}x/{{{data}}}title").text, "Order a drink")
+        chosen = f"<x xmlns='{data}' type='submit'><field var='drink'><value>tea</value></field></x>"
+        confirm = step("order", "next", sessionid, chosen)
+        self.assertEqual((confirm.get("status"), confirm.find(f"{{{data}}}x/{{{data}}}instructions").text),
+                         ("executing", "One tea?"))
+        confirmed = (f"<x xmlns='{data}' type='submit'><field var='drink'><value>tea</value></field>"
+                     f"<field var='confirm'><value>1</value></field></x>")
+        done = step("order", "complete", sessionid, confirmed)
+        self.assertEqual((done.get("status"), note(done)), ("completed", "One tea coming up."))
+
     def test_the_bots_verify_signatures_with_the_standard_webhooks_libraries(self):
         """v1 signatures checked by implementations nobody here wrote: the
         Python and the npm package of Standard Webhooks."""

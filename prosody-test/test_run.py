@@ -62,6 +62,17 @@ class MakeRunTest(unittest.TestCase):
         got = me.expect(lambda s: s.attr.get("from") == f"{room}/EchoBot" and s.body is not None)
         self.assertEqual(got.body, "Did you say hello room?")
 
+        # The menu the guide names: the example bot's two commands.
+        self.assertIn("/ad-hoc bot.localhost", self.guide)
+        commands = "http://jabber.org/protocol/commands"
+        id_ = me.iq("bot.localhost", "get",
+                    f"<query xmlns='http://jabber.org/protocol/disco#items' node='{commands}'/>")
+        items = [i.get("name") for i in me.expect_id(id_).el.iter("{http://jabber.org/protocol/disco#items}item")]
+        self.assertEqual(items, ["Ping", "Order a drink"])
+        id_ = me.iq("bot.localhost", "set", f"<command xmlns='{commands}' node='ping'/>")
+        note = me.expect_id(id_).el.find(f"{{{commands}}}command/{{{commands}}}note")
+        self.assertEqual(note.text, "pong")
+
 
 if __name__ == "__main__":
     unittest.main()

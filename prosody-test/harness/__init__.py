@@ -3,16 +3,19 @@ Prosody and backend, paths, ports, waits), `prosody` (a real Prosody from a
 temp config on 127.0.0.1), `web` (web services the module POSTs to),
 `xmpp` (real XMPP clients), `keys` (keys and certificates), `storage` (a
 PostgreSQL server of the tests' own), `schema` (the contract's JSON
-Schema), `push` (POSTing to the push endpoint), and `case`
-(ProsodyTestCase, the base of every end-to-end test, with the helpers tests
-share).
+Schema), `push` (POSTing to the push endpoint), `slix` (a slixmpp client,
+for a real client library's XEP plugins; imported on its own, as
+`harness.slix`), and `case` (ProsodyTestCase, the base of every end-to-end
+test, with the helpers tests share).
 
 Which Prosody and which network backend every test runs on is chosen in
 `env`, from the environment: PROSODY=0.12 (Debian 12's package, the
 default) or PROSODY=13 (`make prosody13`), NETWORK_BACKEND=epoll (default),
 select or event.
 
-Standard library only (and Debian's python3-cryptography for ed25519).
+Standard library only (and Debian's python3-cryptography for ed25519),
+but for `slix`: slixmpp, from PyPI, in the venv of `make deps-examples`,
+which `make test` runs the end-to-end tests with.
 Every process started here is ended here, by its PID.
 """
 

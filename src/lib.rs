@@ -148,6 +148,7 @@ mod layers {
         "delivery::DurableAdmin",
         "rooms::Rooms",
         "rooms::SharedRooms",
+        "rooms::lock",
         "push::Endpoint",
         // Entry points called.
         "config::Config",

@@ -43,7 +43,7 @@ use crate::effect::Effect;
 use crate::jid;
 use crate::local;
 use crate::push::Endpoint;
-use crate::rooms::{Rooms, SharedRooms};
+use crate::rooms::{self, Rooms, SharedRooms};
 use crate::signing;
 use crate::xml::Element;
 use ordering::{conversation_of, Conversations, Full};
@@ -171,12 +171,6 @@ impl Delivery {
 
     pub fn config(&self) -> &Config {
         &self.shared.config
-    }
-
-    /// The rooms this host is in, kept by its [`crate::rooms::Rooms`]: no
-    /// message or presence error goes to them.
-    pub fn room_jids(&self) -> &RoomJids {
-        &self.shared.rooms
     }
 
     /// The descriptor that becomes readable when outcomes are waiting.
@@ -345,7 +339,7 @@ impl Delivery {
         let effects = effects_of(outcomes);
         let group_chat = lock(&target.group_chat).clone();
         match group_chat {
-            Some(rooms) => lock(&rooms).sending(effects, Instant::now()),
+            Some(shared) => rooms::lock(&shared).sending(effects, Instant::now()),
             None => effects,
         }
     }

@@ -2,7 +2,7 @@
 //! here. Each method that acts answers with its effects (ending with when
 //! to wake the rooms again), then its value.
 
-use std::sync::{MutexGuard, PoisonError};
+use std::sync::MutexGuard;
 use std::time::Instant;
 
 use mlua::{Lua, UserData, UserDataMethods, Value};
@@ -15,7 +15,7 @@ pub(super) struct LuaRooms(pub(super) SharedRooms);
 
 impl LuaRooms {
     pub(super) fn lock(&self) -> MutexGuard<'_, Rooms> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::rooms::lock(&self.0)
     }
 
     fn effects(&self, lua: &Lua, mut effects: Vec<Effect>, now: Instant) -> mlua::Result<Value> {
@@ -36,7 +36,7 @@ impl UserData for LuaRooms {
         // The joins due now.
         methods.add_method("due", |lua, this, ()| {
             let now = Instant::now();
-            let (effects, _) = this.lock().due(now);
+            let effects = this.lock().due(now);
             this.effects(lua, effects, now)
         });
         methods.add_method("joined", |_, this, ()| Ok(this.lock().joined()));

@@ -7,7 +7,6 @@ mod auth;
 pub mod limits;
 mod waiting;
 
-use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -198,10 +197,7 @@ impl Endpoint {
         let to = stanza.attr("to").unwrap_or_default().to_owned();
         let effects = vec![Effect::Send(stanza)];
         let effects = match &self.group_chat {
-            Some(rooms) => rooms
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .sending(effects, now),
+            Some(shared) => rooms::lock(shared).sending(effects, now),
             None => effects,
         };
         Ok((effects, Pushed::Stanza { id, to, waits }))

@@ -17,6 +17,14 @@ pub use crate::effect::Effect;
 /// replies, its push endpoint and its rooms' own userdata. Prosody's thread
 /// only.
 pub type SharedRooms = std::sync::Arc<std::sync::Mutex<Rooms>>;
+
+/// The host's rooms, locked (a panic while they were held left them as
+/// they were: still usable).
+pub fn lock(rooms: &SharedRooms) -> std::sync::MutexGuard<'_, Rooms> {
+    rooms
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 use crate::jid;
 use crate::log::LogLevel;
 use crate::stanza_error::XMLNS_STANZAS;
@@ -454,21 +462,16 @@ impl Rooms {
         (Vec::new(), true)
     }
 
-    /// Joins whose wait is over, and when to ask again.
-    pub fn due(&mut self, now: Instant) -> (Vec<Effect>, Option<Instant>) {
+    /// Joins whose wait is over (when to ask again: [`Rooms::wake`]).
+    pub fn due(&mut self, now: Instant) -> Vec<Effect> {
         let mut effects = Vec::new();
-        let mut next: Option<Instant> = None;
         for (room, entry) in &mut self.rooms {
-            if let State::Waiting { at } = entry.state {
-                if at <= now {
-                    entry.state = State::Joining;
-                    effects.push(Effect::Send(join_presence(&entry.jid, room, &entry.nick)));
-                } else {
-                    next = Some(next.map_or(at, |n| n.min(at)));
-                }
+            if matches!(entry.state, State::Waiting { at } if at <= now) {
+                entry.state = State::Joining;
+                effects.push(Effect::Send(join_presence(&entry.jid, room, &entry.nick)));
             }
         }
-        (effects, next)
+        effects
     }
 
     /// Effects on their way out: each presence among them goes through

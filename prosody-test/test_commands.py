@@ -5,9 +5,12 @@ from a push, through restarts and reloads."""
 
 import json
 import os
+import re
 import time
+import unittest
 
-from harness import PROSODY, ProsodyTestCase, echo_handler, free_port, json_reply
+from harness import (PROSODY, SHELL_UNRELIABLE, SHELL_UNRELIABLE_WHY, ProsodyTestCase, echo_handler,
+                     free_port, json_reply)
 from harness.slix import SlixClient
 
 NS_COMMANDS = "http://jabber.org/protocol/commands"
@@ -323,6 +326,14 @@ class CommandsTest(ProsodyTestCase):
         self.assertEqual(answer.error()[:2], ("cancel", "remote-server-timeout"))
         self.assertLess(time.monotonic() - started, 10, "IQs are never held")
 
+    @unittest.skipIf(SHELL_UNRELIABLE, SHELL_UNRELIABLE_WHY)
+    def test_the_admin_shell_shows_the_menu_and_the_sessions_running(self):
+        self.command(self.bob, "bot.localhost", "weather")  # left open
+        out = self.shell("webhook:status('bot.localhost')")
+        running = int(re.search(r"6 commands, (\d+) running", out)[1])
+        self.assertGreaterEqual(running, 1, out)
+        self.assertNotIn("commands", self.shell("webhook:status('plain.localhost')"))
+
     # -- forms in messages
 
     def test_a_form_in_a_message_both_ways(self):
@@ -399,5 +410,4 @@ class PushedMenuTest(ProsodyTestCase):
 
 
 if __name__ == "__main__":
-    import unittest
     unittest.main()

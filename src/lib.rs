@@ -33,6 +33,7 @@ pub mod receive;
 pub mod rooms;
 pub mod signing;
 pub mod stanza_error;
+pub mod upload;
 pub mod xml;
 
 /// The entry point `package.loadlib(path, "luaopen_component_http")` finds.

@@ -265,6 +265,20 @@ function on.withheld()
 	errors_withheld:add(1);
 end
 
+-- Files (docs/contract.md §14): uploads by outcome ("done", or how they
+-- failed), and the bytes uploaded.
+local uploads = module:metric("counter", "uploads", "",
+	"Files of replies and pushes uploaded (done), or not (invalid, too_large, quota, forbidden, unavailable, timeout)",
+	{ "outcome" });
+local upload_bytes = module:metric("counter", "uploaded", "bytes", "Bytes of files uploaded", {}):with_labels();
+
+function on.uploaded(outcome, bytes)
+	uploads:with_labels(outcome):add(1);
+	if bytes > 0 then
+		upload_bytes:add(bytes);
+	end
+end
+
 -- What the admin shell's webhook:status() shows of this host.
 local shell_state = { delivery = delivery, rooms = rooms };
 

@@ -337,6 +337,10 @@ pub struct Config {
     pub commands: Vec<MenuItem>,
     /// How long a command's session is kept without a step.
     pub command_timeout: Duration,
+    /// The XEP-0363 upload service; `None`: found by disco.
+    pub upload_service: Option<String>,
+    /// Bytes a file may have.
+    pub max_upload: usize,
     forwarded: Vec<Kind>,
 }
 
@@ -446,6 +450,13 @@ impl Config {
             },
             commands: options.commands(&COMMANDS)?,
             command_timeout: seconds(&COMMAND_TIMEOUT)?,
+            upload_service: match options.text(&UPLOAD_SERVICE)? {
+                None => None,
+                Some(service) => Some(crate::jid::prep(service).filter(|j| !j.contains(['@', '/'])).ok_or_else(
+                    || invalid(&UPLOAD_SERVICE, format!("{service:?}"), "a service's domain, such as upload.example.com"),
+                )?),
+            },
+            max_upload: count(&MAX_UPLOAD)?,
             forwarded,
         })
     }

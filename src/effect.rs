@@ -67,6 +67,9 @@ pub enum Effect {
         status: u16,
         body: String,
     },
+    /// Files: an upload ended (`outcome`: "done", or how it failed), with
+    /// the bytes uploaded.
+    Uploaded { outcome: &'static str, bytes: u64 },
     /// Commands: keep the menu the web service pushed (its JSON list), for
     /// restarts; `None`: it went back to the configured one, delete it.
     SaveMenu(Option<String>),
@@ -89,6 +92,7 @@ impl Effect {
             Effect::WakeRooms(_) => "wake_rooms",
             Effect::PushAnswer { .. } => "push_answer",
             Effect::SaveMenu(_) => "save_menu",
+            Effect::Uploaded { .. } => "uploaded",
         }
     }
 
@@ -100,7 +104,7 @@ impl Effect {
             Effect::Withheld => 0,
             Effect::Send(_) | Effect::Release { .. } | Effect::ForgetRoom { .. } => 1,
             Effect::WakeRooms(_) | Effect::SaveMenu(_) => 1,
-            Effect::Log(..) => 2,
+            Effect::Log(..) | Effect::Uploaded { .. } => 2,
             Effect::Report { .. } | Effect::Status { .. } | Effect::Hold { .. } => 3,
             Effect::PushAnswer { .. } => 3,
             Effect::RememberRoom { .. } => 3,
@@ -151,6 +155,10 @@ impl Effect {
                 body: String::new(),
             },
             Effect::SaveMenu(None),
+            Effect::Uploaded {
+                outcome: "done",
+                bytes: 0,
+            },
         ]
     }
 }

@@ -289,6 +289,29 @@ pub const COMMAND_TIMEOUT: Spec = spec(
     "seconds a command's session is kept without a step; then a step of it gets \
      `bad-sessionid`",
 );
+pub const UPLOAD_SERVICE: Spec = Spec {
+    shown_default: Some("found on the server (disco)"),
+    ..spec(
+        "component_post_upload_service",
+        "upload_service",
+        Type::Text,
+        "the XEP-0363 upload service files are uploaded to, e.g. `\"upload.example.com\"`; \
+         unset, the first service the domain above the component's lists (see [Files](#files))",
+    )
+};
+pub const MAX_UPLOAD: Spec = Spec {
+    shown_default: Some("`5242880` (5 MiB)"),
+    ..spec(
+        "component_post_max_upload",
+        "max_upload",
+        Type::Count {
+            default: 5 * 1024 * 1024,
+            min: 1,
+        },
+        "bytes a file of a reply or push may have; a reply or push carrying one may be larger than \
+         `component_post_max_response` or `component_push_max_size` by the file in base64",
+    )
+};
 pub const PUSH_TOKEN: Spec = Spec {
     shown_default: Some("none: endpoint off, unless a public key is set"),
     ..spec(
@@ -343,7 +366,7 @@ pub const PUSH_MAX_SIZE: Spec = spec(
 );
 
 /// Every option, in the README's order.
-pub const ALL: [&Spec; 32] = [
+pub const ALL: [&Spec; 34] = [
     &URL,
     &STANZAS,
     &TIMEOUT,
@@ -370,6 +393,8 @@ pub const ALL: [&Spec; 32] = [
     &NICK,
     &COMMANDS,
     &COMMAND_TIMEOUT,
+    &UPLOAD_SERVICE,
+    &MAX_UPLOAD,
     &PUSH_TOKEN,
     &PUSH_PUBLIC_KEY,
     &PUSH_RATE,

@@ -1,6 +1,6 @@
 //! A stanza to the component, read once: whose business it is and what it
-//! gets, as effects. In order: the answer to a pushed IQ (docs/contract.md
-//! §10), the rooms' own presences and the room messages the web service
+//! gets, as effects. In order: the answer to an upload's IQ (§14), to a
+//! pushed IQ (docs/contract.md §10), the rooms' own presences and the room messages the web service
 //! does not get (§12), the menu's disco and command steps (§13), then the
 //! web service (POSTed, §3) or the component's own answer (§6, §7).
 
@@ -32,6 +32,9 @@ pub fn receive(host: Host, stanza: &Element, now: Instant, unix_secs: u64) -> (V
     let mut effects = Vec::new();
     match Kind::parse(&stanza.name) {
         Some(Kind::Iq) => {
+            if host.delivery.upload_answer(stanza) {
+                return (Vec::new(), true);
+            }
             if let Some(answer) = pushed_iq_answer(host.push, stanza, true) {
                 match answer {
                     Answer::Answered(effect) => return (vec![effect], true),

@@ -20,7 +20,7 @@ Every process started here is ended here, by its PID.
 """
 
 from .case import ProsodyTestCase, stop_process
-from .env import (BACKEND, DOMAIN, MUC_DOMAIN, PASSWORD, PROSODY, PROSODY_CMD, PROSODY_ROOTS, PROSODYCTL,
+from .env import (BACKEND, DOMAIN, MUC_DOMAIN, UPLOAD_DOMAIN, PASSWORD, PROSODY, PROSODY_CMD, PROSODY_ROOTS, PROSODYCTL,
                   ROOT, SHELL_UNRELIABLE, SHELL_UNRELIABLE_WHY, SIGTERM_IGNORED, WAIT, free_port, memory_mib,
                   wait_for_port)
 from .keys import Certificates, Ed25519Keys

@@ -14,6 +14,7 @@ PLUGIN_DIR = os.environ.get("PLUGIN_DIR", os.path.join(ROOT, "build"))
 TEST_PLUGINS = os.path.join(ROOT, "prosody-test", "plugins")
 DOMAIN = "localhost"
 MUC_DOMAIN = "conference.localhost"
+UPLOAD_DOMAIN = "upload.localhost"
 PASSWORD = "secret-pw"
 WAIT = 15  # seconds: upper bound of every wait, never a timing assertion
 

@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 import time
 
-from .env import BACKEND, DOMAIN, MUC_DOMAIN, PASSWORD, PLUGIN_DIR, PROSODYCTL, PROSODY_CMD, SIGTERM_IGNORED, TEST_PLUGINS, WAIT, free_port
+from .env import BACKEND, DOMAIN, MUC_DOMAIN, UPLOAD_DOMAIN, PASSWORD, PLUGIN_DIR, PROSODYCTL, PROSODY_CMD, SIGTERM_IGNORED, TEST_PLUGINS, WAIT, free_port
 from .xmpp import XmppClient
 
 
@@ -37,19 +37,24 @@ class Prosody:
 
     def __init__(self, components, backend=BACKEND, users=("alice", "bob", "carol"), c2s_port=None,
                  component_module="component_http", log_level="debug", extra_config=(),
-                 plugin_dir=PLUGIN_DIR, http=False, metrics=False, muc=False, external=None, tls=None):
+                 plugin_dir=PLUGIN_DIR, http=False, metrics=False, muc=False, external=None, tls=None,
+                 upload=None):
         """`http`: Prosody's HTTP server on `self.http_port`; `metrics`: also
         its statistics, served by mod_http_openmetrics (see `metric`);
         `muc`: a group chat service, Prosody's mod_muc, at MUC_DOMAIN;
         `external`: {host: secret} of XEP-0114 components, which connect to
         `self.component_port` (see ComponentClient); `tls`: (certificate,
-        key) for STARTTLS on c2s (plain connections stay allowed)."""
+        key) for STARTTLS on c2s (plain connections stay allowed); `upload`:
+        Prosody's own upload service, mod_http_file_share, at UPLOAD_DOMAIN
+        (HTTP on, its URLs on 127.0.0.1), with these options (say
+        `http_file_share_access`, `http_file_share_size_limit`)."""
         self.tls = tls
         self.muc = muc
         self.external = external or {}
         self.component_port = free_port() if self.external else None
         self.backend = backend
-        self.http_port = free_port() if http or metrics else None
+        self.upload = upload
+        self.http_port = free_port() if http or metrics or upload is not None else None
         self.metrics_on = metrics
         self.plugin_dir = plugin_dir
         self.extra_config = extra_config
@@ -129,6 +134,13 @@ class Prosody:
                 lines.append(f"    {key} = {lua_value(value)}")
         for host, secret in self.external.items():
             lines += [f"Component {lua_string(host)}", f"    component_secret = {lua_string(secret)}"]
+        if self.upload is not None:
+            # Served and named at 127.0.0.1: *.localhost names need not
+            # resolve on this machine.
+            lines += [f"Component {lua_string(UPLOAD_DOMAIN)} \"http_file_share\"",
+                      '    http_host = "127.0.0.1"',
+                      f"    http_external_url = {lua_string(f'http://127.0.0.1:{self.http_port}/')}"]
+            lines += [f"    {key} = {lua_value(value)}" for key, value in self.upload.items()]
         if self.muc:
             # Rooms open at once (no locked new rooms), as many deployments run.
             lines += [f"Component {lua_string(MUC_DOMAIN)} \"muc\"", "    muc_room_locking = false"]

@@ -23,6 +23,7 @@ mod runtime;
 mod shared;
 #[cfg(test)]
 mod tests;
+mod upload;
 mod wake;
 
 use std::os::fd::RawFd;
@@ -102,6 +103,7 @@ impl Delivery {
                 rooms: RoomJids::default(),
                 group_chat: Mutex::new(None),
                 commands: Arc::new(Mutex::new(Commands::new(config_commands, command_timeout))),
+                uploads: upload::Uploads::default(),
                 successor: Mutex::new(None),
             }),
             next_id: AtomicU64::new(1),
@@ -140,6 +142,12 @@ impl Delivery {
     /// The host's commands: its menu and the sessions being run.
     pub fn commands(&self) -> SharedCommands {
         Arc::clone(&self.shared.commands)
+    }
+
+    /// An IQ result or error to the component: whether it answers one an
+    /// upload awaits (then it is that upload's; see [`upload`]).
+    pub fn upload_answer(&self, stanza: &Element) -> bool {
+        self.shared.uploads.answer(stanza)
     }
 
     /// The commands the menu has, and the sessions open.

@@ -3,7 +3,9 @@
 //! decides a failed stanza's error, metrics label and log level.
 
 use crate::commands::{self, Settled, Step};
-use crate::conversion::{reply_for, Envelope, HttpAnswer, ReplyError};
+use crate::conversion::{ns, reply_for, Envelope, HttpAnswer, ReplyError};
+use crate::upload::{File, UploadError};
+use crate::xml::Node;
 use crate::stanza_error::{status_class, ErrorType, StanzaError};
 use crate::xml::Element;
 
@@ -30,6 +32,8 @@ pub struct Outcome {
     pub error_withheld: bool,
     /// A command step: what it does to its session (on Prosody's thread).
     pub session: Option<Settled>,
+    /// A file uploaded or not, for metrics: how, and the bytes.
+    pub upload: Option<(&'static str, u64)>,
 }
 
 /// The module's status, as the admin sees it in Prosody: it follows
@@ -131,6 +135,9 @@ impl Outcome {
         if self.error_withheld {
             effects.push(Effect::Withheld);
         }
+        if let Some((outcome, bytes)) = self.upload {
+            effects.push(Effect::Uploaded { outcome, bytes });
+        }
         if let Some(status) = self.status {
             effects.push(Effect::Status {
                 level: status.level(),
@@ -179,6 +186,69 @@ pub fn decide(
     if envelope.is_iq_request() && !answers_iq {
         outcome.stanzas.push(envelope.iq_result());
     }
+    outcome
+}
+
+/// A reply that had a file (docs/contract.md §14), once its upload ended:
+/// the reply's `body`, if it had one, as a message of its own first (with
+/// its type, thread and reply-to); then the file message, whose body and
+/// oob URL are the file's GET URL. If the upload failed, the body message
+/// still goes, and the sender gets the error instead of the file.
+pub fn with_file(
+    mut outcome: Outcome,
+    envelope: &Envelope,
+    uploaded: Result<(String, &File), UploadError>,
+) -> Outcome {
+    let Some(at) = outcome.stanzas.iter().position(|s| s.name == "message") else {
+        return outcome;
+    };
+    let reply = outcome.stanzas.remove(at);
+    let mut sent = Vec::with_capacity(2);
+    if let Some(body) = reply.child("body", None) {
+        let mut message = Element::new("message");
+        for key in ["to", "from", "type"] {
+            if let Some(value) = reply.attr(key) {
+                message.set_attr(key, value);
+            }
+        }
+        message = message.with_child(body.clone());
+        for child in reply.elements() {
+            let keep = child.name == "thread" || child.attr("xmlns") == Some(ns::REPLY);
+            if keep {
+                message = message.with_child(child.clone());
+            }
+        }
+        sent.push(message);
+    }
+    match uploaded {
+        Ok((url, file)) => {
+            let mut message = reply;
+            message.children.retain(|c| !matches!(c, Node::Element(e) if e.name == "body"));
+            let mut oob = Element::new("x")
+                .with_attr("xmlns", ns::OOB)
+                .with_child(Element::new("url").with_text(url.as_str()));
+            if let Some(desc) = &file.desc {
+                oob = oob.with_child(Element::new("desc").with_text(desc.as_str()));
+            }
+            message.children.insert(0, Node::Element(Element::new("body").with_text(url.as_str())));
+            sent.push(message.with_child(oob));
+            outcome.upload = Some(("done", file.data.len() as u64));
+        }
+        Err(error) => {
+            let mut line = format!("Could not send the file of the reply to {}: {error}", envelope.describe());
+            if envelope.may_get_error() {
+                let stanza_error = StanzaError::new(ErrorType::Cancel, "internal-server-error")
+                    .with_text(error.text());
+                sent.push(envelope.error_reply(&stanza_error));
+            } else if envelope.may_be_answered() {
+                outcome.error_withheld = true;
+                line.push_str(" (no error sent to the room: it would kick the bot)");
+            }
+            outcome.log = Some((LogLevel::Warn, line));
+            outcome.upload = Some((error.label(), 0));
+        }
+    }
+    outcome.stanzas.splice(at..at, sent);
     outcome
 }
 

@@ -1,6 +1,7 @@
 //! The life of a submitted stanza, as named stages: wait for its turn in
 //! its conversation → take a slot → (durable delivery: hold it instead?) →
-//! attempt (POST, with retries) → settle (answer the sender, or hold).
+//! attempt (POST, with retries) → (a reply with a file: upload it) →
+//! settle (answer the sender, or hold).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,10 +10,11 @@ use tokio::time::timeout_at;
 
 use super::http::{is_transient, post_with_retries};
 use super::ordering::Place;
-use super::outcome::DeliveryError;
+use super::outcome::{with_file, DeliveryError, Outcome};
 use super::shared::{Job, Shared};
 use crate::conversion::ReplyError;
 use crate::rooms;
+use crate::upload;
 
 /// Whatever way a delivery task ends (done, aborted, panicked), its stanza
 /// is answered once and its conversation moves on.
@@ -109,7 +111,32 @@ pub(super) async fn run(
         deadline,
     )
     .await;
-    settle(shared, guard.id, &job, result, attempts, submitted);
+    // A reply with a file: the file is uploaded before the stanza settles,
+    // so its conversation's next stanza waits for it (§14).
+    let file = match &result {
+        Ok(answer) => upload::file::in_answer(answer, target.config.max_upload),
+        Err(_) => None,
+    };
+    match file {
+        None => settle(shared, guard.id, &job, result, attempts, submitted),
+        Some(file) => {
+            if shared.config.durable {
+                shared.count_result(false, false); // a 200: the service answers
+            }
+            let mut outcome = job.decide(&shared.config.host, result);
+            if outcome.stanzas.iter().any(|s| s.name == "message") {
+                let uploaded = match &file {
+                    Ok(file) => {
+                        let deadline = Instant::now() + target.config.timeout;
+                        target.upload(file, deadline).await.map(|url| (url, file))
+                    }
+                    Err(error) => Err(error.clone()),
+                };
+                outcome = with_file(outcome, &job.envelope, uploaded);
+            }
+            conclude(shared, guard.id, outcome, attempts, submitted);
+        }
+    }
 }
 
 /// The last stage: the sender gets the reply or the stanza error, or, with
@@ -129,10 +156,16 @@ fn settle(
             return;
         }
     }
+    let outcome = job.decide(&shared.config.host, result);
+    conclude(shared, id, outcome, attempts, submitted);
+}
+
+/// Ends delivery `id` with `outcome`, told how many attempts it took.
+fn conclude(shared: &Arc<Shared>, id: u64, outcome: Outcome, attempts: u32, submitted: Instant) {
     let config = &shared.config;
     let target = shared.target();
     shared.finish(id, |job| {
-        let mut outcome = job.decide(&config.host, result);
+        let mut outcome = outcome;
         // A join past component_post_max_rooms is an invalid reply (the
         // rooms' state refuses it too, at sending, should replies race).
         let refused = outcome

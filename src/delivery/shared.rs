@@ -161,6 +161,8 @@ pub(super) struct Shared {
     /// The host's commands: the menu, and the sessions its outcomes settle
     /// (the newest delivery's, after a reload).
     pub(super) commands: SharedCommands,
+    /// Files being uploaded: the IQs they await, the service, the client.
+    pub(super) uploads: super::upload::Uploads,
     /// After a reload: the delivery that took over from this one. What
     /// this one still has is POSTed as the newer one's config says.
     pub(super) successor: Mutex<Option<Arc<Shared>>>,

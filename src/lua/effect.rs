@@ -170,6 +170,10 @@ impl List {
             }
             Effect::SaveMenu(Some(menu)) => self.str(menu),
             Effect::SaveMenu(None) => self.bool(false),
+            Effect::Uploaded { outcome, bytes } => {
+                self.str(outcome);
+                self.int(*bytes);
+            }
         }
     }
 }

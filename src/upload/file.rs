@@ -6,6 +6,7 @@ use base64::Engine;
 use serde_json::{Map, Value};
 
 use super::UploadError;
+use crate::conversion::{is_json, HttpAnswer};
 
 /// A file to upload, as the web service gave it.
 #[derive(Clone, PartialEq, Eq)]
@@ -32,6 +33,21 @@ const MAX_NAME: usize = 255;
 
 fn invalid(key: &str, why: &str) -> UploadError {
     UploadError::Invalid(format!("'{key}' {why}"))
+}
+
+/// The file a reply carries (a 200 JSON answer with a `file` key): read,
+/// or why it cannot be sent. `None`: no file (or no JSON to read, which
+/// the reply's own reading reports).
+pub fn in_answer(answer: &HttpAnswer, max: usize) -> Option<Result<File, UploadError>> {
+    let mentions_file = answer.body.windows(6).any(|w| w == b"\"file\"");
+    if answer.status != 200 || !is_json(answer.content_type.as_deref()) || !mentions_file {
+        return None;
+    }
+    let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(&answer.body) else {
+        return None;
+    };
+    let file = object.get("file").filter(|v| !v.is_null())?;
+    Some(check_beside(&object).and_then(|()| from_json(file, max)))
 }
 
 /// The keys a message with a file may not have (they would say something
@@ -232,6 +248,26 @@ mod tests {
                 "{n}: {refused:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_reply_carries_a_file_only_as_a_json_object_with_the_key() {
+        let answer = |status: u16, ct: Option<&str>, body: &str| HttpAnswer {
+            status,
+            content_type: ct.map(str::to_owned),
+            body: body.as_bytes().to_vec(),
+            ..HttpAnswer::default()
+        };
+        let json = Some("application/json");
+        let file = r#"{"body": "x", "file": {"data": "aGVsbG8="}}"#;
+        assert_eq!(in_answer(&answer(200, json, file), MAX).unwrap().unwrap().data, b"hello");
+        assert!(in_answer(&answer(201, json, file), MAX).is_none());
+        assert!(in_answer(&answer(200, Some("text/plain"), file), MAX).is_none());
+        assert!(in_answer(&answer(200, json, r#"{"body": "file"}"#), MAX).is_none());
+        assert!(in_answer(&answer(200, json, r#"{"file": null}"#), MAX).is_none());
+        assert!(in_answer(&answer(200, json, r#"{"file": {"#), MAX).is_none());
+        let beside = r#"{"oob": "https://x/", "file": {"data": "aGVsbG8="}}"#;
+        assert!(matches!(in_answer(&answer(200, json, beside), MAX), Some(Err(UploadError::Invalid(_)))));
     }
 
     #[test]

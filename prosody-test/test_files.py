@@ -1,0 +1,126 @@
+"""End-to-end: files (docs/contract.md §14). A reply or push with `file` is
+uploaded to Prosody's own XEP-0363 service (mod_http_file_share, on
+loopback HTTP) and arrives as a message whose body and oob URL are the GET
+URL; a real client receives it, and an HTTP GET returns the bytes."""
+
+import base64
+import os
+import time
+import unittest
+import urllib.request
+
+from harness import UPLOAD_DOMAIN, ProsodyTestCase, echo_handler, json_reply
+
+NS_OOB = "jabber:x:oob"
+SERVICE_LIMIT = 100_000
+MAX_UPLOAD = 300_000
+PNG = bytes.fromhex("89504e470d0a1a0a") + os.urandom(2000)
+
+
+def b64(data):
+    return base64.b64encode(data).decode()
+
+
+def file_bot(request):
+    """Answers some words with a file, others as the echo bot."""
+    body = (request["json"] or {}).get("body")
+    chart = {"data": b64(PNG), "name": "chart.png", "content_type": "image/png", "desc": "CPU last 24 h"}
+    answers = {
+        "chart": {"body": "Here is your chart", "thread": "t1", "file": chart},
+        "bare": {"file": {"data": b64(b"just bytes")}},
+        "badb64": {"body": "Before the file", "file": {"data": "not base64!"}},
+        "badname": {"file": {"data": b64(b"x"), "name": "../etc/passwd"}},
+        "ours": {"file": {"data": b64(os.urandom(MAX_UPLOAD + 1))}},
+        "theirs": {"file": {"data": b64(os.urandom(SERVICE_LIMIT + 1000))}},
+        "oob": {"oob": "https://example.com/x", "file": {"data": b64(b"x")}},
+    }
+    if body in answers:
+        return json_reply(answers[body])
+    return echo_handler(request)
+
+
+def fetch(url):
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read(), response.headers.get("Content-Type")
+
+
+class FilesTest(ProsodyTestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.ws = cls.web_service(file_bot)
+        url = cls.ws.url + "/"
+        allowed = ["bot.localhost", "direct.localhost", "lost.nowhere.localhost"]
+        cls.start_prosody({
+            "bot.localhost": {"component_post_url": url, "component_post_max_upload": MAX_UPLOAD},
+            "direct.localhost": {"component_post_url": url, "component_post_upload_service": UPLOAD_DOMAIN},
+            "denied.localhost": {"component_post_url": url},
+            "lost.nowhere.localhost": {"component_post_url": url},
+        }, upload={"http_file_share_size_limit": SERVICE_LIMIT, "http_file_share_access": allowed}, metrics=True)
+        cls.alice = cls.connect("alice")
+
+    def file_message(self, client, to):
+        return client.expect(lambda s: s.attr.get("from") == to and s.child("x", NS_OOB) is not None)
+
+    def test_a_reply_with_a_file_arrives_after_its_body_and_the_url_serves_the_bytes(self):
+        for to in ("chart@bot.localhost", "chart@direct.localhost"):
+            with self.subTest(to=to):
+                self.alice.message(to, "chart")
+                first = self.alice.expect(lambda s: s.attr.get("from") == to)
+                self.assertEqual(first.body, "Here is your chart")
+                self.assertIsNone(first.child("x", NS_OOB), "the body comes as a message of its own, first")
+                self.assertEqual(first.child("thread").text, "t1")
+                message = self.file_message(self.alice, to)
+                oob = message.child("x", NS_OOB)
+                url = oob.find(f"{{{NS_OOB}}}url").text
+                self.assertEqual(message.body, url)
+                self.assertEqual(oob.find(f"{{{NS_OOB}}}desc").text, "CPU last 24 h")
+                self.assertEqual(message.child("thread").text, "t1")
+                self.assertTrue(url.startswith("http://127.0.0.1:"), url)
+                self.assertTrue(url.endswith("/chart.png"), url)
+                self.assertEqual(fetch(url), (PNG, "image/png"))
+        self.assertGreaterEqual(self.metric("uploads_total", host="bot.localhost",
+                                            outcome="done"), 1)
+        self.assertGreaterEqual(self.metric("uploaded_bytes_total", host="bot.localhost"),
+                                len(PNG))
+
+    def test_a_file_alone_is_named_file_and_typed_octet_stream(self):
+        self.alice.message("x@bot.localhost", "bare")
+        message = self.file_message(self.alice, "x@bot.localhost")
+        self.assertTrue(message.body.endswith("/file"), message.body)
+        self.assertEqual(fetch(message.body), (b"just bytes", "application/octet-stream"))
+
+    def test_a_file_reply_is_not_overtaken_by_the_next_text_reply(self):
+        self.alice.message("order@bot.localhost", "bare")
+        self.alice.message("order@bot.localhost", "after")
+        first = self.alice.expect(lambda s: s.attr.get("from") == "order@bot.localhost")
+        second = self.alice.expect(lambda s: s.attr.get("from") == "order@bot.localhost")
+        self.assertIsNotNone(first.child("x", NS_OOB), (first, second))
+        self.assertEqual(second.body, "Did you say after?")
+
+    def test_a_file_that_cannot_be_sent_gives_the_sender_the_reason(self):
+        for to, word, reason in [
+            ("x@bot.localhost", "badb64", "'file.data' is not standard base64"),
+            ("x@bot.localhost", "badname", "'file.name' must be a file name"),
+            ("x@bot.localhost", "ours", "larger than component_post_max_upload"),
+            ("x@bot.localhost", "oob", "'oob' cannot go with 'file'"),
+            ("x@bot.localhost", "theirs", "the upload service refused the slot"),
+            ("x@denied.localhost", "bare", "the upload service refused the slot (forbidden"),
+            ("x@lost.nowhere.localhost", "bare", "no XEP-0363 upload service"),
+        ]:
+            with self.subTest(word=word, to=to):
+                id_ = self.alice.message(to, word)
+                if word == "badb64":
+                    before = self.alice.expect(lambda s: s.attr.get("from") == to)
+                    self.assertEqual(before.body, "Before the file", "the body still goes, first")
+                error = self.alice.expect_id(id_)
+                self.assertEqual(error.error()[:2], ("cancel", "internal-server-error"), error)
+                self.assertIn("the bot's file could not be sent", error.error()[2])
+                self.assertIn(reason, error.error()[2])
+                self.barrier(self.alice, to=f"barrier@{to.split('@')[1]}")
+                self.assertEqual(self.alice.received(lambda s: s.child("x", NS_OOB) is not None), [])
+        self.wait_log(r"http_file_share_access must list denied\.localhost")
+        self.wait_log(r"Files cannot be sent: no XEP-0363 upload service")
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -71,7 +71,7 @@ function push.serve(endpoint, call, inherited)
 		local request, response = event.request, event.response;
 		local headers, body = request.headers, request.body or "";
 		local status, why, retry_after = endpoint:admit(tostring(request.ip), headers.authorization,
-			headers.webhook_id, headers.webhook_timestamp, headers.webhook_signature, body);
+			headers.webhook_id, headers.webhook_timestamp, headers.webhook_signature, headers.content_type, body);
 		if status then
 			if status == 401 then
 				response.headers.www_authenticate = "Bearer";
@@ -86,7 +86,10 @@ function push.serve(endpoint, call, inherited)
 		local function take(content_type, pushed)
 			local effects, answer = endpoint:push(content_type, pushed);
 			if answer.waits then
-				wait_for_answer(answer.id, { to = answer.to, response = response, expires = time_now() + timeout });
+				-- An IQ waits component_push_timeout; a file (a number of
+				-- seconds) its upload.
+				local wait = type(answer.waits) == "number" and answer.waits or timeout;
+				wait_for_answer(answer.id, { to = answer.to or "", response = response, expires = time_now() + wait });
 			end
 			return effects, answer;
 		end
@@ -98,7 +101,7 @@ function push.serve(endpoint, call, inherited)
 		elseif answer.status then
 			return json_response(response, answer.status, { error = answer.error });
 		elseif answer.waits then
-			return true; -- answered when the iq's answer arrives
+			return true; -- answered when the iq's answer (or the upload) arrives
 		elseif answer.commands then -- the menu, replaced
 			return json_response(response, 200, { commands = answer.commands });
 		end

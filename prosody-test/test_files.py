@@ -11,6 +11,8 @@ import urllib.request
 
 from harness import UPLOAD_DOMAIN, ProsodyTestCase, echo_handler, json_reply
 
+TOKEN = "files-push-token-0123456789"
+
 NS_OOB = "jabber:x:oob"
 SERVICE_LIMIT = 100_000
 MAX_UPLOAD = 300_000
@@ -45,16 +47,20 @@ def fetch(url):
 
 
 class FilesTest(ProsodyTestCase):
+    SECRETS = (TOKEN,)
+    TOKEN = TOKEN
+
     @classmethod
     def setUpClass(cls):
         cls.ws = cls.web_service(file_bot)
         url = cls.ws.url + "/"
         allowed = ["bot.localhost", "direct.localhost", "lost.nowhere.localhost"]
         cls.start_prosody({
-            "bot.localhost": {"component_post_url": url, "component_post_max_upload": MAX_UPLOAD},
+            "bot.localhost": {"component_post_url": url, "component_post_max_upload": MAX_UPLOAD,
+                              "component_push_token": TOKEN, "component_push_max_size": 1000},
             "direct.localhost": {"component_post_url": url, "component_post_upload_service": UPLOAD_DOMAIN},
-            "denied.localhost": {"component_post_url": url},
-            "lost.nowhere.localhost": {"component_post_url": url},
+            "denied.localhost": {"component_post_url": url, "component_push_token": TOKEN},
+            "lost.nowhere.localhost": {"component_post_url": url, "component_push_token": TOKEN},
         }, upload={"http_file_share_size_limit": SERVICE_LIMIT, "http_file_share_access": allowed}, metrics=True)
         cls.alice = cls.connect("alice")
 
@@ -120,6 +126,50 @@ class FilesTest(ProsodyTestCase):
                 self.assertEqual(self.alice.received(lambda s: s.child("x", NS_OOB) is not None), [])
         self.wait_log(r"http_file_share_access must list denied\.localhost")
         self.wait_log(r"Files cannot be sent: no XEP-0363 upload service")
+
+    def test_a_push_with_a_file_answers_its_url_once_the_message_is_sent(self):
+        alice = self.connect("alice", "push")
+        to = "alice@localhost/push"
+        status, answer, _ = self.push({"to": to, "from": "reports@bot.localhost", "body": "Your report",
+                                       "file": {"data": b64(PNG), "name": "report.png",
+                                                "content_type": "image/png", "desc": "Daily"}})
+        self.assertEqual(status, 200, answer)
+        first = alice.expect(lambda s: s.attr.get("from") == "reports@bot.localhost")
+        self.assertEqual(first.body, "Your report")
+        message = self.file_message(alice, "reports@bot.localhost")
+        self.assertEqual(answer["url"], message.body)
+        self.assertEqual(answer["id"], message.attr.get("id"))
+        self.assertEqual(fetch(answer["url"]), (PNG, "image/png"))
+        # Larger than component_push_max_size (1000 bytes here): allowed
+        # for a file, read off Prosody's thread.
+        status, answer, _ = self.push({"to": to, "file": {"data": b64(bytes(range(256)) * 20)}})
+        self.assertEqual(status, 200, answer)
+        self.assertEqual(fetch(answer["url"])[0], bytes(range(256)) * 20)
+        self.file_message(alice, "bot.localhost")
+
+    def test_a_push_whose_file_cannot_be_sent_says_why_and_sends_nothing(self):
+        alice = self.connect("alice", "refused")
+        to = "alice@localhost/refused"
+        for host, body, status, reason in [
+            ("bot.localhost", {"to": to, "body": "x", "file": {"data": "not base64!"}}, 400, "'file.data'"),
+            ("bot.localhost", {"to": to, "file": {"data": b64(b"x"), "name": "a/b"}}, 400, "'file.name'"),
+            ("bot.localhost", {"to": to, "kind": "presence", "file": {"data": b64(b"x")}}, 400, "'kind'"),
+            ("bot.localhost", {"to": to, "file": {"data": b64(os.urandom(MAX_UPLOAD + 1))}}, 413,
+             "component_post_max_upload"),
+            ("bot.localhost", {"to": to, "file": {"data": b64(os.urandom(SERVICE_LIMIT + 1))}}, 413,
+             "refused the slot"),
+            ("bot.localhost", {"to": to, "body": "x" * 2000}, 413, "larger than 1000 bytes"),
+            ("denied.localhost", {"to": to, "file": {"data": b64(b"x")}}, 502, "forbidden"),
+            ("lost.nowhere.localhost", {"to": to, "file": {"data": b64(b"x")}}, 502, "no XEP-0363 upload service"),
+        ]:
+            with self.subTest(host=host, status=status, reason=reason):
+                got, answer, _ = self.push(body, host=host)
+                self.assertEqual(got, status, answer)
+                self.assertIn(reason, answer["error"])
+        self.barrier(alice)
+        self.assertEqual(alice.received(lambda s: s.name == "message" and s.attr.get("type") != "error"), [],
+                         "nothing half-sent")
+        self.assertGreaterEqual(self.metric("uploads_total", host="bot.localhost", outcome="too_large"), 2)
 
 
 if __name__ == "__main__":

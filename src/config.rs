@@ -452,9 +452,17 @@ impl Config {
             command_timeout: seconds(&COMMAND_TIMEOUT)?,
             upload_service: match options.text(&UPLOAD_SERVICE)? {
                 None => None,
-                Some(service) => Some(crate::jid::prep(service).filter(|j| !j.contains(['@', '/'])).ok_or_else(
-                    || invalid(&UPLOAD_SERVICE, format!("{service:?}"), "a service's domain, such as upload.example.com"),
-                )?),
+                Some(service) => Some(
+                    crate::jid::prep(service)
+                        .filter(|j| !j.contains(['@', '/']))
+                        .ok_or_else(|| {
+                            invalid(
+                                &UPLOAD_SERVICE,
+                                format!("{service:?}"),
+                                "a service's domain, such as upload.example.com",
+                            )
+                        })?,
+                ),
             },
             max_upload: count(&MAX_UPLOAD)?,
             forwarded,

@@ -154,7 +154,7 @@ pub(super) async fn post(
         header(RETRY_AFTER).and_then(|value| retry::parse_retry_after(&value, clock::now()));
     // A reply may carry a file (§14): as large as the usual limit and the
     // file in base64 (with line breaks); a larger one without is refused.
-    let limit = config.max_response + config.max_upload.div_ceil(3) * 4 * 78 / 76 + 16;
+    let limit = config.max_response + crate::upload::base64_size(config.max_upload);
     let body = read_body(response, limit).await?;
     if body.len() > config.max_response && !body.windows(6).any(|w| w == b"\"file\"") {
         return Err(DeliveryError::TooLarge(config.max_response));

@@ -36,6 +36,7 @@ use tokio::sync::Semaphore;
 pub use durable::{DurableAdmin, HeldCounts, Source};
 pub use held::{Record, Storage};
 pub use outcome::{decide, decide_step, DeliveryError, LogLevel, Outcome, Status};
+pub use upload::HostUploader;
 
 use crate::commands::{self, Commands, SharedCommands, Step};
 use crate::config::{Config, Ordering};
@@ -103,7 +104,7 @@ impl Delivery {
                 rooms: RoomJids::default(),
                 group_chat: Mutex::new(None),
                 commands: Arc::new(Mutex::new(Commands::new(config_commands, command_timeout))),
-                uploads: upload::Uploads::default(),
+                uploads: shared::Uploads::default(),
                 successor: Mutex::new(None),
             }),
             next_id: AtomicU64::new(1),
@@ -131,11 +132,13 @@ impl Delivery {
     pub fn push_endpoint(&self) -> Option<Endpoint> {
         let group_chat = lock(&self.shared.group_chat).clone();
         let commands = self.commands();
+        let uploads = Arc::new(HostUploader(Arc::clone(&self.shared)));
         Endpoint::new(
             &self.shared.config,
             self.shared.rooms.clone(),
             group_chat,
             commands,
+            uploads,
         )
     }
 

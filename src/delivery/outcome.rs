@@ -4,10 +4,10 @@
 
 use crate::commands::{self, Settled, Step};
 use crate::conversion::{ns, reply_for, Envelope, HttpAnswer, ReplyError};
-use crate::upload::{File, UploadError};
-use crate::xml::Node;
 use crate::stanza_error::{status_class, ErrorType, StanzaError};
+use crate::upload::{File, UploadError};
 use crate::xml::Element;
+use crate::xml::Node;
 
 use super::held::Storage;
 use crate::effect::Effect;
@@ -34,6 +34,9 @@ pub struct Outcome {
     pub session: Option<Settled>,
     /// A file uploaded or not, for metrics: how, and the bytes.
     pub upload: Option<(&'static str, u64)>,
+    /// A push with a file: the HTTP answer (id, status, JSON body) its
+    /// caller waits for.
+    pub push_answer: Option<(String, u16, String)>,
 }
 
 /// The module's status, as the admin sees it in Prosody: it follows
@@ -138,6 +141,9 @@ impl Outcome {
         if let Some((outcome, bytes)) = self.upload {
             effects.push(Effect::Uploaded { outcome, bytes });
         }
+        if let Some((id, status, body)) = self.push_answer {
+            effects.push(Effect::PushAnswer { id, status, body });
+        }
         if let Some(status) = self.status {
             effects.push(Effect::Status {
                 level: status.level(),
@@ -203,39 +209,17 @@ pub fn with_file(
         return outcome;
     };
     let reply = outcome.stanzas.remove(at);
-    let mut sent = Vec::with_capacity(2);
-    if let Some(body) = reply.child("body", None) {
-        let mut message = Element::new("message");
-        for key in ["to", "from", "type"] {
-            if let Some(value) = reply.attr(key) {
-                message.set_attr(key, value);
-            }
-        }
-        message = message.with_child(body.clone());
-        for child in reply.elements() {
-            let keep = child.name == "thread" || child.attr("xmlns") == Some(ns::REPLY);
-            if keep {
-                message = message.with_child(child.clone());
-            }
-        }
-        sent.push(message);
-    }
-    match uploaded {
+    let sent = match uploaded {
         Ok((url, file)) => {
-            let mut message = reply;
-            message.children.retain(|c| !matches!(c, Node::Element(e) if e.name == "body"));
-            let mut oob = Element::new("x")
-                .with_attr("xmlns", ns::OOB)
-                .with_child(Element::new("url").with_text(url.as_str()));
-            if let Some(desc) = &file.desc {
-                oob = oob.with_child(Element::new("desc").with_text(desc.as_str()));
-            }
-            message.children.insert(0, Node::Element(Element::new("body").with_text(url.as_str())));
-            sent.push(message.with_child(oob));
             outcome.upload = Some(("done", file.data.len() as u64));
+            file_messages(reply, &url, file)
         }
         Err(error) => {
-            let mut line = format!("Could not send the file of the reply to {}: {error}", envelope.describe());
+            let mut sent: Vec<Element> = body_message(&reply).into_iter().collect();
+            let mut line = format!(
+                "Could not send the file of the reply to {}: {error}",
+                envelope.describe()
+            );
             if envelope.may_get_error() {
                 let stanza_error = StanzaError::new(ErrorType::Cancel, "internal-server-error")
                     .with_text(error.text());
@@ -246,10 +230,50 @@ pub fn with_file(
             }
             outcome.log = Some((LogLevel::Warn, line));
             outcome.upload = Some((error.label(), 0));
+            sent
         }
-    }
+    };
     outcome.stanzas.splice(at..at, sent);
     outcome
+}
+
+/// A message with a file uploaded to `url`: its body, if it has one, as
+/// a message of its own (with its type, thread and reply-to), then the
+/// message itself, whose body and oob URL are `url`.
+pub fn file_messages(mut message: Element, url: &str, file: &File) -> Vec<Element> {
+    let mut sent: Vec<Element> = body_message(&message).into_iter().collect();
+    message
+        .children
+        .retain(|c| !matches!(c, Node::Element(e) if e.name == "body"));
+    let mut oob = Element::new("x")
+        .with_attr("xmlns", ns::OOB)
+        .with_child(Element::new("url").with_text(url));
+    if let Some(desc) = &file.desc {
+        oob = oob.with_child(Element::new("desc").with_text(desc.as_str()));
+    }
+    message
+        .children
+        .insert(0, Node::Element(Element::new("body").with_text(url)));
+    sent.push(message.with_child(oob));
+    sent
+}
+
+/// The body of a message with a file, as a message of its own.
+fn body_message(reply: &Element) -> Option<Element> {
+    let body = reply.child("body", None)?;
+    let mut message = Element::new("message");
+    for key in ["to", "from", "type"] {
+        if let Some(value) = reply.attr(key) {
+            message.set_attr(key, value);
+        }
+    }
+    message = message.with_child(body.clone());
+    for child in reply.elements() {
+        if child.name == "thread" || child.attr("xmlns") == Some(ns::REPLY) {
+            message = message.with_child(child.clone());
+        }
+    }
+    Some(message)
 }
 
 /// As [`decide`], for a command step: its answer is the command's result

@@ -8,8 +8,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{oneshot, Notify, Semaphore};
 use tokio::task::AbortHandle;
 
 use super::held::{Held, Record};
@@ -23,6 +24,7 @@ use crate::commands::{SharedCommands, Step};
 use crate::config::Config;
 use crate::conversion::{Envelope, HttpAnswer, Kind, RoomJids};
 use crate::rooms::SharedRooms;
+use crate::xml::Element;
 
 /// Durable delivery, under one lock: the held stanzas and the breaker, the task
 /// delivering each blocked conversation's stanzas.
@@ -44,6 +46,27 @@ pub(super) struct Durable {
     pub(super) state: Mutex<DurableState>,
     /// Wakes the redeliverers: the circuit closed, or an admin hurried them.
     pub(super) changed: Notify,
+}
+
+/// Files being uploaded (see upload.rs), under a lock each: the IQs they
+/// await, by id; the upload service found by disco (one task looks at a
+/// time); the PUT's client.
+#[derive(Default)]
+pub(super) struct Uploads {
+    pub(super) waiting: Mutex<HashMap<String, oneshot::Sender<Element>>>,
+    pub(super) service: tokio::sync::Mutex<UploadService>,
+    /// The deliveries' TLS settings and timeouts, but none of the web
+    /// service's headers (they are its secrets); made again after a fork.
+    pub(super) client: Mutex<Option<(u64, reqwest::Client)>>,
+}
+
+#[derive(Default)]
+pub(super) enum UploadService {
+    #[default]
+    Unknown,
+    Found(String),
+    /// None found: believed until then.
+    Missing(Instant),
 }
 
 /// One stanza to deliver: shared by its task and, when held, the held list.
@@ -162,7 +185,7 @@ pub(super) struct Shared {
     /// (the newest delivery's, after a reload).
     pub(super) commands: SharedCommands,
     /// Files being uploaded: the IQs they await, the service, the client.
-    pub(super) uploads: super::upload::Uploads,
+    pub(super) uploads: Uploads,
     /// After a reload: the delivery that took over from this one. What
     /// this one still has is POSTed as the newer one's config says.
     pub(super) successor: Mutex<Option<Arc<Shared>>>,

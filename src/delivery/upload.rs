@@ -5,52 +5,24 @@
 //! thread); their answers come back through `receive` to
 //! [`Uploads::answer`], which hands each to the task awaiting it.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::header::CONTENT_TYPE;
 use tokio::sync::oneshot;
 use tokio::time::timeout_at;
 
-use super::outcome::{LogLevel, Outcome};
+use super::outcome::{file_messages, LogLevel, Outcome};
 use super::retry;
 use super::runtime::{fork_generation, lock};
-use super::shared::Shared;
+use super::shared::{Shared, UploadService, Uploads};
 use crate::config::Config;
 use crate::signing;
-use crate::upload::{discover, slot, File, Slot, UploadError};
+use crate::upload::{discover, slot, File, PushedFile, Slot, UploadError, Uploader};
 use crate::xml::Element;
 
 /// How long "no upload service" is believed before asking again.
 const MISSING_FOR: Duration = Duration::from_secs(300);
-
-enum Service {
-    Unknown,
-    Found(String),
-    Missing(Instant),
-}
-
-/// What a host's uploads share.
-pub(super) struct Uploads {
-    /// IQs sent for uploads, by id, and who awaits each answer.
-    waiting: Mutex<HashMap<String, oneshot::Sender<Element>>>,
-    /// The service found by disco; one task looks at a time.
-    service: tokio::sync::Mutex<Service>,
-    /// The PUT's client: the deliveries' TLS settings and timeouts, but
-    /// none of the web service's headers (they are its secrets).
-    client: Mutex<Option<(u64, reqwest::Client)>>,
-}
-
-impl Default for Uploads {
-    fn default() -> Uploads {
-        Uploads {
-            waiting: Mutex::default(),
-            service: tokio::sync::Mutex::new(Service::Unknown),
-            client: Mutex::default(),
-        }
-    }
-}
 
 impl Uploads {
     /// An IQ result or error to the component: whether it answers an IQ
@@ -163,20 +135,24 @@ impl Shared {
             .await
             .map_err(|_| UploadError::Timeout)?;
         match &*service {
-            Service::Found(found) => return Ok(found.clone()),
-            Service::Missing(until) if Instant::now() < *until => return Err(no_service(host)),
+            UploadService::Found(found) => return Ok(found.clone()),
+            UploadService::Missing(until) if Instant::now() < *until => {
+                return Err(no_service(host))
+            }
             _ => {}
         }
         match self.discover(deadline).await? {
             Some(found) => {
-                *service = Service::Found(found.clone());
+                *service = UploadService::Found(found.clone());
                 Ok(found)
             }
             None => {
-                *service = Service::Missing(Instant::now() + MISSING_FOR);
+                *service = UploadService::Missing(Instant::now() + MISSING_FOR);
                 let error = no_service(host);
-                self.outbox
-                    .queue(Outcome::log_only(LogLevel::Warn, format!("Files cannot be sent: {error}")));
+                self.outbox.queue(Outcome::log_only(
+                    LogLevel::Warn,
+                    format!("Files cannot be sent: {error}"),
+                ));
                 Err(error)
             }
         }
@@ -240,17 +216,110 @@ impl Shared {
                     while let Some(inner) = cause.source() {
                         cause = inner;
                     }
-                    (UploadError::Unavailable(format!("the PUT failed: {cause}")), None)
+                    (
+                        UploadError::Unavailable(format!("the PUT failed: {cause}")),
+                        None,
+                    )
                 }
             };
             if attempts > self.config.retries {
                 return Err(failure);
             }
             let wait = retry::delay(attempts, retry_after);
-            if Instant::now().checked_add(wait).is_none_or(|at| at >= deadline) {
+            if Instant::now()
+                .checked_add(wait)
+                .is_none_or(|at| at >= deadline)
+            {
                 return Err(failure);
             }
             tokio::time::sleep(wait).await;
         }
+    }
+}
+
+/// A host's uploads, for its push endpoint: a push with a file is
+/// uploaded off Prosody's thread, and its HTTP answer comes back as a
+/// `push_answer` effect (docs/contract.md §14).
+#[derive(Clone)]
+pub struct HostUploader(pub(super) Arc<Shared>);
+
+impl Uploader for HostUploader {
+    fn allowance(&self) -> usize {
+        crate::upload::base64_size(self.0.config.max_upload)
+    }
+
+    fn seconds(&self) -> f64 {
+        // The upload's deadline, and a margin for its answer to get here.
+        self.0.config.timeout.as_secs_f64() + 5.0
+    }
+
+    fn push(&self, pushed: PushedFile, answer_id: String) {
+        let shared = self.0.target();
+        let runtime = match shared.connector.get(&shared.config) {
+            Ok((runtime, _)) => runtime,
+            Err(error) => {
+                let error = UploadError::Unavailable(error.to_string());
+                shared.outbox.queue(push_refused(&answer_id, &error));
+                return;
+            }
+        };
+        runtime.spawn(async move {
+            let deadline = Instant::now() + shared.config.timeout;
+            let outcome = match shared.read_push(pushed) {
+                Err(error) => push_refused(&answer_id, &error),
+                Ok((message, file)) => match shared.upload(&file, deadline).await {
+                    Err(error) => push_refused(&answer_id, &error),
+                    Ok(url) => {
+                        let id = message.attr("id").unwrap_or_default().to_owned();
+                        let body = serde_json::json!({"id": id, "url": url}).to_string();
+                        Outcome {
+                            stanzas: file_messages(message, &url, &file),
+                            upload: Some(("done", file.data.len() as u64)),
+                            push_answer: Some((answer_id, 200, body)),
+                            ..Outcome::default()
+                        }
+                    }
+                },
+            };
+            // The newest module's outbox: a retired one may no longer be
+            // watched by the time the upload ends.
+            shared.target().outbox.queue(outcome);
+        });
+    }
+}
+
+fn push_refused(answer_id: &str, error: &UploadError) -> Outcome {
+    let body = serde_json::json!({"error": error.to_string()}).to_string();
+    Outcome {
+        upload: Some((error.label(), 0)),
+        push_answer: Some((answer_id.to_owned(), error.push_status(), body)),
+        ..Outcome::default()
+    }
+}
+
+impl Shared {
+    /// The message and the file of a push with a file.
+    fn read_push(&self, pushed: PushedFile) -> Result<(Element, File), UploadError> {
+        let max = self.config.max_upload;
+        let (message, file) = match pushed {
+            PushedFile::Read(message, file) => (message, file),
+            PushedFile::Unread(body) => {
+                let object: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_slice(&body)
+                        .map_err(|e| UploadError::Invalid(format!("invalid JSON: {e}")))?;
+                let Some(file) = object.get("file").filter(|f| !f.is_null()).cloned() else {
+                    return Err(UploadError::TooLarge(format!(
+                        "larger than {} bytes, and no file",
+                        self.config.push_max_size
+                    )));
+                };
+                crate::upload::file::check_beside(&object)?;
+                let message =
+                    crate::push::stanza(&self.config.host, Some("application/json"), &body)
+                        .map_err(|e| UploadError::Invalid(e.message))?;
+                (message, file)
+            }
+        };
+        Ok((message, crate::upload::file::from_json(&file, max)?))
     }
 }

@@ -9,9 +9,11 @@ use crate::clock::unix_secs;
 use crate::push::{Credentials, Endpoint, Pushed};
 
 /// The client's address, then the Authorization, webhook-id,
-/// webhook-timestamp and webhook-signature headers, and the body.
+/// webhook-timestamp, webhook-signature and Content-Type headers, and the
+/// body.
 type Push = (
     String,
+    Option<String>,
     Option<String>,
     Option<String>,
     Option<String>,
@@ -25,7 +27,7 @@ impl UserData for Endpoint {
         // seconds for Retry-After (or nil).
         methods.add_method_mut(
             "admit",
-            |_, this, (address, authorization, id, timestamp, signature, body): Push| {
+            |_, this, (address, authorization, id, timestamp, signature, content_type, body): Push| {
                 let credentials = Credentials {
                     authorization: authorization.as_deref(),
                     webhook_id: id.as_deref(),
@@ -34,8 +36,9 @@ impl UserData for Endpoint {
                 };
                 let unix = unix_secs();
                 let body = body.as_bytes();
+                let content_type = content_type.as_deref();
                 Ok(
-                    match this.admit(&address, &credentials, &body, Instant::now(), unix) {
+                    match this.admit(&address, &credentials, content_type, &body, Instant::now(), unix) {
                         Ok(()) => (None, None, None),
                         Err(e) => (Some(e.status), Some(e.message), e.retry_after),
                     },
@@ -43,8 +46,10 @@ impl UserData for Endpoint {
             },
         );
         // What a push admitted does, as effects, then `{ id =, to =, waits = }`
-        // (waits: an IQ get or set, answered when its answer comes) or, for
-        // a menu, `{ commands = }`; or no effects and `{ status =, error = }`.
+        // (waits: an IQ get or set, answered when its answer comes), for a
+        // file `{ id =, waits = seconds }` (answered when it is uploaded),
+        // or for a menu `{ commands = }`; or no effects and `{ status =,
+        // error = }`.
         methods.add_method_mut(
             "push",
             |lua, this, (content_type, body): (Option<String>, LuaString)| {
@@ -59,6 +64,11 @@ impl UserData for Endpoint {
                         }
                         Ok((effects, Pushed::Menu { commands })) => {
                             answer.raw_set("commands", commands)?;
+                            effects
+                        }
+                        Ok((effects, Pushed::Upload { id, seconds })) => {
+                            answer.raw_set("id", id)?;
+                            answer.raw_set("waits", seconds)?;
                             effects
                         }
                         Err(e) => {

@@ -7,6 +7,7 @@ mod auth;
 pub mod limits;
 mod waiting;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -22,6 +23,7 @@ use crate::conversion::{self, AddressError, Envelope, Kind, ReplyError, RoomJids
 use crate::effect::Effect;
 use crate::rooms::{self, SharedRooms};
 use crate::signing::{self, PublicKey};
+use crate::upload::{PushedFile, Uploader};
 use crate::xml::{self, Element};
 
 /// A signed push older or newer than this is refused (Standard Webhooks'
@@ -74,16 +76,21 @@ pub struct Endpoint {
     group_chat: Option<SharedRooms>,
     /// The host's commands: a push may replace the menu.
     commands: SharedCommands,
+    /// Who uploads the files of pushes.
+    uploads: Arc<dyn Uploader>,
 }
 
 /// A push taken.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub enum Pushed {
     /// A stanza sent: its id and recipient (prepared), and whether the push
     /// waits for its answer (an IQ get or set).
     Stanza { id: String, to: String, waits: bool },
     /// The menu replaced (docs/contract.md §13.1): the commands it now has.
     Menu { commands: usize },
+    /// A file being uploaded (§14): the push is answered when it is done,
+    /// as `id`'s push answer, within `seconds`.
+    Upload { id: String, seconds: f64 },
 }
 
 impl Endpoint {
@@ -94,6 +101,7 @@ impl Endpoint {
         rooms: RoomJids,
         group_chat: Option<SharedRooms>,
         commands: SharedCommands,
+        uploads: Arc<dyn Uploader>,
     ) -> Option<Endpoint> {
         if config.push_token.is_none() && config.push_public_key.is_none() {
             return None;
@@ -114,6 +122,7 @@ impl Endpoint {
             iqs: PushedIqs::default(),
             group_chat,
             commands,
+            uploads,
         })
     }
 
@@ -130,6 +139,7 @@ impl Endpoint {
         &mut self,
         address: &str,
         credentials: &Credentials,
+        content_type: Option<&str>,
         body: &[u8],
         now: Instant,
         unix_secs: u64,
@@ -140,7 +150,11 @@ impl Endpoint {
                 wait,
             ));
         }
-        if body.len() > self.max_size {
+        // One with a file (§14) may be larger by the file in base64.
+        let with_file = body.len() <= self.max_size + self.uploads.allowance()
+            && conversion::is_json(content_type)
+            && mentions_file(body);
+        if body.len() > self.max_size && !with_file {
             return Err(refuse(413, format!("larger than {} bytes", self.max_size)));
         }
         let keys = PushKeys {
@@ -192,6 +206,12 @@ impl Endpoint {
         if let Some(menu) = menu_push(content_type, body) {
             return self.push_menu(menu);
         }
+        if let Some(pushed) = self.file_push(content_type, body)? {
+            let id = signing::unguessable_id("upload_");
+            self.uploads.push(pushed, id.clone());
+            let seconds = self.uploads.seconds();
+            return Ok((Vec::new(), Pushed::Upload { id, seconds }));
+        }
         let (stanza, waits) = self.stanza(content_type, body)?;
         let id = stanza.attr("id").unwrap_or_default().to_owned();
         let to = stanza.attr("to").unwrap_or_default().to_owned();
@@ -201,6 +221,31 @@ impl Endpoint {
             None => effects,
         };
         Ok((effects, Pushed::Stanza { id, to, waits }))
+    }
+
+    /// A push with a file: its message and file as read here, or, when the
+    /// body is larger than a push without a file may be, the body (read by
+    /// the upload's task). `None`: no file.
+    fn file_push(
+        &self,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<Option<PushedFile>, PushError> {
+        if !conversion::is_json(content_type) || !mentions_file(body) {
+            return Ok(None);
+        }
+        if body.len() > self.max_size {
+            return Ok(Some(PushedFile::Unread(body.to_vec())));
+        }
+        let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(body) else {
+            return Ok(None); // `stanza` says what is wrong with it
+        };
+        let Some(file) = object.get("file").filter(|f| !f.is_null()) else {
+            return Ok(None);
+        };
+        crate::upload::file::check_beside(&object).map_err(|e| refuse(400, e.to_string()))?;
+        let message = stanza(&self.host, content_type, body)?;
+        Ok(Some(PushedFile::Read(message, file.clone())))
     }
 
     /// `{"commands": [...]}` replaces the menu, `{"commands": null}` goes
@@ -239,6 +284,11 @@ impl Endpoint {
         }
         Ok((stanza, waits))
     }
+}
+
+/// Whether a body may hold a `file` key (a cheap look before reading).
+fn mentions_file(body: &[u8]) -> bool {
+    memchr::memmem::find(body, b"\"file\"").is_some()
 }
 
 /// The list of a menu push: a JSON object with `commands` and neither

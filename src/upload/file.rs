@@ -260,14 +260,23 @@ mod tests {
         };
         let json = Some("application/json");
         let file = r#"{"body": "x", "file": {"data": "aGVsbG8="}}"#;
-        assert_eq!(in_answer(&answer(200, json, file), MAX).unwrap().unwrap().data, b"hello");
+        assert_eq!(
+            in_answer(&answer(200, json, file), MAX)
+                .unwrap()
+                .unwrap()
+                .data,
+            b"hello"
+        );
         assert!(in_answer(&answer(201, json, file), MAX).is_none());
         assert!(in_answer(&answer(200, Some("text/plain"), file), MAX).is_none());
         assert!(in_answer(&answer(200, json, r#"{"body": "file"}"#), MAX).is_none());
         assert!(in_answer(&answer(200, json, r#"{"file": null}"#), MAX).is_none());
         assert!(in_answer(&answer(200, json, r#"{"file": {"#), MAX).is_none());
         let beside = r#"{"oob": "https://x/", "file": {"data": "aGVsbG8="}}"#;
-        assert!(matches!(in_answer(&answer(200, json, beside), MAX), Some(Err(UploadError::Invalid(_)))));
+        assert!(matches!(
+            in_answer(&answer(200, json, beside), MAX),
+            Some(Err(UploadError::Invalid(_)))
+        ));
     }
 
     #[test]

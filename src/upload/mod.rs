@@ -13,6 +13,42 @@ use thiserror::Error;
 pub use file::File;
 pub use slot::Slot;
 
+use crate::xml::Element;
+
+/// The size of `n` bytes in base64, with room for line breaks: what a
+/// reply or push with a file may have beyond its usual limit.
+pub fn base64_size(n: usize) -> usize {
+    n.div_ceil(3) * 4 * 78 / 76 + 16
+}
+
+/// What a push with a file holds, read on Prosody's thread or not.
+pub enum PushedFile {
+    /// The message it sends (without the file) and its `file` key.
+    Read(Element, serde_json::Value),
+    /// The body, larger than pushes without a file may be: read where the
+    /// upload runs (so a large one costs Prosody's thread nothing).
+    Unread(Vec<u8>),
+}
+
+/// Who uploads the files of pushes (the host's deliveries, off Prosody's
+/// thread): the push endpoint hands them over and awaits the answer.
+pub trait Uploader: Send + Sync {
+    /// The bytes a push with a file may have beyond `component_push_max_size`.
+    fn allowance(&self) -> usize;
+    /// Uploads the file of a push and sends its message; the push's HTTP
+    /// answer (`200 {"id", "url"}` or an error) comes back as a
+    /// `push_answer` effect for `answer_id`, within `seconds`.
+    fn push(&self, pushed: PushedFile, answer_id: String);
+    /// How long a push with a file may wait for its answer.
+    fn seconds(&self) -> f64;
+}
+
+impl std::fmt::Debug for dyn Uploader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Uploads")
+    }
+}
+
 /// Why a file was not sent. Each decides the push status, and the text the
 /// sender of a stanza gets (as an invalid reply).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

@@ -5,11 +5,12 @@ URL; a real client receives it, and an HTTP GET returns the bytes."""
 
 import base64
 import os
-import time
+import re
+import threading
 import unittest
 import urllib.request
 
-from harness import UPLOAD_DOMAIN, ProsodyTestCase, echo_handler, json_reply
+from harness import UPLOAD_DOMAIN, ComponentClient, ProsodyTestCase, echo_handler, json_reply
 
 TOKEN = "files-push-token-0123456789"
 
@@ -24,7 +25,10 @@ def b64(data):
 
 
 def file_bot(request):
-    """Answers some words with a file, others as the echo bot."""
+    """Answers some words with a file, others as the echo bot; as the
+    upload service's PUT URL, /put, it fails."""
+    if request["path"] == "/put":
+        return 500, {}, b"disk full"
     body = (request["json"] or {}).get("body")
     chart = {"data": b64(PNG), "name": "chart.png", "content_type": "image/png", "desc": "CPU last 24 h"}
     answers = {
@@ -41,13 +45,42 @@ def file_bot(request):
     return echo_handler(request)
 
 
+WEB_SECRET = "the-web-services-own-secret"
+FAKE = "fakeupload.localhost"
+FAKE_SECRET = "fake-upload-secret"
+
+
+def fake_upload_service(component, put_url):
+    """An upload service that gives slots whose PUT URL is `put_url`, but
+    answers nothing for a file named "silent" (XEP-0114 component)."""
+    def serve():
+        data = b""
+        while True:
+            chunk = component.sock.recv(65536)
+            if not chunk:
+                return
+            data += chunk
+            for iq in re.findall(rb"<iq[^>]*>.*?</iq>", data, re.S):
+                text = iq.decode()
+                id_ = re.search(r"id=['\"]([^'\"]+)", text)[1]
+                sender = re.search(r"from=['\"]([^'\"]+)", text)[1]
+                if "filename='silent'" in text or 'filename="silent"' in text:
+                    continue
+                component.sock.sendall(
+                    f"<iq type='result' from='{FAKE}' to='{sender}' id='{id_}'>"
+                    f"<slot xmlns='urn:xmpp:http:upload:0'><put url='{put_url}'/>"
+                    f"<get url='{put_url}/get'/></slot></iq>".encode())
+            data = data[data.rfind(b"</iq>") + 5:] if b"</iq>" in data else data
+    threading.Thread(target=serve, daemon=True).start()
+
+
 def fetch(url):
     with urllib.request.urlopen(url, timeout=10) as response:
         return response.read(), response.headers.get("Content-Type")
 
 
 class FilesTest(ProsodyTestCase):
-    SECRETS = (TOKEN,)
+    SECRETS = (TOKEN, WEB_SECRET)
     TOKEN = TOKEN
 
     @classmethod
@@ -61,7 +94,15 @@ class FilesTest(ProsodyTestCase):
             "direct.localhost": {"component_post_url": url, "component_post_upload_service": UPLOAD_DOMAIN},
             "denied.localhost": {"component_post_url": url, "component_push_token": TOKEN},
             "lost.nowhere.localhost": {"component_post_url": url, "component_push_token": TOKEN},
-        }, upload={"http_file_share_size_limit": SERVICE_LIMIT, "http_file_share_access": allowed}, metrics=True)
+            "putfail.localhost": {"component_post_url": url, "component_push_token": TOKEN,
+                                  "component_post_upload_service": FAKE, "component_post_timeout": 2,
+                                  "component_post_retries": 0,
+                                  "component_post_headers": {"Authorization": "Bearer " + WEB_SECRET}},
+        }, upload={"http_file_share_size_limit": SERVICE_LIMIT, "http_file_share_access": allowed}, metrics=True,
+            external={FAKE: FAKE_SECRET})
+        component = ComponentClient(cls.prosody.component_port, FAKE, FAKE_SECRET).connect()
+        cls.addClassCleanup(component.sock.close)
+        fake_upload_service(component, cls.ws.url + "/put")
         cls.alice = cls.connect("alice")
 
     def file_message(self, client, to):
@@ -112,6 +153,7 @@ class FilesTest(ProsodyTestCase):
             ("x@bot.localhost", "theirs", "the upload service refused the slot"),
             ("x@denied.localhost", "bare", "the upload service refused the slot (forbidden"),
             ("x@lost.nowhere.localhost", "bare", "no XEP-0363 upload service"),
+            ("x@putfail.localhost", "bare", "the upload service answered the PUT with HTTP 500"),
         ]:
             with self.subTest(word=word, to=to):
                 id_ = self.alice.message(to, word)
@@ -124,6 +166,10 @@ class FilesTest(ProsodyTestCase):
                 self.assertIn(reason, error.error()[2])
                 self.barrier(self.alice, to=f"barrier@{to.split('@')[1]}")
                 self.assertEqual(self.alice.received(lambda s: s.child("x", NS_OOB) is not None), [])
+        put = self.ws.wait_for(lambda r: r["method"] == "PUT")
+        self.assertEqual(put["body"], b"just bytes")
+        self.assertEqual(put["headers"]["content-type"], "application/octet-stream")
+        self.assertNotIn("authorization", put["headers"], "the web service's headers are its own")
         self.wait_log(r"http_file_share_access must list denied\.localhost")
         self.wait_log(r"Files cannot be sent: no XEP-0363 upload service")
 
@@ -161,6 +207,8 @@ class FilesTest(ProsodyTestCase):
             ("bot.localhost", {"to": to, "body": "x" * 2000}, 413, "larger than 1000 bytes"),
             ("denied.localhost", {"to": to, "file": {"data": b64(b"x")}}, 502, "forbidden"),
             ("lost.nowhere.localhost", {"to": to, "file": {"data": b64(b"x")}}, 502, "no XEP-0363 upload service"),
+            ("putfail.localhost", {"to": to, "file": {"data": b64(b"x")}}, 502, "PUT with HTTP 500"),
+            ("putfail.localhost", {"to": to, "file": {"data": b64(b"x"), "name": "silent"}}, 504, "timed out"),
         ]:
             with self.subTest(host=host, status=status, reason=reason):
                 got, answer, _ = self.push(body, host=host)

@@ -15,6 +15,10 @@ if the room is on its own server (say, conference.example.com for
 bot.example.com) or a domain given with --room-domains: an invitation says
 only what the inviter claims, and anyone may send one.
 
+Say "chart" and it answers with a chart it draws, a small PNG, as a file
+(the module uploads it to the server's upload service, and the client shows
+it inline).
+
 It offers a menu of ad-hoc commands (the module's component_post_commands
 must list them: MENU below): "Ping" completes at once, and "Order a drink"
 is a two-step dialog with forms (choose, then confirm). It keeps no state:
@@ -30,10 +34,14 @@ component's push URL.
 """
 
 import argparse
+import base64
 import json
+import random
 import re
+import struct
 import threading
 import urllib.request
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 try:
@@ -50,6 +58,28 @@ NICK = "EchoBot"
 MENU = [{"node": "ping", "name": "Ping"}, {"node": "order", "name": "Order a drink"}]
 DRINKS = [{"label": "Tea", "value": "tea"}, {"label": "Coffee", "value": "coffee"},
           {"label": "Hot chocolate", "value": "chocolate"}]
+
+
+def png(width, height, pixel):
+    """A PNG image, standard library only: `pixel(x, y)` gives (r, g, b)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    rows = b"".join(b"\0" + b"".join(bytes(pixel(x, y)) for x in range(width)) for y in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def chart():
+    """A bar chart of eight made-up figures, as the `file` of a reply."""
+    bars = [random.randint(4, 44) for _ in range(8)]
+    def pixel(x, y):
+        bar, inside = divmod(x, 12)
+        if inside < 9 and 48 - y <= bars[bar]:
+            return (52, 101, 164)
+        return (255, 255, 255)
+    data = png(96, 48, pixel)
+    return {"data": base64.b64encode(data).decode(), "name": "chart.png", "content_type": "image/png",
+            "desc": "Made-up figures, drawn just now"}
 
 
 def command_answer(command):
@@ -125,6 +155,8 @@ def make_handler(args):
             body = stanza.get("body")
             if body is None:  # presence, iq, chat states...: nothing to say
                 return self.answer(204, None)
+            if body.strip().lower() == "chart":
+                return self.answer(200, {"body": "Here is a chart:", "file": chart()})
             if THANKS.match(body) and stanza.get("id"):
                 return self.answer(200, {"reactions": {"id": stanza["id"], "reactions": ["👍"]}})
             if args.push_url and stanza.get("type") != "groupchat":

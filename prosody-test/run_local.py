@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from harness import DOMAIN, MUC_DOMAIN, PASSWORD, PROSODY, ROOT, Prosody, free_port
+from harness import DOMAIN, MUC_DOMAIN, PASSWORD, PROSODY, ROOT, UPLOAD_DOMAIN, Prosody, free_port
 
 USER = "me"
 BOT = "bot.localhost"
@@ -57,7 +57,9 @@ def main():
                              "component_post_commands": [{"node": "ping", "name": "Ping"},
                                                          {"node": "order", "name": "Order a drink"}]}},
                       users=(USER,), c2s_port=port_or_free(5222), muc=True,
-                      extra_config=[f"http_ports = {{ {http_port} }}"])
+                      http_port=http_port,
+                      # Prosody's upload service, for the files the bot sends.
+                      upload={"http_file_share_access": [BOT]})
     # STARTTLS, plain connections still allowed.
     cert, key, (sha256, sha1) = make_certificate(prosody.dir)
     prosody.tls = (cert, key)
@@ -91,6 +93,8 @@ Try:
         curl -i {push_url} -H "Host: {BOT}" \\
           -H "Authorization: Bearer {token}" -H "Content-Type: application/json" \\
           -d '{{"to": "{USER}@{DOMAIN}", "body": "hello from curl"}}'
+  * Files: say "chart" and the bot sends a chart it draws (a PNG), shown
+    inline: uploaded to Prosody's own upload service ({UPLOAD_DOMAIN}).
   * Menu: open the commands of  {BOT}  (Conversations, Gajim: the bot's
     menu / "Execute command"; poezio: /ad-hoc {BOT}; profanity:
     /cmd list {BOT}): "Ping" answers at once, "Order a drink" is a

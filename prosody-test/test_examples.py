@@ -6,6 +6,7 @@ import subprocess
 import sys
 import tempfile
 import unittest
+import urllib.request
 
 from harness import ROOT, ProsodyTestCase, free_port, stop_process, wait_for_port
 
@@ -84,6 +85,24 @@ class ExampleBotsTest(ProsodyTestCase):
                      f"<field var='confirm'><value>1</value></field></x>")
         done = step("order", "complete", sessionid, confirmed)
         self.assertEqual((done.get("status"), note(done)), ("completed", "One tea coming up."))
+
+    def test_the_python_bot_sends_a_chart_it_draws_as_a_file(self):
+        port = free_port()
+        bot = subprocess.Popen(BOTS["python"](port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(stop_process, bot)
+        wait_for_port(port, bot)
+        self.start_prosody({"files.localhost": {"component_post_url": f"http://127.0.0.1:{port}/"}},
+                           upload={"http_file_share_access": ["files.localhost"]})
+        alice = self.connect("alice")
+        alice.message("echo@files.localhost", "chart")
+        self.assertEqual(alice.expect(lambda s: s.attr.get("from") == "echo@files.localhost").body,
+                         "Here is a chart:")
+        message = alice.expect(lambda s: s.attr.get("from") == "echo@files.localhost")
+        oob = message.child("x", "jabber:x:oob")
+        self.assertEqual(oob.find("{jabber:x:oob}url").text, message.body)
+        with urllib.request.urlopen(message.body, timeout=10) as got:
+            self.assertEqual(got.headers.get("Content-Type"), "image/png")
+            self.assertTrue(got.read().startswith(b"\x89PNG\r\n\x1a\n"))
 
     def test_the_bots_verify_signatures_with_the_standard_webhooks_libraries(self):
         """v1 signatures checked by implementations nobody here wrote: the

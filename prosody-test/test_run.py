@@ -62,6 +62,13 @@ class MakeRunTest(unittest.TestCase):
         got = me.expect(lambda s: s.attr.get("from") == f"{room}/EchoBot" and s.body is not None)
         self.assertEqual(got.body, "Did you say hello room?")
 
+        # The files the guide names: a chart, uploaded to Prosody's service.
+        self.assertIn('say "chart"', self.guide)
+        me.message("echo@bot.localhost", "chart")
+        chart = me.expect(lambda s: s.attr.get("from") == "echo@bot.localhost"
+                          and s.child("x", "jabber:x:oob") is not None)
+        self.assertTrue(chart.body.endswith("/chart.png"), chart)
+
         # The menu the guide names: the example bot's two commands.
         self.assertIn("/ad-hoc bot.localhost", self.guide)
         commands = "http://jabber.org/protocol/commands"

@@ -38,7 +38,7 @@ class Prosody:
     def __init__(self, components, backend=BACKEND, users=("alice", "bob", "carol"), c2s_port=None,
                  component_module="component_http", log_level="debug", extra_config=(),
                  plugin_dir=PLUGIN_DIR, http=False, metrics=False, muc=False, external=None, tls=None,
-                 upload=None):
+                 upload=None, http_port=None):
         """`http`: Prosody's HTTP server on `self.http_port`; `metrics`: also
         its statistics, served by mod_http_openmetrics (see `metric`);
         `muc`: a group chat service, Prosody's mod_muc, at MUC_DOMAIN;
@@ -47,14 +47,15 @@ class Prosody:
         key) for STARTTLS on c2s (plain connections stay allowed); `upload`:
         Prosody's own upload service, mod_http_file_share, at UPLOAD_DOMAIN
         (HTTP on, its URLs on 127.0.0.1), with these options (say
-        `http_file_share_access`, `http_file_share_size_limit`)."""
+        `http_file_share_access`, `http_file_share_size_limit`);
+        `http_port`: the HTTP port, when not any free one."""
         self.tls = tls
         self.muc = muc
         self.external = external or {}
         self.component_port = free_port() if self.external else None
         self.backend = backend
         self.upload = upload
-        self.http_port = free_port() if http or metrics or upload is not None else None
+        self.http_port = http_port or (free_port() if http or metrics or upload is not None else None)
         self.metrics_on = metrics
         self.plugin_dir = plugin_dir
         self.extra_config = extra_config

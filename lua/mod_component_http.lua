@@ -209,9 +209,11 @@ end
 -- (what waits is POSTed as this config says), watched until they owe
 -- nothing; this one's stanzas of a conversation wait for theirs.
 local retired = {}; -- delivery -> its descriptor's watcher, once watched
+local retired_order = {}; -- the same, oldest first (as handed over)
 for _, old in ipairs(inherited.deliveries or {}) do
 	delivery:take_over(old);
 	retired[old] = false;
+	table.insert(retired_order, old);
 end
 
 -- Commands (menu.lib.lua): the menu the web service pushed, read back, and
@@ -308,10 +310,6 @@ local function watch(d, drain)
 	return server.watchfd(d:fd(), drain);
 end
 
-local watcher = watch(delivery, function ()
-	call("deliver replies", nil, delivery.drain, delivery);
-end);
-
 -- A retired delivery is drained until it owes nothing, then let go. Once
 -- nothing is owed every outcome is queued, so the last drain gets them all.
 local function drain_retired(old)
@@ -325,10 +323,31 @@ local function drain_retired(old)
 		native.close_delivery(old);
 	end
 end
-for old in pairs(retired) do
-	retired[old] = watch(old, function () drain_retired(old); end);
-	drain_retired(old);
+
+-- Whichever descriptor is readable, every delivery is drained, oldest
+-- first: a conversation's stanza owned by a newer delivery is POSTed only
+-- once the one before it (owned by an older one) has its outcome queued,
+-- but the workers may raise the newer descriptor first, so draining only
+-- that one could send the replies out of order.
+local function drain_all()
+	local still = {};
+	for _, old in ipairs(retired_order) do
+		if retired[old] ~= nil then
+			drain_retired(old);
+		end
+		if retired[old] ~= nil then
+			table.insert(still, old);
+		end
+	end
+	retired_order = still;
+	call("deliver replies", nil, delivery.drain, delivery);
 end
+
+local watcher = watch(delivery, drain_all);
+for _, old in ipairs(retired_order) do
+	retired[old] = watch(old, drain_all);
+end
+drain_all();
 
 -- Durable delivery's counts and its sweep's stop, when it is on (below).
 local held_counts, durable_stop;
@@ -427,10 +446,14 @@ function module.save()
 	handed_over = true;
 	local state = { pushed_iqs = push_endpoint and push_endpoint.save(), sessions = delivery };
 	if not options.durable then
-		state.deliveries = { delivery };
-		for old in pairs(retired) do
-			table.insert(state.deliveries, old);
+		-- Oldest first, this one last.
+		state.deliveries = {};
+		for _, old in ipairs(retired_order) do
+			if retired[old] ~= nil then
+				table.insert(state.deliveries, old);
+			end
 		end
+		table.insert(state.deliveries, delivery);
 	end
 	return state;
 end

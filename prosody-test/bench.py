@@ -16,6 +16,13 @@ to the ceiling. The three modes run in turn, several rounds over: on a
 shared machine what else runs drifts, so each round's ratios compare modes
 measured moments apart, and the ratios printed are the median over rounds
 (with their spread). Ends with one JSON line. About five minutes in all.
+
+Then files (`bench.py upload` runs only them): a 5 MiB file pushed to
+Prosody's own upload service while a client pings the server, in rounds
+against rounds of pings alone; per round the push's time to its answer,
+Prosody's main-thread CPU for it (what the upload costs the thread all Lua
+runs on), and the worst ping round trip during it against the worst
+without it.
 """
 
 import collections
@@ -28,9 +35,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import base64
+import threading
 import time
 
-from harness import DOMAIN, Certificates, ComponentClient, Prosody, XmppClient, free_port, memory_mib
+from harness import (DOMAIN, UPLOAD_DOMAIN, Certificates, ComponentClient, Prosody, WebService, XmppClient,
+                     free_port, memory_mib, post_push)
 
 BOT = "bot.localhost"
 GATEWAY, GATEWAY_SECRET = "gateway.localhost", "bench-secret"
@@ -336,9 +346,84 @@ def combine(runs):
     return combined
 
 
+UPLOAD_BYTES = 5 * 1024 * 1024
+UPLOAD_ROUNDS = int(os.environ.get("BENCH_UPLOAD_ROUNDS", "5"))
+UPLOAD_TOKEN = "bench-upload-token-0123456789"
+
+
+def pings_during(client, action):
+    """Pings the server back to back while `action()` runs: its result, the
+    worst round trip (ms) and the number of pings."""
+    done, rtts = threading.Event(), []
+
+    def ping():
+        while not done.is_set():
+            t0 = time.monotonic()
+            client.ping_server()
+            rtts.append((time.monotonic() - t0) * 1000)
+    pinger = threading.Thread(target=ping)
+    pinger.start()
+    try:
+        result = action()
+    finally:
+        done.set()
+        pinger.join()
+    return result, max(rtts), len(rtts)
+
+
+def upload_figures():
+    """The cost of a 5 MiB file push, in rounds (see the module's comment)."""
+    service = WebService(lambda request: (204, {}, b""))
+    prosody = Prosody({BOT: {"component_post_url": service.url + "/", "component_push_token": UPLOAD_TOKEN}},
+                      upload={"http_file_share_access": [BOT]}, log_level="info", users=("bench",))
+    prosody.start()
+    try:
+        client = XmppClient(prosody.c2s_port, f"bench@{DOMAIN}", "files").connect()
+        pinger = XmppClient(prosody.c2s_port, f"bench@{DOMAIN}", "pings").connect()
+        data = os.urandom(UPLOAD_BYTES)
+        body = json.dumps({"to": f"bench@{DOMAIN}/files", "file": {"data": base64.b64encode(data).decode(),
+                                                                     "name": "big.bin"}})
+        main_stat = f"/proc/{prosody.proc.pid}/task/{prosody.proc.pid}/stat"
+        rows = []
+
+        def push():
+            status, answer, _ = post_push(prosody.http_port, body, host=BOT, token=UPLOAD_TOKEN)
+            if status != 200:
+                raise SystemExit(f"the push failed: {status} {answer}")
+            client.expect(lambda s: s.child("x", "jabber:x:oob") is not None)
+        for n in range(1, UPLOAD_ROUNDS + 1):
+            print(f"... upload round {n}/{UPLOAD_ROUNDS}", file=sys.stderr, flush=True)
+            # Alone: the time and main-thread CPU of the push, to its answer.
+            t0, m0 = time.monotonic(), cpu_seconds(main_stat)
+            push()
+            seconds, cpu = time.monotonic() - t0, cpu_seconds(main_stat) - m0
+            # With pings back to back: the worst round trip, and without.
+            _, worst, _ = pings_during(pinger, push)
+            _, quiet_worst, _ = pings_during(pinger, lambda: time.sleep(seconds))
+            rows.append({"seconds": seconds, "main_thread_cpu_ms": cpu * 1000, "worst_ping_ms": worst,
+                         "worst_ping_alone_ms": quiet_worst})
+        client.close()
+        pinger.close()
+    finally:
+        prosody.stop()
+        prosody.cleanup()
+        service.stop()
+    print(f"\nfiles: a {UPLOAD_BYTES // (1024 * 1024)} MiB file pushed to {UPLOAD_DOMAIN} "
+          f"(mod_http_file_share) while a client pings the server; {UPLOAD_ROUNDS} rounds, median (lowest-highest)")
+    for key, what in [("seconds", "push to its answer, s"), ("main_thread_cpu_ms", "Prosody main thread CPU, ms"),
+                      ("worst_ping_ms", "worst ping round trip during it, ms"),
+                      ("worst_ping_alone_ms", "worst ping round trip without it, ms")]:
+        values = [r[key] for r in rows]
+        print(f"  {what:<40} {median(values):8.1f} ({min(values):.1f}-{max(values):.1f})")
+    print(json.dumps({"upload": rows}))
+
+
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "soak":
         soak(int(sys.argv[2]) if len(sys.argv) > 2 else 300)
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "upload":
+        upload_figures()
         return
     certs = Certificates()
     nginx = Nginx(certs)
@@ -411,6 +496,7 @@ def main():
                     for n, r in scaling.items()},
     }
     print(json.dumps(summary))
+    upload_figures()
 
 
 if __name__ == "__main__":

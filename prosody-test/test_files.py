@@ -220,5 +220,38 @@ class FilesTest(ProsodyTestCase):
         self.assertGreaterEqual(self.metric("uploads_total", host="bot.localhost", outcome="too_large"), 2)
 
 
+class BigFileTest(ProsodyTestCase):
+    """A 5 MiB file (the default limit) pushed while messages flow, to an
+    upload service with its default limits (10 MiB)."""
+    SECRETS = (TOKEN,)
+    TOKEN = TOKEN
+
+    @classmethod
+    def setUpClass(cls):
+        cls.ws = cls.web_service()
+        cls.start_prosody({"bot.localhost": {"component_post_url": cls.ws.url + "/", "component_push_token": TOKEN}},
+                          upload={"http_file_share_access": ["bot.localhost"]})
+
+    def test_a_5_mib_file_pushed_while_messages_flow_arrives_intact(self):
+        alice = self.connect("alice")
+        data = os.urandom(5 * 1024 * 1024)
+        answers = {}
+        pusher = threading.Thread(target=lambda: answers.update(
+            push=self.push({"to": "alice@localhost/test", "file": {"data": b64(data), "name": "big.bin"}})))
+        pusher.start()
+        sent = 0
+        while pusher.is_alive() and sent < 500:
+            sent += 1
+            alice.message("echo@bot.localhost", f"m{sent}")
+            alice.expect(lambda s: s.body == f"Did you say m{sent}?")
+        pusher.join()
+        status, answer, _ = answers["push"]
+        self.assertEqual(status, 200, answer)
+        self.assertGreater(sent, 1, "messages flowed during the upload")
+        message = alice.expect(lambda s: s.child("x", NS_OOB) is not None)
+        self.assertEqual(message.body, answer["url"])
+        self.assertEqual(fetch(answer["url"])[0], data)
+
+
 if __name__ == "__main__":
     unittest.main()

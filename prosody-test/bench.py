@@ -21,8 +21,10 @@ Then files (`bench.py upload` runs only them): a 5 MiB file pushed to
 Prosody's own upload service while a client pings the server, in rounds
 against rounds of pings alone; per round the push's time to its answer,
 Prosody's main-thread CPU for it (what the upload costs the thread all Lua
-runs on), and the worst ping round trip during it against the worst
-without it.
+runs on: Prosody's HTTP server reading the push, the module, and
+mod_http_file_share taking the PUT), the part of it that is reading the
+push (the same body refused for its token), and the worst ping round trip
+during it against the worst without it.
 """
 
 import collections
@@ -373,7 +375,9 @@ def pings_during(client, action):
 
 def upload_figures():
     """The cost of a 5 MiB file push, in rounds (see the module's comment)."""
-    service = WebService(lambda request: (204, {}, b""))
+    reply = {}  # the web service's answer to "file": the same file, as a reply
+    service = WebService(lambda request: (200, {"Content-Type": "application/json"}, reply["body"])
+                         if (request["json"] or {}).get("body") == "file" else (204, {}, b""))
     prosody = Prosody({BOT: {"component_post_url": service.url + "/", "component_push_token": UPLOAD_TOKEN}},
                       upload={"http_file_share_access": [BOT]}, log_level="info", users=("bench",))
     prosody.start()
@@ -383,6 +387,7 @@ def upload_figures():
         data = os.urandom(UPLOAD_BYTES)
         body = json.dumps({"to": f"bench@{DOMAIN}/files", "file": {"data": base64.b64encode(data).decode(),
                                                                      "name": "big.bin"}})
+        reply["body"] = json.dumps({"file": {"data": base64.b64encode(data).decode(), "name": "big.bin"}})
         main_stat = f"/proc/{prosody.proc.pid}/task/{prosody.proc.pid}/stat"
         rows = []
 
@@ -397,10 +402,24 @@ def upload_figures():
             t0, m0 = time.monotonic(), cpu_seconds(main_stat)
             push()
             seconds, cpu = time.monotonic() - t0, cpu_seconds(main_stat) - m0
+            # The same file as a reply: it reaches the module over its own
+            # HTTP client, off Prosody's thread.
+            t1, q0 = time.monotonic(), cpu_seconds(main_stat)
+            client.message(f"x@{BOT}", "file")
+            client.expect(lambda s: s.child("x", "jabber:x:oob") is not None)
+            reply_seconds, reply_cpu = time.monotonic() - t1, cpu_seconds(main_stat) - q0
+            # The same body refused (a wrong token): what Prosody's HTTP
+            # server costs to read it, before the module does anything.
+            r0 = cpu_seconds(main_stat)
+            status, _, _ = post_push(prosody.http_port, body, host=BOT, token="wrong-token-0123456789")
+            assert status in (401, 403), status
+            read_cpu = cpu_seconds(main_stat) - r0
             # With pings back to back: the worst round trip, and without.
             _, worst, _ = pings_during(pinger, push)
             _, quiet_worst, _ = pings_during(pinger, lambda: time.sleep(seconds))
-            rows.append({"seconds": seconds, "main_thread_cpu_ms": cpu * 1000, "worst_ping_ms": worst,
+            rows.append({"seconds": seconds, "main_thread_cpu_ms": cpu * 1000,
+                         "reading_the_push_ms": read_cpu * 1000, "reply_seconds": reply_seconds,
+                         "reply_main_thread_cpu_ms": reply_cpu * 1000, "worst_ping_ms": worst,
                          "worst_ping_alone_ms": quiet_worst})
         client.close()
         pinger.close()
@@ -411,10 +430,13 @@ def upload_figures():
     print(f"\nfiles: a {UPLOAD_BYTES // (1024 * 1024)} MiB file pushed to {UPLOAD_DOMAIN} "
           f"(mod_http_file_share) while a client pings the server; {UPLOAD_ROUNDS} rounds, median (lowest-highest)")
     for key, what in [("seconds", "push to its answer, s"), ("main_thread_cpu_ms", "Prosody main thread CPU, ms"),
+                      ("reading_the_push_ms", "of which reading the push (refused), ms"),
+                      ("reply_seconds", "the same file as a reply: message to file, s"),
+                      ("reply_main_thread_cpu_ms", "the same file as a reply: main thread CPU, ms"),
                       ("worst_ping_ms", "worst ping round trip during it, ms"),
                       ("worst_ping_alone_ms", "worst ping round trip without it, ms")]:
         values = [r[key] for r in rows]
-        print(f"  {what:<40} {median(values):8.1f} ({min(values):.1f}-{max(values):.1f})")
+        print(f"  {what:<48} {median(values):8.1f} ({min(values):.1f}-{max(values):.1f})")
     print(json.dumps({"upload": rows}))
 
 

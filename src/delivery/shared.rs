@@ -53,7 +53,8 @@ pub(super) struct Durable {
 /// time); the PUT's client.
 #[derive(Default)]
 pub(super) struct Uploads {
-    pub(super) waiting: Mutex<HashMap<String, oneshot::Sender<Element>>>,
+    /// By id: whom it was sent to, and who awaits the answer.
+    pub(super) waiting: Mutex<HashMap<String, (String, oneshot::Sender<Element>)>>,
     pub(super) service: tokio::sync::Mutex<UploadService>,
     /// The deliveries' TLS settings and timeouts, but none of the web
     /// service's headers (they are its secrets); made again after a fork.

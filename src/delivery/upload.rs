@@ -17,6 +17,7 @@ use super::retry;
 use super::runtime::{fork_generation, lock};
 use super::shared::{Shared, UploadService, Uploads};
 use crate::config::Config;
+use crate::jid;
 use crate::signing;
 use crate::upload::{discover, slot, File, PushedFile, Slot, UploadError, Uploader};
 use crate::xml::Element;
@@ -34,12 +35,18 @@ impl Uploads {
         let Some(id) = stanza.attr("id") else {
             return false;
         };
-        match lock(&self.waiting).remove(id) {
-            Some(waiting) => {
-                let _ = waiting.send(stanza.clone());
+        let mut waiting = lock(&self.waiting);
+        // Only from whom it was asked: an answer from anyone else is not
+        // one (the id is unguessable; this holds even if it were not).
+        let from = stanza.attr("from").unwrap_or_default();
+        match waiting.get(id) {
+            Some((asked, _)) if jid::bare(from).eq_ignore_ascii_case(asked) => {
+                if let Some((_, sender)) = waiting.remove(id) {
+                    let _ = sender.send(stanza.clone());
+                }
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 
@@ -109,7 +116,8 @@ impl Shared {
         let (sender, answer) = oneshot::channel();
         // Answers come to the module's newest delivery.
         let target = self.target();
-        lock(&target.uploads.waiting).insert(id.clone(), sender);
+        let asked = iq.attr("to").unwrap_or_default().to_owned();
+        lock(&target.uploads.waiting).insert(id.clone(), (asked, sender));
         self.outbox.queue(Outcome {
             stanzas: vec![iq],
             ..Outcome::default()
@@ -321,5 +329,33 @@ impl Shared {
             }
         };
         Ok((message, crate::upload::file::from_json(&file, max)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xml::parse;
+
+    #[test]
+    fn an_answer_counts_only_from_whom_it_was_asked_and_only_once() {
+        let uploads = Uploads::default();
+        let (sender, mut answer) = oneshot::channel();
+        lock(&uploads.waiting).insert("upload_1".into(), ("upload.localhost".into(), sender));
+        let from = |from: &str, kind: &str| {
+            parse(&format!("<iq type='{kind}' id='upload_1' from='{from}'/>")).unwrap()
+        };
+        assert!(!uploads.answer(&from("mallory@localhost/x", "result")));
+        assert!(!uploads.answer(&from("upload.localhost", "get")));
+        assert!(answer.try_recv().is_err(), "still waiting");
+        assert!(uploads.answer(&from("Upload.Localhost", "result")));
+        assert_eq!(
+            answer.try_recv().unwrap().attr("from"),
+            Some("Upload.Localhost")
+        );
+        assert!(
+            !uploads.answer(&from("upload.localhost", "result")),
+            "answered once"
+        );
     }
 }

@@ -98,10 +98,18 @@ def child(stanza, name, ns):
     return stanza.el.find(f"{{{ns}}}{name}")
 
 
-class CommandsTest(ProsodyTestCase):
+class MenuTestCase(ProsodyTestCase):
+    """A Prosody with the menu bot as its web service, and the push token."""
     SECRETS = (TOKEN,)
     TOKEN = TOKEN
 
+    def items(self, to="bot.localhost"):
+        """The commands disco#items lists at `to`, as (node, name)."""
+        id_ = self.alice.iq(to, "get", f"<query xmlns='{NS_ITEMS}' node='{NS_COMMANDS}'/>")
+        return [(i.get("node"), i.get("name")) for i in child(self.alice.expect_id(id_), "query", NS_ITEMS)]
+
+
+class CommandsTest(MenuTestCase):
     @classmethod
     def setUpClass(cls):
         cls.ws = cls.web_service(menu_bot)
@@ -348,17 +356,10 @@ class CommandsTest(ProsodyTestCase):
         poll = self.alice.expect(lambda s: s.body == "Poll")
         self.assertEqual(child(poll, "x", NS_DATA).find(f"{{{NS_DATA}}}title").text, "Lunch?")
 
-    # -- the menu pushed
-
-    def items(self, to="bot.localhost"):
-        id_ = self.alice.iq(to, "get", f"<query xmlns='{NS_ITEMS}' node='{NS_COMMANDS}'/>")
-        return [(i.get("node"), i.get("name")) for i in child(self.alice.expect_id(id_), "query", NS_ITEMS)]
 
 
-class PushedMenuTest(ProsodyTestCase):
-    """Separate Prosody: it restarts."""
-    SECRETS = (TOKEN,)
-    TOKEN = TOKEN
+class PushedMenuTest(MenuTestCase):
+    """The menu pushed; a Prosody of its own, as it restarts."""
 
     @classmethod
     def setUpClass(cls):
@@ -366,8 +367,6 @@ class PushedMenuTest(ProsodyTestCase):
         cls.start_prosody({"bot.localhost": {"component_post_url": cls.ws.url + "/",
                                              "component_post_commands": ["ping"],
                                              "component_push_token": TOKEN}}, http=True)
-
-    items = CommandsTest.items
 
     def test_a_pushed_menu_replaces_the_configured_one_across_restart_and_reload(self):
         self.alice = self.connect("alice")

@@ -8,6 +8,7 @@
 use serde_json::{Map, Value};
 use thiserror::Error;
 
+use crate::json;
 use crate::xml::Element;
 
 pub const XMLNS: &str = "jabber:x:data";
@@ -351,12 +352,7 @@ fn scalar(value: &Value, path: &str) -> Result<String, FormError> {
 }
 
 fn one_of(value: &Value, path: &str, words: &[&'static str]) -> Result<&'static str, FormError> {
-    let given = value.as_str();
-    words
-        .iter()
-        .find(|w| Some(**w) == given)
-        .copied()
-        .ok_or_else(|| refuse(path, format!("must be one of {}", words.join(", "))))
+    json::word(value, words).ok_or_else(|| refuse(path, json::one_of(words)))
 }
 
 #[cfg(test)]

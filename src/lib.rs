@@ -24,6 +24,7 @@ pub mod delivery;
 pub mod effect;
 pub mod forms;
 pub mod jid;
+pub mod json;
 pub mod local;
 pub mod log;
 pub mod lua;

@@ -6,8 +6,9 @@
 use serde_json::{Map, Value};
 
 use super::{Action, Settled, Step, XMLNS};
-use crate::conversion::{error_text, is_json, json_type_name, Envelope, HttpAnswer, ReplyError};
+use crate::conversion::{error_text, json_object, Envelope, HttpAnswer, ReplyError};
 use crate::forms::{self, FieldTypes};
+use crate::json;
 use crate::xml::Element;
 
 const STATUSES: [&str; 3] = ["executing", "completed", "canceled"];
@@ -96,27 +97,6 @@ pub fn answer(
     Ok((result, settled))
 }
 
-/// The answer's JSON object, or `None` when it has none to use (not 200,
-/// not JSON, blank, `null`, `{}`).
-fn json_object(answer: &HttpAnswer) -> Result<Option<Map<String, Value>>, ReplyError> {
-    if answer.status != 200
-        || !is_json(answer.content_type.as_deref())
-        || answer.body.iter().all(u8::is_ascii_whitespace)
-    {
-        return Ok(None);
-    }
-    let value: Value = serde_json::from_slice(&answer.body)
-        .map_err(|e| ReplyError::Invalid(format!("not valid JSON: {e}")))?;
-    match value {
-        Value::Null => Ok(None),
-        Value::Object(object) => Ok(Some(object)),
-        other => Err(ReplyError::Invalid(format!(
-            "expected a JSON object, got {}",
-            json_type_name(&other)
-        ))),
-    }
-}
-
 /// `note`: a string (an `info` note), or `{"type"?, "text"}`.
 fn note_of(note: &Value) -> Result<(&'static str, &str), ReplyError> {
     match note {
@@ -169,10 +149,5 @@ fn actions(actions: Option<&Value>) -> Result<Option<Element>, ReplyError> {
 }
 
 fn one_of(value: &Value, key: &str, words: &[&'static str]) -> Result<&'static str, ReplyError> {
-    let given = value.as_str();
-    words
-        .iter()
-        .find(|w| Some(**w) == given)
-        .copied()
-        .ok_or_else(|| invalid(key, &format!("must be one of {}", words.join(", "))))
+    json::word(value, words).ok_or_else(|| invalid(key, &json::one_of(words)))
 }

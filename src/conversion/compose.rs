@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use super::envelope::Kind;
 use super::ns;
 use crate::forms;
+use crate::json;
 use crate::xml::Element;
 
 /// A key of the wrong type or shape: the message names it.
@@ -112,12 +113,7 @@ fn string<'a>(value: &'a Value, key: &str) -> Result<&'a str, KeyError> {
 
 /// One of `words`.
 fn word(value: &Value, key: &str, words: &[&'static str]) -> Result<&'static str, KeyError> {
-    let given = value.as_str();
-    words
-        .iter()
-        .find(|w| Some(**w) == given)
-        .copied()
-        .ok_or_else(|| invalid(key, &format!("must be one of {}", words.join(", "))))
+    json::word(value, words).ok_or_else(|| invalid(key, &json::one_of(words)))
 }
 
 fn flag(value: Option<&Value>, key: &str) -> Result<bool, KeyError> {

@@ -15,7 +15,8 @@ pub use address::{prepare as prepare_addresses, AddressError};
 pub use envelope::{ConversionError, Envelope, Kind, RoomJids};
 pub(crate) use reply::json_type_name;
 pub use reply::{
-    error_text, is_json, is_media_type, reply_for, stanza_from_object, HttpAnswer, ReplyError,
+    error_text, is_json, is_media_type, json_object, reply_for, stanza_from_object, HttpAnswer,
+    ReplyError,
 };
 pub use request::{request, request_with_command, Request};
 

@@ -68,24 +68,8 @@ pub fn reply_for(
             text: error_text(answer.content_type.as_deref(), &answer.body),
         });
     }
-    if answer.status != 200
-        || !is_json(answer.content_type.as_deref())
-        || answer.body.iter().all(u8::is_ascii_whitespace)
-    {
+    let Some(object) = json_object(answer)? else {
         return Ok(None);
-    }
-    let value: Value = serde_json::from_slice(&answer.body)
-        .map_err(|e| ReplyError::Invalid(format!("not valid JSON: {e}")))?;
-    let object = match value {
-        Value::Null => return Ok(None),
-        Value::Object(object) if object.is_empty() => return Ok(None),
-        Value::Object(object) => object,
-        other => {
-            return Err(ReplyError::Invalid(format!(
-                "expected a JSON object, got {}",
-                json_type_name(&other)
-            )))
-        }
     };
     let mut reply = stanza_from_object(envelope, &object)?;
     address::prepare(&mut reply, host).map_err(|e| match e {
@@ -109,6 +93,28 @@ pub fn reply_for(
         }
     }
     Ok(Some(reply))
+}
+
+/// A 2xx answer's JSON object, or `None` when it has none to use (not 200,
+/// not JSON, blank, `null`, `{}`); JSON that is not an object is invalid.
+pub fn json_object(answer: &HttpAnswer) -> Result<Option<Map<String, Value>>, ReplyError> {
+    if answer.status != 200
+        || !is_json(answer.content_type.as_deref())
+        || answer.body.iter().all(u8::is_ascii_whitespace)
+    {
+        return Ok(None);
+    }
+    let value: Value = serde_json::from_slice(&answer.body)
+        .map_err(|e| ReplyError::Invalid(format!("not valid JSON: {e}")))?;
+    match value {
+        Value::Null => Ok(None),
+        Value::Object(object) if object.is_empty() => Ok(None),
+        Value::Object(object) => Ok(Some(object)),
+        other => Err(ReplyError::Invalid(format!(
+            "expected a JSON object, got {}",
+            json_type_name(&other)
+        ))),
+    }
 }
 
 /// The stanza a JSON object of the §4 shape describes, defaults taken from

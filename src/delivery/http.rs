@@ -156,7 +156,7 @@ pub(super) async fn post(
     // file in base64 (with line breaks); a larger one without is refused.
     let limit = config.max_response + crate::upload::base64_size(config.max_upload);
     let body = read_body(response, limit).await?;
-    if body.len() > config.max_response && !body.windows(6).any(|w| w == b"\"file\"") {
+    if body.len() > config.max_response && memchr::memmem::find(&body, b"\"file\"").is_none() {
         return Err(DeliveryError::TooLarge(config.max_response));
     }
     Ok(HttpAnswer {

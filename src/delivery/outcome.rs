@@ -168,10 +168,7 @@ pub fn decide(
     host: &str,
     result: Result<HttpAnswer, DeliveryError>,
 ) -> Outcome {
-    let answered = result
-        .as_ref()
-        .ok()
-        .map(|answer| status_class(answer.status));
+    let answered = answered_class(&result);
     let reply =
         result.and_then(|answer| reply_for(envelope, host, &answer).map_err(DeliveryError::from));
     let reply = match reply {
@@ -276,6 +273,14 @@ fn body_message(reply: &Element) -> Option<Element> {
     Some(message)
 }
 
+/// The status class of an answer ("2xx", …), for metrics; `None` for none.
+fn answered_class(result: &Result<HttpAnswer, DeliveryError>) -> Option<&'static str> {
+    result
+        .as_ref()
+        .ok()
+        .map(|answer| status_class(answer.status))
+}
+
 /// As [`decide`], for a command step: its answer is the command's result
 /// (docs/contract.md §13.2), and the outcome settles its session.
 pub fn decide_step(
@@ -283,10 +288,7 @@ pub fn decide_step(
     step: &Step,
     result: Result<HttpAnswer, DeliveryError>,
 ) -> Outcome {
-    let answered = result
-        .as_ref()
-        .ok()
-        .map(|answer| status_class(answer.status));
+    let answered = answered_class(&result);
     let answer = result
         .and_then(|answer| commands::answer(envelope, step, &answer).map_err(DeliveryError::from));
     match answer {

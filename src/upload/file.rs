@@ -6,7 +6,7 @@ use base64::Engine;
 use serde_json::{Map, Value};
 
 use super::UploadError;
-use crate::conversion::{is_json, HttpAnswer};
+use crate::conversion::{json_object, HttpAnswer};
 
 /// A file to upload, as the web service gave it.
 #[derive(Clone, PartialEq, Eq)]
@@ -39,13 +39,9 @@ fn invalid(key: &str, why: &str) -> UploadError {
 /// or why it cannot be sent. `None`: no file (or no JSON to read, which
 /// the reply's own reading reports).
 pub fn in_answer(answer: &HttpAnswer, max: usize) -> Option<Result<File, UploadError>> {
-    let mentions_file = answer.body.windows(6).any(|w| w == b"\"file\"");
-    if answer.status != 200 || !is_json(answer.content_type.as_deref()) || !mentions_file {
-        return None;
-    }
-    let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(&answer.body) else {
-        return None;
-    };
+    // A cheap look first: most replies have no file.
+    memchr::memmem::find(&answer.body, b"\"file\"")?;
+    let object = json_object(answer).ok().flatten()?;
     let file = object.get("file").filter(|v| !v.is_null())?;
     Some(check_beside(&object).and_then(|()| from_json(file, max)))
 }

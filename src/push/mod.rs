@@ -151,10 +151,13 @@ impl Endpoint {
             ));
         }
         // One with a file (§14) may be larger by the file in base64.
-        let with_file = body.len() <= self.max_size + self.uploads.allowance()
-            && conversion::is_json(content_type)
-            && mentions_file(body);
-        if body.len() > self.max_size && !with_file {
+        // (Looked for only past the usual limit: most pushes are small.)
+        let with_file = || {
+            body.len() <= self.max_size + self.uploads.allowance()
+                && conversion::is_json(content_type)
+                && mentions_file(body)
+        };
+        if body.len() > self.max_size && !with_file() {
             return Err(refuse(413, format!("larger than {} bytes", self.max_size)));
         }
         let keys = PushKeys {

@@ -330,6 +330,9 @@ end
 -- but the workers may raise the newer descriptor first, so draining only
 -- that one could send the replies out of order.
 local function drain_all()
+	if retired_order[1] == nil then -- (the usual case: no table made)
+		return call("deliver replies", nil, delivery.drain, delivery);
+	end
 	local still = {};
 	for _, old in ipairs(retired_order) do
 		if retired[old] ~= nil then

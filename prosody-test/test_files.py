@@ -39,6 +39,7 @@ def file_bot(request):
         "ours": {"file": {"data": b64(os.urandom(MAX_UPLOAD + 1))}},
         "theirs": {"file": {"data": b64(os.urandom(SERVICE_LIMIT + 1000))}},
         "oob": {"oob": "https://example.com/x", "file": {"data": b64(b"x")}},
+        "presence": {"kind": "presence", "file": {"data": b64(b"x")}},
     }
     if body in answers:
         return json_reply(answers[body])
@@ -172,6 +173,15 @@ class FilesTest(ProsodyTestCase):
         self.assertNotIn("authorization", put["headers"], "the web service's headers are its own")
         self.wait_log(r"http_file_share_access must list denied\.localhost")
         self.wait_log(r"Files cannot be sent: no XEP-0363 upload service")
+
+    def test_a_file_that_no_message_would_carry_makes_the_reply_invalid(self):
+        id_ = self.alice.message("x@bot.localhost", "presence")
+        error = self.alice.expect_id(id_)
+        self.assertEqual(error.error()[:2], ("cancel", "internal-server-error"), error)
+        self.assertIn("invalid reply: 'kind' must be message with 'file'", error.error()[2])
+        self.barrier(self.alice, to="barrier@bot.localhost")
+        self.assertEqual(self.alice.received(lambda s: s.name == "presence"
+                                             and s.attr.get("from") == "x@bot.localhost"), [])
 
     def test_a_push_with_a_file_answers_its_url_once_the_message_is_sent(self):
         alice = self.connect("alice", "push")

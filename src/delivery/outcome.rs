@@ -220,6 +220,8 @@ pub fn with_file(
             if envelope.may_get_error() {
                 let stanza_error = StanzaError::new(ErrorType::Cancel, "internal-server-error")
                     .with_text(error.text());
+                // An IQ is answered once: by the error, not its result too.
+                outcome.stanzas.retain(|s| !is_result_of(s, envelope));
                 sent.push(envelope.error_reply(&stanza_error));
             } else if envelope.may_be_answered() {
                 outcome.error_withheld = true;
@@ -230,8 +232,17 @@ pub fn with_file(
             sent
         }
     };
+    let at = at.min(outcome.stanzas.len());
     outcome.stanzas.splice(at..at, sent);
     outcome
+}
+
+/// Whether `stanza` is the IQ result answering `envelope`.
+fn is_result_of(stanza: &Element, envelope: &Envelope) -> bool {
+    envelope.is_iq_request()
+        && stanza.name == "iq"
+        && stanza.attr("type") == Some("result")
+        && stanza.attr("id") == envelope.id.as_deref()
 }
 
 /// A message with a file uploaded to `url`: its body, if it has one, as
@@ -535,6 +546,20 @@ mod tests {
         let mut bounced = envelope(&groupchat);
         bounced.stanza_type = Some("error".into());
         assert!(!decide(&bounced, HOST, Err(DeliveryError::Timeout)).error_withheld);
+    }
+
+    #[test]
+    fn an_iq_whose_file_reply_fails_gets_the_error_only() {
+        let get = envelope(&iq("get"));
+        let o = decide(&get, HOST, Ok(json_answer(json!({"body": "hi"}))));
+        let failed = Err(UploadError::Timeout);
+        let o = with_file(o, &get, failed);
+        let kinds: Vec<_> = o
+            .stanzas
+            .iter()
+            .map(|s| (s.name.as_str(), s.attr("type")))
+            .collect();
+        assert_eq!(kinds, [("message", Some("chat")), ("iq", Some("error"))]);
     }
 
     #[test]

@@ -124,15 +124,26 @@ pub(super) async fn run(
                 shared.count_result(false, false); // a 200: the service answers
             }
             let mut outcome = job.decide(&shared.config.host, result);
-            if outcome.stanzas.iter().any(|s| s.name == "message") {
-                let uploaded = match &file {
-                    Ok(file) => {
-                        let deadline = Instant::now() + target.config.timeout;
-                        target.upload(file, deadline).await.map(|url| (url, file))
-                    }
-                    Err(error) => Err(error.clone()),
-                };
-                outcome = with_file(outcome, &job.envelope, uploaded);
+            let carried = outcome.stanzas.iter().any(|s| s.name == "message");
+            match file {
+                // Nothing would carry it (a `kind` or `stanza` not a
+                // message): the reply is invalid, never silently fileless.
+                Err(error) if !carried => {
+                    let error = DeliveryError::Reply(ReplyError::Invalid(error.to_string()));
+                    outcome = job.decide(&shared.config.host, Err(error));
+                    outcome.upload = Some(("invalid", 0));
+                }
+                _ if !carried => {} // (nothing is sent: not answerable)
+                file => {
+                    let uploaded = match &file {
+                        Ok(file) => {
+                            let deadline = Instant::now() + target.config.timeout;
+                            target.upload(file, deadline).await.map(|url| (url, file))
+                        }
+                        Err(error) => Err(error.clone()),
+                    };
+                    outcome = with_file(outcome, &job.envelope, uploaded);
+                }
             }
             conclude(shared, guard.id, outcome, attempts, submitted);
         }

@@ -53,6 +53,9 @@ def main():
     prosody = Prosody({BOT: {"component_post_url": f"http://127.0.0.1:{bot_port}/",
                              "component_push_token": token,
                              "component_post_rooms": [f"{ROOM}/{NICK}"],
+                             # Its face: a name and a picture (vCard, XEP-0153).
+                             "component_post_name": "Echo Bot",
+                             "component_post_avatar": os.path.join(ROOT, "examples", "echo_bot.png"),
                              # The example bot's menu (its MENU).
                              "component_post_commands": [{"node": "ping", "name": "Ping"},
                                                          {"node": "order", "name": "Order a drink"}]}},
@@ -99,6 +102,8 @@ Try:
     menu / "Execute command"; poezio: /ad-hoc {BOT}; profanity:
     /cmd list {BOT}): "Ping" answers at once, "Order a drink" is a
     dialog in two steps (choose, then confirm).
+  * Face: the bot shows as "Echo Bot" with a smiling avatar (its vCard,
+    from component_post_name and component_post_avatar).
   * Group chat: join  {ROOM}  (the bot is there as {NICK}) and say
     something: it answers in the room. Invite it to another room of
     {MUC_DOMAIN} and it joins.

@@ -3,6 +3,7 @@ the guide it prints, a client over STARTTLS that checks the certificate
 made on the spot, the echo bot, the push it makes, and the room it is in.
 Run on the epoll backend only: what it shows does not depend on the loop."""
 
+import base64
 import os
 import re
 import signal
@@ -12,7 +13,7 @@ import sys
 import time
 import unittest
 
-from harness import BACKEND, MUC_DOMAIN, WAIT, XmppClient
+from harness import BACKEND, MUC_DOMAIN, ROOT, WAIT, XmppClient
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -79,6 +80,14 @@ class MakeRunTest(unittest.TestCase):
         id_ = me.iq("bot.localhost", "set", f"<command xmlns='{commands}' node='ping'/>")
         note = me.expect_id(id_).el.find(f"{{{commands}}}command/{{{commands}}}note")
         self.assertEqual(note.text, "pong")
+
+        # The face the guide names: a vCard with the example's picture.
+        self.assertIn('"Echo Bot" with a smiling avatar', self.guide)
+        id_ = me.iq("echo@bot.localhost", "get", "<vCard xmlns='vcard-temp'/>")
+        vcard = me.expect_id(id_).el.find("{vcard-temp}vCard")
+        self.assertEqual(vcard.find("{vcard-temp}FN").text, "Echo Bot")
+        with open(os.path.join(ROOT, "examples", "echo_bot.png"), "rb") as f:
+            self.assertEqual(base64.b64decode(vcard.find("{vcard-temp}PHOTO/{vcard-temp}BINVAL").text), f.read())
 
 
 if __name__ == "__main__":

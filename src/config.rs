@@ -4,6 +4,7 @@
 //! value, so the admin's one log line says what to fix.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -12,6 +13,7 @@ use thiserror::Error;
 
 use crate::commands::{menu, MenuItem};
 use crate::conversion::Kind;
+use crate::face::{Avatar, AvatarError, Face};
 use crate::options::{self, Spec, Type};
 use crate::signing::{KeyError, PublicKey, Secret, SecretError, SigningKey};
 
@@ -45,6 +47,8 @@ pub enum ConfigError {
     Secret(#[from] SecretError),
     #[error(transparent)]
     Key(#[from] KeyError),
+    #[error(transparent)]
+    Avatar(#[from] AvatarError),
 }
 
 /// Whether stanzas of one conversation wait for each other.
@@ -341,6 +345,8 @@ pub struct Config {
     pub upload_service: Option<String>,
     /// Bytes a file may have.
     pub max_upload: usize,
+    /// The bot's name and avatar.
+    pub face: Arc<Face>,
     forwarded: Vec<Kind>,
 }
 
@@ -465,6 +471,15 @@ impl Config {
                 ),
             },
             max_upload: count(&MAX_UPLOAD)?,
+            face: Arc::new(Face {
+                name: match options.text(&NAME)? {
+                    Some(name) if name.trim().is_empty() => {
+                        return Err(invalid(&NAME, format!("{name:?}"), "a name"))
+                    }
+                    name => name.map(str::to_owned),
+                },
+                avatar: options.text(&AVATAR)?.map(Avatar::read).transpose()?,
+            }),
             forwarded,
         })
     }

@@ -22,6 +22,7 @@ pub mod config;
 pub mod conversion;
 pub mod delivery;
 pub mod effect;
+pub mod face;
 pub mod forms;
 pub mod jid;
 pub mod json;

@@ -5,6 +5,7 @@
 
 use crate::conversion::{Envelope, RoomJids};
 use crate::effect::Effect;
+use crate::face::{Face, XMLNS_VCARD};
 use crate::jid;
 use crate::log::LogLevel;
 use crate::stanza_error::{ErrorType, StanzaError};
@@ -24,8 +25,8 @@ pub fn answer_presence(stanza: &Element) -> Vec<Effect> {
 
 /// What an IQ to the component gets when IQs are not forwarded;
 /// `commands`: whether the host offers a menu of commands (§13.1).
-pub fn answer_iq(stanza: &Element, host: &str, commands: bool) -> Vec<Effect> {
-    iq(stanza, host, commands)
+pub fn answer_iq(stanza: &Element, host: &str, commands: bool, face: &Face) -> Vec<Effect> {
+    iq(stanza, host, commands, face)
         .into_iter()
         .map(Effect::Send)
         .collect()
@@ -108,7 +109,7 @@ pub fn presence(stanza: &Element) -> Vec<Element> {
 /// The answer to an IQ when IQs are not forwarded: ping and disco#info are
 /// answered, any other get/set gets `service-unavailable`; results and errors
 /// get nothing.
-pub fn iq(stanza: &Element, host: &str, commands: bool) -> Option<Element> {
+pub fn iq(stanza: &Element, host: &str, commands: bool, face: &Face) -> Option<Element> {
     let envelope = Envelope::of(stanza).ok()?;
     if !envelope.is_iq_request() {
         return None;
@@ -124,7 +125,9 @@ pub fn iq(stanza: &Element, host: &str, commands: bool) -> Option<Element> {
                 Some(_) => {
                     envelope.error_reply(&StanzaError::new(ErrorType::Cancel, "item-not-found"))
                 }
-                None => envelope.iq_result().with_child(disco_info(host, commands)),
+                None => envelope
+                    .iq_result()
+                    .with_child(disco_info(host, commands, face)),
             })
         }
         _ => {
@@ -133,23 +136,26 @@ pub fn iq(stanza: &Element, host: &str, commands: bool) -> Option<Element> {
     }
 }
 
-fn disco_info(host: &str, commands: bool) -> Element {
+/// The identity (named by the face, else the domain) and the features.
+fn disco_info(host: &str, commands: bool, face: &Face) -> Element {
     let feature = |var: &str| Element::new("feature").with_attr("var", var);
-    let query = Element::new("query")
+    let mut query = Element::new("query")
         .with_attr("xmlns", XMLNS_DISCO_INFO)
         .with_child(
             Element::new("identity")
                 .with_attr("category", "component")
                 .with_attr("type", "generic")
-                .with_attr("name", host),
+                .with_attr("name", face.identity_name(host)),
         )
         .with_child(feature(XMLNS_DISCO_INFO))
         .with_child(feature(XMLNS_PING));
     if commands {
-        query.with_child(feature(XMLNS_COMMANDS))
-    } else {
-        query
+        query = query.with_child(feature(XMLNS_COMMANDS));
     }
+    if face.is_set() {
+        query = query.with_child(feature(XMLNS_VCARD));
+    }
+    query
 }
 
 #[cfg(test)]
@@ -234,9 +240,14 @@ mod tests {
     fn ping_is_answered() {
         let ping = Element::new("ping").with_attr("xmlns", XMLNS_PING);
         assert_eq!(
-            iq(&iq_to("get", Some(ping)), "bot.localhost", false)
-                .unwrap()
-                .to_xml(),
+            iq(
+                &iq_to("get", Some(ping)),
+                "bot.localhost",
+                false,
+                &Face::default()
+            )
+            .unwrap()
+            .to_xml(),
             "<iq to='user@localhost/res' from='bot.localhost' id='i1' type='result'/>"
         );
     }
@@ -244,7 +255,13 @@ mod tests {
     #[test]
     fn disco_info_lists_what_is_supported() {
         let query = Element::new("query").with_attr("xmlns", XMLNS_DISCO_INFO);
-        let answer = iq(&iq_to("get", Some(query.clone())), "bot.localhost", false).unwrap();
+        let answer = iq(
+            &iq_to("get", Some(query.clone())),
+            "bot.localhost",
+            false,
+            &Face::default(),
+        )
+        .unwrap();
         assert_eq!(
             answer.to_xml(),
             "<iq to='user@localhost/res' from='bot.localhost' id='i1' type='result'>\
@@ -253,24 +270,81 @@ mod tests {
              <feature var='http://jabber.org/protocol/disco#info'/><feature var='urn:xmpp:ping'/>\
              </query></iq>"
         );
-        let with_menu = iq(&iq_to("get", Some(query.clone())), "bot.localhost", true).unwrap();
+        let with_menu = iq(
+            &iq_to("get", Some(query.clone())),
+            "bot.localhost",
+            true,
+            &Face::default(),
+        )
+        .unwrap();
         assert!(with_menu
             .to_xml()
             .ends_with("<feature var='http://jabber.org/protocol/commands'/></query></iq>"));
+        let face = Face {
+            name: Some("Helper".into()),
+            avatar: None,
+        };
+        let named = iq(
+            &iq_to("get", Some(query.clone())),
+            "bot.localhost",
+            false,
+            &face,
+        )
+        .unwrap();
+        let named = named.to_xml();
+        assert!(named.contains("name='Helper'/>"), "{named}");
+        assert!(
+            named.ends_with("<feature var='vcard-temp'/></query></iq>"),
+            "{named}"
+        );
         let with_node = query.with_attr("node", "n");
-        let answer = iq(&iq_to("get", Some(with_node)), "bot.localhost", false).unwrap();
+        let answer = iq(
+            &iq_to("get", Some(with_node)),
+            "bot.localhost",
+            false,
+            &Face::default(),
+        )
+        .unwrap();
         assert!(answer.to_xml().contains("item-not-found"));
     }
 
     #[test]
     fn anything_else_is_service_unavailable_and_results_get_nothing() {
         let vcard = Element::new("vCard").with_attr("xmlns", "vcard-temp");
-        let answer = iq(&iq_to("get", Some(vcard)), "bot.localhost", false).unwrap();
+        let answer = iq(
+            &iq_to("get", Some(vcard)),
+            "bot.localhost",
+            false,
+            &Face::default(),
+        )
+        .unwrap();
         assert!(answer.to_xml().contains("<service-unavailable"));
         let ping = Element::new("ping").with_attr("xmlns", XMLNS_PING);
-        let answer = iq(&iq_to("set", Some(ping)), "bot.localhost", false).unwrap();
+        let answer = iq(
+            &iq_to("set", Some(ping)),
+            "bot.localhost",
+            false,
+            &Face::default(),
+        )
+        .unwrap();
         assert!(answer.to_xml().contains("<service-unavailable"));
-        assert_eq!(iq(&iq_to("result", None), "bot.localhost", false), None);
-        assert_eq!(iq(&iq_to("error", None), "bot.localhost", false), None);
+        assert_eq!(
+            iq(
+                &iq_to("result", None),
+                "bot.localhost",
+                false,
+                &Face::default()
+            ),
+            None
+        );
+        assert_eq!(
+            iq(
+                &iq_to("error", None),
+                "bot.localhost",
+                false,
+                &Face::default()
+            ),
+            None
+        );
     }
 }

@@ -312,6 +312,25 @@ pub const MAX_UPLOAD: Spec = Spec {
          `component_post_max_response` or `component_push_max_size` by the file in base64",
     )
 };
+pub const NAME: Spec = Spec {
+    shown_default: Some("none: disco shows the domain"),
+    ..spec(
+        "component_post_name",
+        "name",
+        Type::Text,
+        "the bot's display name: its vCard's `FN` and its disco#info identity (see [A face](#a-face))",
+    )
+};
+pub const AVATAR: Spec = Spec {
+    shown_default: Some("none"),
+    ..spec(
+        "component_post_avatar",
+        "avatar",
+        Type::Path,
+        "the bot's picture: a PNG, JPEG, GIF or WebP file of at most 128 KiB (relative to the \
+         config file's folder), in its vCard and, by hash, in its presences; unreadable, the load fails",
+    )
+};
 pub const PUSH_TOKEN: Spec = Spec {
     shown_default: Some("none: endpoint off, unless a public key is set"),
     ..spec(
@@ -366,7 +385,7 @@ pub const PUSH_MAX_SIZE: Spec = spec(
 );
 
 /// Every option, in the README's order.
-pub const ALL: [&Spec; 34] = [
+pub const ALL: [&Spec; 36] = [
     &URL,
     &STANZAS,
     &TIMEOUT,
@@ -395,6 +414,8 @@ pub const ALL: [&Spec; 34] = [
     &COMMAND_TIMEOUT,
     &UPLOAD_SERVICE,
     &MAX_UPLOAD,
+    &NAME,
+    &AVATAR,
     &PUSH_TOKEN,
     &PUSH_PUBLIC_KEY,
     &PUSH_RATE,

@@ -42,6 +42,10 @@ pub fn receive(host: Host, stanza: &Element, now: Instant, unix_secs: u64) -> (V
                     Answer::NotPushed => {}
                 }
             }
+            // The bot's vCard, whether or not IQs are forwarded (§15).
+            if let Some(vcard) = config.face.answer(stanza) {
+                return (vec![Effect::Send(vcard)], true);
+            }
             // The menu's disco and command steps, whether or not IQs
             // are forwarded (§13).
             let commands = host.delivery.commands();
@@ -54,7 +58,12 @@ pub fn receive(host: Host, stanza: &Element, now: Instant, unix_secs: u64) -> (V
                 }
                 Route::NotMine => {
                     let offered = commands.offered();
-                    effects.extend(local::answer_iq(stanza, &config.host, offered))
+                    effects.extend(local::answer_iq(
+                        stanza,
+                        &config.host,
+                        offered,
+                        &config.face,
+                    ))
                 }
             }
         }
@@ -82,6 +91,7 @@ pub fn receive(host: Host, stanza: &Element, now: Instant, unix_secs: u64) -> (V
         }
         None => return (Vec::new(), false),
     }
+    config.face.dress_all(&mut effects);
     (effects, true)
 }
 

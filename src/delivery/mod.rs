@@ -122,7 +122,8 @@ impl Delivery {
             nick,
             self.shared.rooms.clone(),
             config.max_rooms,
-        );
+        )
+        .with_face(Arc::clone(&config.face));
         let rooms: SharedRooms = Arc::new(Mutex::new(rooms));
         *lock(&self.shared.group_chat) = Some(Arc::clone(&rooms));
         rooms
@@ -347,7 +348,8 @@ impl Delivery {
                 commands.settle(settled);
             }
         }
-        let effects = effects_of(outcomes);
+        let mut effects = effects_of(outcomes);
+        target.config.face.dress_all(&mut effects);
         let group_chat = lock(&target.group_chat).clone();
         match group_chat {
             Some(shared) => rooms::lock(&shared).sending(effects, Instant::now()),

@@ -21,6 +21,7 @@ use crate::commands::{self, menu, SharedCommands};
 use crate::config::{Config, PushToken};
 use crate::conversion::{self, AddressError, Envelope, Kind, ReplyError, RoomJids};
 use crate::effect::Effect;
+use crate::face::Face;
 use crate::rooms::{self, SharedRooms};
 use crate::signing::{self, PublicKey};
 use crate::upload::{PushedFile, Uploader};
@@ -78,6 +79,8 @@ pub struct Endpoint {
     commands: SharedCommands,
     /// Who uploads the files of pushes.
     uploads: Arc<dyn Uploader>,
+    /// A pushed available presence shows the bot's avatar.
+    face: Arc<Face>,
 }
 
 /// A push taken.
@@ -123,6 +126,7 @@ impl Endpoint {
             group_chat,
             commands,
             uploads,
+            face: Arc::clone(&config.face),
         })
     }
 
@@ -215,7 +219,8 @@ impl Endpoint {
             let seconds = self.uploads.seconds();
             return Ok((Vec::new(), Pushed::Upload { id, seconds }));
         }
-        let (stanza, waits) = self.stanza(content_type, body)?;
+        let (mut stanza, waits) = self.stanza(content_type, body)?;
+        self.face.dress(&mut stanza);
         let id = stanza.attr("id").unwrap_or_default().to_owned();
         let to = stanza.attr("to").unwrap_or_default().to_owned();
         let effects = vec![Effect::Send(stanza)];

@@ -6,6 +6,7 @@
 //! side sends, stores and keeps the timer.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::backoff::Backoff;
@@ -25,6 +26,7 @@ pub fn lock(rooms: &SharedRooms) -> std::sync::MutexGuard<'_, Rooms> {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+use crate::face::Face;
 use crate::jid;
 use crate::log::LogLevel;
 use crate::stanza_error::XMLNS_STANZAS;
@@ -74,6 +76,8 @@ pub struct Rooms {
     jids: RoomJids,
     /// `component_post_max_rooms`.
     max_rooms: usize,
+    /// Joins carry the avatar's hash (XEP-0153), as every presence does.
+    face: Arc<Face>,
 }
 
 /// A join: presence to `room/nick` with the MUC element, asking for no history.
@@ -158,7 +162,14 @@ impl Rooms {
             rooms: BTreeMap::new(),
             jids,
             max_rooms,
+            face: Arc::default(),
         }
+    }
+
+    /// With the bot's face, which its joins show.
+    pub fn with_face(mut self, face: Arc<Face>) -> Rooms {
+        self.face = face;
+        self
     }
 
     fn insert(&mut self, room: String, entry: Room) {
@@ -188,7 +199,8 @@ impl Rooms {
         }
         let room = room.to_lowercase();
         let jid = remembered_from.unwrap_or(&self.domain).to_owned();
-        let join = join_presence(&jid, &room, &nick);
+        let mut join = join_presence(&jid, &room, &nick);
+        self.face.dress(&mut join);
         if let Some(why) = refuse_join(&join, &self.jids, self.max_rooms) {
             return vec![Effect::Log(LogLevel::Error, format!("Not joining: {why}"))];
         }
@@ -468,7 +480,9 @@ impl Rooms {
         for (room, entry) in &mut self.rooms {
             if matches!(entry.state, State::Waiting { at } if at <= now) {
                 entry.state = State::Joining;
-                effects.push(Effect::Send(join_presence(&entry.jid, room, &entry.nick)));
+                let mut join = join_presence(&entry.jid, room, &entry.nick);
+                self.face.dress(&mut join);
+                effects.push(Effect::Send(join));
             }
         }
         effects

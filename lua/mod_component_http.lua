@@ -267,6 +267,15 @@ function on.withheld()
 	errors_withheld:add(1);
 end
 
+-- Who may talk to the bot (docs/contract.md §16): stanzas not POSTed
+-- because their sender is not in component_post_allow, by kind.
+local disallowed = module:metric("counter", "disallowed", "",
+	"Stanzas not POSTed: their sender is not in component_post_allow", { "kind" });
+
+function on.disallowed(kind)
+	disallowed:with_labels(kind):add(1);
+end
+
 -- Files (docs/contract.md §14): uploads by outcome ("done", or how they
 -- failed), and the bytes uploaded.
 local uploads = module:metric("counter", "uploads", "",

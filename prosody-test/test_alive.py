@@ -1,7 +1,9 @@
 """End-to-end: bots that feel alive (docs/contract.md §15–§16). A face:
 the module answers vcard-temp with the configured name and avatar, every
 available presence the component sends carries the avatar's hash
-(XEP-0153), disco#info names the bot; a bad avatar fails the load."""
+(XEP-0153), disco#info names the bot; a bad avatar fails the load. Who
+may talk: only the JIDs and domains of component_post_allow are POSTed;
+others get forbidden or unsubscribed, rooms are judged as rooms."""
 
 import base64
 import hashlib
@@ -9,7 +11,7 @@ import os
 import shutil
 import unittest
 
-from harness import MUC_DOMAIN, ProsodyTestCase, echo_handler, json_reply
+from harness import MUC_DOMAIN, ComponentClient, ProsodyTestCase, echo_handler, json_reply
 
 NS_VCARD = "vcard-temp"
 NS_UPDATE = "vcard-temp:x:update"
@@ -18,6 +20,7 @@ NS_MUC = "http://jabber.org/protocol/muc"
 LOBBY = f"lobby@{MUC_DOMAIN}"
 AVATAR = bytes.fromhex("89504e470d0a1a0a") + os.urandom(3000)
 SHA1 = hashlib.sha1(AVATAR).hexdigest()
+TOKEN = "alive-tests-push-token"
 
 
 def face_bot(request):
@@ -120,6 +123,103 @@ class FaceTest(ProsodyTestCase):
                 self.assertEqual(len(lines), 1, lines)
                 self.assertIn("component_post_avatar = ", lines[0])
                 self.assertIn(needle, lines[0])
+
+
+class AllowTest(ProsodyTestCase):
+    TOKEN = TOKEN
+
+    @classmethod
+    def setUpClass(cls):
+        cls.ws = cls.web_service(echo_handler)
+        url = cls.ws.url + "/"
+        cls.start_prosody({
+            "bot.localhost": {"component_post_url": url, "component_post_stanzas": ["message", "iq"],
+                              "component_post_allow": ["alice@localhost", "friends.localhost"],
+                              "component_push_token": TOKEN,
+                              "component_post_commands": ["ping"],
+                              "component_post_rooms": [f"{LOBBY}/Guard"]},
+            "open.localhost": {"component_post_url": url},
+            "badallow.localhost": {"component_post_url": url, "component_post_allow": ["alice@localhost/phone"]},
+        }, muc=True, metrics=True,
+            external={"friends.localhost": "friend-secret", "sub.friends.localhost": "friend-secret"})
+        cls.alice, cls.bob = cls.connect("alice"), cls.connect("bob")
+
+    def posted_from(self, user):
+        return [r for r in self.ws.requests if r["json"]["from"].startswith(f"{user}@")]
+
+    def test_a_listed_jid_talks_and_others_are_refused_before_any_post(self):
+        self.alice.message("x@bot.localhost", "hello")
+        self.assertEqual(self.alice.expect(lambda s: s.body is not None).body, "Did you say hello?")
+        id_ = self.bob.message("x@bot.localhost", "let me in")
+        error = self.bob.expect_id(id_)
+        self.assertEqual(error.error()[:2], ("auth", "forbidden"), error)
+        iq = self.bob.expect_id(self.bob.iq("x@bot.localhost", "get", "<query xmlns='urn:example:q'/>"))
+        self.assertEqual(iq.error()[:2], ("auth", "forbidden"), iq)
+        step = self.bob.expect_id(self.bob.iq("bot.localhost", "set",
+                                              "<command xmlns='http://jabber.org/protocol/commands' node='ping'/>"))
+        self.assertEqual(step.error()[:2], ("auth", "forbidden"), step)
+        self.assertEqual(self.posted_from("bob"), [], "nothing of bob's is POSTed")
+        # Open to everyone: the module's own answers.
+        ping = self.bob.expect_id(self.bob.iq("bot.localhost", "get", "<ping xmlns='urn:xmpp:ping'/>"))
+        self.assertEqual(ping.attr.get("type"), "result")
+        self.bob.send("<presence to='x@bot.localhost' type='probe'/>")
+        self.bob.expect(lambda s: s.name == "presence" and s.attr.get("from") == "x@bot.localhost/default")
+        # Another host without the option: everyone, as before.
+        self.bob.message("x@open.localhost", "hi")
+        self.assertEqual(self.bob.expect(lambda s: s.body is not None).body, "Did you say hi?")
+        self.assertGreaterEqual(self.metric("disallowed_total", host="bot.localhost", kind="message"), 1)
+        self.assertGreaterEqual(self.metric("disallowed_total", host="bot.localhost", kind="iq"), 2)
+
+    def test_a_listed_domain_is_allowed_but_not_its_subdomains(self):
+        for domain, allowed in (("friends.localhost", True), ("sub.friends.localhost", False)):
+            with self.subTest(domain=domain):
+                component = ComponentClient(self.prosody.component_port, domain, "friend-secret").connect()
+                self.addCleanup(component.sock.close)
+                component.sock.sendall(f"<message from='pal@{domain}/r' to='x@bot.localhost' id='d1' "
+                                       "type='chat'><body>hi from a friend</body></message>".encode())
+                got = component.sock.recv(65536).decode()
+                if allowed:
+                    self.assertIn("Did you say hi from a friend?", got)
+                else:
+                    self.assertIn("<forbidden", got)
+        self.assertEqual([r["json"]["from"] for r in self.ws.requests if "friends" in r["json"]["from"]],
+                         ["pal@friends.localhost/r"])
+
+    def test_the_answer_of_a_pushed_iq_is_judged_by_the_iq_it_answers(self):
+        # The server's domain is not in the list; its answer to a pushed
+        # ping still reaches the push caller.
+        status, answer, _ = self.push({"to": "localhost", "kind": "iq", "type": "get",
+                                       "stanza": "<iq type='get'><ping xmlns='urn:xmpp:ping'/></iq>"})
+        self.assertEqual((status, answer.get("type")), (200, "result"), answer)
+
+    def test_a_subscription_from_a_stranger_is_refused(self):
+        bob = self.connect("bob", "roster")
+        bob.send("<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>")
+        bob.expect_id("roster")
+        bob.send("<presence/>")
+        bob.send("<presence to='x@bot.localhost/any' type='subscribe'/>")
+        refused = bob.expect(lambda s: s.name == "presence" and s.attr.get("type") == "unsubscribed")
+        self.assertEqual(refused.attr["from"], "x@bot.localhost")
+        self.assertGreaterEqual(self.metric("disallowed_total", host="bot.localhost", kind="presence"), 1)
+
+    def test_room_messages_are_judged_by_the_room(self):
+        self.wait_log(f"Joined room {LOBBY} as Guard")
+        for client, nick in ((self.alice, "alice"), (self.bob, "bob")):
+            client.send(f"<presence to='{LOBBY}/{nick}'><x xmlns='{NS_MUC}'><history maxstanzas='0'/></x></presence>")
+            client.expect(lambda s, n=nick: s.name == "presence" and s.attr.get("from") == f"{LOBBY}/{n}")
+        self.bob.send(f"<message to='{LOBBY}' type='groupchat'><body>hello guard</body></message>")
+        said = self.bob.expect(lambda s: s.attr.get("from") == f"{LOBBY}/Guard" and s.body is not None)
+        self.assertEqual(said.body, "Did you say hello guard?")
+        # A private message through the room: judged by the room too.
+        self.bob.send(f"<message to='{LOBBY}/Guard' type='chat'><body>psst</body>"
+                      "<x xmlns='http://jabber.org/protocol/muc#user'/></message>")
+        private = self.bob.expect(lambda s: s.attr.get("from") == f"{LOBBY}/Guard" and s.body == "Did you say psst?")
+        self.assertEqual(private.attr.get("type"), "chat")
+
+    def test_a_full_jid_in_the_list_fails_the_load(self):
+        lines = [l for l in self.log().splitlines() if "on 'badallow.localhost'" in l and "Error initializing" in l]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn('component_post_allow = "alice@localhost/phone" must be a bare JID or a domain', lines[0])
 
 
 if __name__ == "__main__":

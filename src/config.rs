@@ -11,6 +11,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::Url;
 use thiserror::Error;
 
+use crate::allow::Allow;
 use crate::commands::{menu, MenuItem};
 use crate::conversion::Kind;
 use crate::face::{Avatar, AvatarError, Face};
@@ -345,6 +346,8 @@ pub struct Config {
     pub upload_service: Option<String>,
     /// Bytes a file may have.
     pub max_upload: usize,
+    /// Who may talk to the bot.
+    pub allow: Allow,
     /// The bot's name and avatar.
     pub face: Arc<Face>,
     forwarded: Vec<Kind>,
@@ -471,6 +474,8 @@ impl Config {
                 ),
             },
             max_upload: count(&MAX_UPLOAD)?,
+            allow: Allow::new(&options.list(&ALLOW)?)
+                .map_err(|item| invalid(&ALLOW, format!("{item:?}"), "a bare JID or a domain"))?,
             face: Arc::new(Face {
                 name: match options.text(&NAME)? {
                     Some(name) if name.trim().is_empty() => {

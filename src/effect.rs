@@ -26,6 +26,9 @@ pub enum Effect {
     /// A stanza error was not sent: it would have gone to a room, which
     /// would kick the bot for it (counted as `errors_withheld`).
     Withheld,
+    /// A stanza from a sender `component_post_allow` does not list was not
+    /// POSTed (counted as `disallowed`, by its kind).
+    Disallowed(&'static str),
     /// The module's status as Prosody shows it (`module:set_status`);
     /// `overrides`: it replaces a more severe one.
     Status {
@@ -83,6 +86,7 @@ impl Effect {
             Effect::Log(..) => "log",
             Effect::Report { .. } => "report",
             Effect::Withheld => "withheld",
+            Effect::Disallowed(_) => "disallowed",
             Effect::Status { .. } => "status",
             Effect::Hold { .. } => "hold",
             Effect::Release { .. } => "release",
@@ -103,7 +107,7 @@ impl Effect {
         match self {
             Effect::Withheld => 0,
             Effect::Send(_) | Effect::Release { .. } | Effect::ForgetRoom { .. } => 1,
-            Effect::WakeRooms(_) | Effect::SaveMenu(_) => 1,
+            Effect::WakeRooms(_) | Effect::SaveMenu(_) | Effect::Disallowed(_) => 1,
             Effect::Log(..) | Effect::Uploaded { .. } => 2,
             Effect::Report { .. } | Effect::Status { .. } | Effect::Hold { .. } => 3,
             Effect::PushAnswer { .. } => 3,
@@ -123,6 +127,7 @@ impl Effect {
                 retries: 0,
             },
             Effect::Withheld,
+            Effect::Disallowed("message"),
             Effect::Status {
                 level: LogLevel::Info,
                 text: String::new(),

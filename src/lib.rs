@@ -15,6 +15,7 @@
 //! (group chat: the rooms a host is in). [`lua`] is
 //! the only module that knows about Lua.
 
+pub mod allow;
 pub mod backoff;
 pub mod clock;
 pub mod commands;

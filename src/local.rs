@@ -106,6 +106,21 @@ pub fn presence(stanza: &Element) -> Vec<Element> {
     }
 }
 
+/// Whether the module answers `stanza` itself even to a sender it does not
+/// POST for (§16): a ping or a disco#info of the component.
+pub fn is_open(stanza: &Element) -> bool {
+    let payload = stanza.elements().next();
+    let ns = payload.and_then(|p| p.attr("xmlns"));
+    stanza.attr("type") == Some("get")
+        && match (payload.map(|p| p.name.as_str()), ns) {
+            (Some("ping"), Some(XMLNS_PING)) => true,
+            (Some("query"), Some(XMLNS_DISCO_INFO)) => {
+                payload.and_then(|p| p.attr("node")).is_none()
+            }
+            _ => false,
+        }
+}
+
 /// The answer to an IQ when IQs are not forwarded: ping and disco#info are
 /// answered, any other get/set gets `service-unavailable`; results and errors
 /// get nothing.

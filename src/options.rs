@@ -37,6 +37,8 @@ pub enum Type {
     Text,
     /// A menu of commands: nodes, or `{ node = , name = }` tables.
     Commands,
+    /// A list of bare JIDs and domains.
+    Jids,
 }
 
 /// One option.
@@ -312,6 +314,17 @@ pub const MAX_UPLOAD: Spec = Spec {
          `component_post_max_response` or `component_push_max_size` by the file in base64",
     )
 };
+pub const ALLOW: Spec = Spec {
+    shown_default: Some("everyone"),
+    ..spec(
+        "component_post_allow",
+        "allow",
+        Type::Jids,
+        "who may talk to the bot: bare JIDs and domains, e.g. `{ \"example.com\", \"alice@other.example\" }` \
+         (a domain, not its subdomains); anyone else's messages and IQs get `auth`/`forbidden` and are not \
+         POSTed (see [Who may talk](#who-may-talk-to-the-bot))",
+    )
+};
 pub const NAME: Spec = Spec {
     shown_default: Some("none: disco shows the domain"),
     ..spec(
@@ -385,7 +398,7 @@ pub const PUSH_MAX_SIZE: Spec = spec(
 );
 
 /// Every option, in the README's order.
-pub const ALL: [&Spec; 36] = [
+pub const ALL: [&Spec; 37] = [
     &URL,
     &STANZAS,
     &TIMEOUT,
@@ -414,6 +427,7 @@ pub const ALL: [&Spec; 36] = [
     &COMMAND_TIMEOUT,
     &UPLOAD_SERVICE,
     &MAX_UPLOAD,
+    &ALLOW,
     &NAME,
     &AVATAR,
     &PUSH_TOKEN,
@@ -443,7 +457,7 @@ impl Spec {
             Type::Seconds(_) => "duration",
             Type::Count { .. } | Type::Rate(_) => "number",
             Type::Flag(_) => "boolean",
-            Type::Secrets | Type::Rooms | Type::Commands => "array",
+            Type::Secrets | Type::Rooms | Type::Commands | Type::Jids => "array",
             Type::Headers => "table",
             Type::Path => "path",
         }
@@ -463,6 +477,7 @@ impl Spec {
             | Type::Token
             | Type::Rooms
             | Type::Commands
+            | Type::Jids
             | Type::Text => Default::None,
         }
     }

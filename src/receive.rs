@@ -6,6 +6,7 @@
 
 use std::time::Instant;
 
+use crate::allow;
 use crate::commands::{self, Route};
 use crate::conversion::{Envelope, Kind};
 use crate::delivery::Delivery;
@@ -30,6 +31,10 @@ pub struct Host<'a> {
 pub fn receive(host: Host, stanza: &Element, now: Instant, unix_secs: u64) -> (Vec<Effect>, bool) {
     let config = host.delivery.config();
     let mut effects = Vec::new();
+    // Who may talk to the bot (§16): judged where a stanza would be
+    // POSTed; the module's own answers stay open to everyone.
+    let from = stanza.attr("from").unwrap_or_default();
+    let admitted = config.allow.admits(from, host.rooms.jids());
     match Kind::parse(&stanza.name) {
         Some(Kind::Iq) => {
             if host.delivery.upload_answer(stanza) {
@@ -52,9 +57,14 @@ pub fn receive(host: Host, stanza: &Element, now: Instant, unix_secs: u64) -> (V
             let mut commands = commands::lock(&commands);
             match commands.route(stanza, now) {
                 Route::Answer(reply) => effects.push(Effect::Send(reply)),
+                Route::Post(_) if !admitted => effects.extend(allow::refuse(stanza)),
                 Route::Post(step) => effects.extend(host.delivery.post_step(stanza, step)),
-                Route::NotMine if config.forwards(Kind::Iq) => {
+                Route::NotMine if config.forwards(Kind::Iq) && admitted => {
                     effects.extend(host.delivery.post(stanza))
+                }
+                // Not for the service's ears; a ping or disco still answered.
+                Route::NotMine if config.forwards(Kind::Iq) && !local::is_open(stanza) => {
+                    effects.extend(allow::refuse(stanza))
                 }
                 Route::NotMine => {
                     let offered = commands.offered();
@@ -75,6 +85,10 @@ pub fn receive(host: Host, stanza: &Element, now: Instant, unix_secs: u64) -> (V
                 if post {
                     effects.extend(host.delivery.post(stanza));
                 }
+            } else if !admitted
+                && (config.forwards(Kind::Presence) || stanza.attr("type") == Some("subscribe"))
+            {
+                effects.extend(allow::refuse(stanza));
             } else if config.forwards(Kind::Presence) {
                 effects.extend(host.delivery.post(stanza));
             } else {
@@ -85,7 +99,9 @@ pub fn receive(host: Host, stanza: &Element, now: Instant, unix_secs: u64) -> (V
             if !config.forwards(Kind::Message) {
                 return not_forwarded(stanza);
             }
-            if host.rooms.message(stanza) {
+            if !admitted {
+                effects.extend(allow::refuse(stanza));
+            } else if host.rooms.message(stanza) {
                 effects.extend(host.delivery.post(stanza));
             }
         }
@@ -108,7 +124,11 @@ pub fn receive_unreadable(host: Host, top: &Element, why: &str) -> (Vec<Effect>,
             _ => {}
         }
     }
+    let admitted = config
+        .allow
+        .admits(top.attr("from").unwrap_or_default(), host.rooms.jids());
     match kind {
+        Some(kind) if config.forwards(kind) && !admitted => effects.extend(allow::refuse(top)),
         Some(kind) if config.forwards(kind) => effects.extend(host.delivery.unreadable(top, why)),
         Some(Kind::Iq) => effects.extend(local::unreadable(top, "answer", why, None, None)),
         Some(Kind::Presence) => effects.extend(local::unreadable_presence(top, why)),

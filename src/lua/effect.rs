@@ -9,6 +9,7 @@
 //! | `log` | level, text |
 //! | `report` | outcome, seconds or false, retries |
 //! | `withheld` | |
+//! | `disallowed` | stanza kind |
 //! | `status` | level, text, overrides |
 //! | `hold` | id, stanza (XML text), received (ms since the epoch) |
 //! | `release` | id |
@@ -126,6 +127,7 @@ impl List {
                 self.int((*retries).into());
             }
             Effect::Withheld => {}
+            Effect::Disallowed(kind) => self.str(kind),
             Effect::Status {
                 level,
                 text,

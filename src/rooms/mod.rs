@@ -182,6 +182,11 @@ impl Rooms {
         self.rooms.remove(room)
     }
 
+    /// The rooms this host is in, as the deliveries see them.
+    pub fn jids(&self) -> &RoomJids {
+        &self.jids
+    }
+
     /// Joins `room@service[/nick]`: from the config (from the domain), or
     /// remembered (from the JID the web service joined from).
     pub fn add(&mut self, room_and_nick: &str, remembered_from: Option<&str>) -> Vec<Effect> {

@@ -222,5 +222,55 @@ class AllowTest(ProsodyTestCase):
         self.assertIn('component_post_allow = "alice@localhost/phone" must be a bare JID or a domain', lines[0])
 
 
+NS_RETRACT = "urn:xmpp:message-retract:1"
+
+
+def retract_bot(request):
+    """Retracts what "undo <id>" names; says the ids it is told of."""
+    body = (request["json"] or {}).get("body") or ""
+    if body.startswith("undo "):
+        return json_reply({"retract": body[5:]})
+    if body == "undo-with-body":
+        return json_reply({"retract": "m1", "body": "and some text"})
+    return echo_handler(request)
+
+
+class RetractTest(ProsodyTestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.ws = cls.web_service(retract_bot)
+        cls.start_prosody({"bot.localhost": {"component_post_url": cls.ws.url + "/",
+                                             "component_post_rooms": [f"{LOBBY}/Bot"]}}, muc="mam")
+        cls.alice = cls.connect("alice")
+
+    def test_a_retraction_is_posted_as_retract(self):
+        self.alice.message("x@bot.localhost", None, extra=f"<retract xmlns='{NS_RETRACT}' id='gone-1'/>"
+                           "<body>This person attempted to retract a previous message</body>")
+        request = self.ws.wait_for(lambda r: r["json"].get("retract") == "gone-1")
+        self.assertEqual(request["json"]["kind"], "message")
+
+    def test_a_reply_retracts_with_the_fallback_and_a_store_hint(self):
+        self.alice.message("x@bot.localhost", "undo bot-7")
+        got = self.alice.expect(lambda s: s.child("retract", NS_RETRACT) is not None)
+        self.assertEqual(got.child("retract", NS_RETRACT).get("id"), "bot-7")
+        self.assertTrue(got.body.startswith("This person attempted to retract a previous message"), got)
+        self.assertEqual(got.child("fallback", "urn:xmpp:fallback:0").get("for"), NS_RETRACT)
+        self.assertIsNotNone(got.child("store", "urn:xmpp:hints"))
+        id_ = self.alice.message("x@bot.localhost", "undo-with-body")
+        error = self.alice.expect_id(id_)
+        self.assertIn("invalid reply: 'retract' cannot go with 'body'", error.error()[2])
+
+    def test_room_messages_carry_the_rooms_stanza_id(self):
+        self.wait_log(f"Joined room {LOBBY} as Bot")
+        self.alice.send(f"<presence to='{LOBBY}/alice'><x xmlns='{NS_MUC}'><history maxstanzas='0'/></x></presence>")
+        self.alice.expect(lambda s: s.name == "presence" and s.attr.get("from") == f"{LOBBY}/alice")
+        self.alice.send(f"<message to='{LOBBY}' type='groupchat' id='a-1'><body>with an id</body></message>")
+        mine = self.alice.expect(lambda s: s.attr.get("from") == f"{LOBBY}/alice" and s.body == "with an id")
+        room_id = mine.child("stanza-id", "urn:xmpp:sid:0").get("id")
+        request = self.ws.wait_for(lambda r: r["json"].get("body") == "with an id")
+        self.assertEqual(request["json"]["stanza_id"], room_id)
+        self.assertNotEqual(room_id, "a-1")
+
+
 if __name__ == "__main__":
     unittest.main()

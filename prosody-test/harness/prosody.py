@@ -41,7 +41,9 @@ class Prosody:
                  upload=None, http_port=None):
         """`http`: Prosody's HTTP server on `self.http_port`; `metrics`: also
         its statistics, served by mod_http_openmetrics (see `metric`);
-        `muc`: a group chat service, Prosody's mod_muc, at MUC_DOMAIN;
+        `muc`: a group chat service, Prosody's mod_muc, at MUC_DOMAIN
+        (`muc="mam"`: with its archive, mod_muc_mam, which gives each
+        message the room's XEP-0359 stanza-id);
         `external`: {host: secret} of XEP-0114 components, which connect to
         `self.component_port` (see ComponentClient); `tls`: (certificate,
         key) for STARTTLS on c2s (plain connections stay allowed); `upload`:
@@ -145,6 +147,8 @@ class Prosody:
         if self.muc:
             # Rooms open at once (no locked new rooms), as many deployments run.
             lines += [f"Component {lua_string(MUC_DOMAIN)} \"muc\"", "    muc_room_locking = false"]
+            if self.muc == "mam":
+                lines.append('    modules_enabled = { "muc_mam" }')
         return "\n".join(lines) + "\n"
 
     def prosodyctl(self, *args, check=True):

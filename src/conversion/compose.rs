@@ -66,6 +66,15 @@ pub fn children(kind: Kind, object: &Map<String, Value>) -> Result<Vec<Element>,
             if let Some(v) = get("form") {
                 out.push(forms::from_json(v, "form").map_err(|e| KeyError(e.to_string()))?);
             }
+            if let Some(v) = get("retract") {
+                if get("body").is_some() {
+                    return Err(invalid(
+                        "retract",
+                        "cannot go with 'body': a retraction carries its fallback body only",
+                    ));
+                }
+                out.extend(retraction(string(v, "retract")?));
+            }
         }
         Kind::Presence => {
             if let Some(v) = get("show") {
@@ -143,6 +152,21 @@ fn object<'a>(value: &'a Value, key: &str) -> Result<&'a Map<String, Value>, Key
     value
         .as_object()
         .ok_or_else(|| invalid(key, "must be an object"))
+}
+
+/// The fallback body clients without XEP-0424 show.
+pub const RETRACT_FALLBACK: &str =
+    "This person attempted to retract a previous message, but it's unsupported by your client.";
+
+/// XEP-0424: retracts message `id`, with its fallback body, and asks to be
+/// stored (so that archives and offline clients learn of it).
+fn retraction(id: &str) -> [Element; 4] {
+    [
+        with_ns("retract", ns::RETRACT).with_attr("id", id),
+        with_ns("fallback", ns::FALLBACK).with_attr("for", ns::RETRACT),
+        Element::new("body").with_text(RETRACT_FALLBACK),
+        with_ns("store", ns::HINTS),
+    ]
 }
 
 /// `"id"` or `{"id": …, "parent": …}`.
@@ -288,6 +312,23 @@ mod tests {
                 "<x xmlns='jabber:x:oob'><url>https://x/</url></x>"
             ]
         );
+    }
+
+    #[test]
+    fn a_retraction_carries_its_fallback_body_only() {
+        assert_eq!(
+            xml(Kind::Message, json!({"retract": "m5"})).unwrap(),
+            [
+                "<retract xmlns='urn:xmpp:message-retract:1' id='m5'/>",
+                "<fallback xmlns='urn:xmpp:fallback:0' for='urn:xmpp:message-retract:1'/>",
+                &format!("<body>{}</body>", RETRACT_FALLBACK.replace('\'', "&apos;")),
+                "<store xmlns='urn:xmpp:hints'/>",
+            ]
+        );
+        let with_body = xml(Kind::Message, json!({"retract": "m5", "body": "gone"}));
+        assert!(with_body.unwrap_err().starts_with("'retract' cannot go with 'body'"));
+        let not_a_string = xml(Kind::Message, json!({"retract": 5}));
+        assert_eq!(not_a_string.unwrap_err(), "'retract' must be a string");
     }
 
     #[test]

@@ -75,6 +75,12 @@ pub struct Keys {
     pub reactions: Option<Reactions>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reply: Option<Reply>,
+    /// XEP-0424: the id of the message its sender retracts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retract: Option<String>,
+    /// XEP-0359: a room's id of its message, which a retraction there names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stanza_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_receipt: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -170,6 +176,13 @@ pub fn keys(stanza: &Element, kind: Kind) -> Keys {
                     to: attr(child, "to"),
                 })
             }
+            (Kind::Message, "retract", Some(ns::RETRACT)) => keys.retract = attr(child, "id"),
+            // Only the room's own id: the room removes any other by its JID.
+            (Kind::Message, "stanza-id", Some(ns::STANZA_ID))
+                if child.attr("by") == Some(jid::bare(stanza.attr("from").unwrap_or_default())) =>
+            {
+                keys.stanza_id = attr(child, "id")
+            }
             (Kind::Message, "x", Some(forms::XMLNS)) if keys.form.is_none() => {
                 keys.form = Some(forms::to_json(child));
                 keys.data = Some(forms::data(child, &forms::FieldTypes::default()));
@@ -201,6 +214,9 @@ pub fn keys(stanza: &Element, kind: Kind) -> Keys {
     if groupchat || (in_room && kind != Kind::Iq) {
         keys.room = Some(jid::bare(from).to_owned());
         keys.room_nick = from.split_once('/').map(|(_, nick)| nick.to_owned());
+    }
+    if !groupchat {
+        keys.stanza_id = None; // (a room's id is for its room messages)
     }
     keys
 }
@@ -316,6 +332,23 @@ mod tests {
             json_of(presence),
             json!({"show": "away", "status": "lunch", "priority": -5, "room": "room@muc.h", "room_nick": "Ann"})
         );
+    }
+
+    #[test]
+    fn a_retraction_and_the_rooms_own_stanza_id() {
+        let retract = json_of(
+            "<message from='a@h/r' to='b@c' type='chat'>\
+             <retract xmlns='urn:xmpp:message-retract:1' id='m5'/>\
+             <stanza-id xmlns='urn:xmpp:sid:0' by='a@h' id='not-a-room'/></message>",
+        );
+        assert_eq!(retract["retract"], "m5");
+        assert!(retract.get("stanza_id").is_none(), "only a room message's");
+        let room = json_of(
+            "<message from='lobby@muc.h/alice' to='b@c' type='groupchat'><body>x</body>\
+             <stanza-id xmlns='urn:xmpp:sid:0' by='forger@evil' id='fake'/>\
+             <stanza-id xmlns='urn:xmpp:sid:0' by='lobby@muc.h' id='s-1'/></message>",
+        );
+        assert_eq!(room["stanza_id"], "s-1");
     }
 
     #[test]

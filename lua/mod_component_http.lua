@@ -224,7 +224,7 @@ if inherited.sessions then
 end
 
 -- Group chat (rooms.lib.lua): the rooms this host is in.
-local rooms = module:require("rooms").start(native, delivery, call, options.rooms, options.nick);
+local rooms = module:require("rooms").start(native, delivery, call, options.nick);
 on.remember_room, on.forget_room, on.wake_rooms = rooms.remember, rooms.forget, rooms.wake;
 
 

@@ -8,13 +8,13 @@ local ROOMS_STORE = "component_http_rooms";
 local rooms = {};
 
 -- Starts group chat for `delivery` (which then sends no message or presence
--- error to these rooms): joins `configured` (room@service[/nick] each) and the
+-- error to these rooms): joins the rooms of component_post_rooms and the
 -- rooms remembered in storage once the server is ready. `call` calls a
 -- native method and applies its effects (see the main file). Returns
 -- { state = (the native rooms, for native.receive; what the web service
 -- sends goes through them natively), joined = () → list, and the handlers
 -- of the rooms' effects: remember, forget, wake }.
-function rooms.start(native, delivery, call, configured, nick)
+function rooms.start(native, delivery, call, nick)
 	local state = native.new_rooms(delivery, nick);
 	local store = module:open_store(ROOMS_STORE);
 	local timer;
@@ -33,8 +33,9 @@ function rooms.start(native, delivery, call, configured, nick)
 		end
 	end
 
-	local function remember(room, room_nick, jid)
-		local ok, err = pcall(store.set, store, room, { nick = room_nick, jid = jid });
+	local function remember(room, room_nick, jid, mentions_only)
+		local saved = { nick = room_nick, jid = jid, mentions_only = mentions_only or nil };
+		local ok, err = pcall(store.set, store, room, saved);
 		if not ok then
 			module:log("error", "Could not remember room %s: %s", room, tostring(err));
 		end
@@ -45,14 +46,13 @@ function rooms.start(native, delivery, call, configured, nick)
 	end
 
 	local function join_all()
-		for _, room in ipairs(configured or {}) do
-			call("join room", nil, state.add, state, room, nil);
-		end
+		call("join rooms", nil, state.join_configured, state);
 		local ok, err = pcall(function ()
 			for room in store:users() do
 				local saved = store:get(room);
 				if type(saved) == "table" and saved.nick then
-					call("join room", nil, state.add, state, room.."/"..saved.nick, saved.jid or module.host);
+					call("join room", nil, state.add, state, room.."/"..saved.nick, saved.jid or module.host,
+						saved.mentions_only == true or nil);
 				end
 			end
 		end);

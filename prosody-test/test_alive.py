@@ -272,5 +272,99 @@ class RetractTest(ProsodyTestCase):
         self.assertNotEqual(room_id, "a-1")
 
 
+QUIET = f"quiet@{MUC_DOMAIN}"
+CHATTY = f"chatty@{MUC_DOMAIN}"
+
+
+class MentionsTest(ProsodyTestCase):
+    TOKEN = TOKEN
+
+    @classmethod
+    def setUpClass(cls):
+        cls.ws = cls.web_service(echo_handler)
+        cls.start_prosody({"bot.localhost": {
+            "component_post_url": cls.ws.url + "/", "component_push_token": TOKEN,
+            "component_post_rooms": [{"jid": f"{QUIET}/Helper", "mentions_only": True}, f"{CHATTY}/Helper"],
+        }}, muc=True, http=True)
+        cls.alice = cls.connect("alice")
+        for room in (QUIET, CHATTY):
+            cls.prosody_log_wait(f"Joined room {room} as Helper")
+            cls.alice.send(f"<presence to='{room}/alice'><x xmlns='{NS_MUC}'><history maxstanzas='0'/></x></presence>")
+            cls.alice.expect(lambda s, r=room: s.name == "presence" and s.attr.get("from") == f"{r}/alice")
+
+    @classmethod
+    def prosody_log_wait(cls, text):
+        import time
+        for _ in range(300):
+            if text in cls.prosody.log():
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"not in the log: {text}")
+
+    def say(self, room, body, extra=""):
+        self.alice.send(f"<message to='{room}' type='groupchat'><body>{body}</body>{extra}</message>")
+
+    def answer(self, room, body):
+        """Waits for the bot's echo of `body` in `room`."""
+        return self.alice.expect(lambda s: s.attr.get("from") == f"{room}/Helper"
+                                 and s.body == f"Did you say {body}?")
+
+    def request_of(self, body):
+        return self.ws.wait_for(lambda r: r["json"].get("body") == body)["json"]
+
+    def test_a_mentions_only_room_posts_what_mentions_the_bot(self):
+        for body in ("helper, what time is it", "hey @Helper", "HELPER: status"):
+            with self.subTest(body=body):
+                self.say(QUIET, body)
+                self.answer(QUIET, body)
+                self.assertIs(self.request_of(body)["mentioned"], True)
+        ref = (f"<reference xmlns='urn:xmpp:reference:0' type='mention' begin='0' end='2' "
+               f"uri='xmpp:{QUIET}/Helper'/>")
+        self.say(QUIET, "you there", ref)
+        self.answer(QUIET, "you there")
+        self.assertIs(self.request_of("you there")["mentioned"], True)
+        # Not a mention: not POSTed. A mention after it is the barrier.
+        self.say(QUIET, "helpers are nice, says nobody")
+        self.say(QUIET, "thanks helper")
+        self.answer(QUIET, "thanks helper")
+        self.assertEqual([r for r in self.ws.requests if r["json"].get("body") == "helpers are nice, says nobody"],
+                         [])
+
+    def test_other_rooms_post_everything_and_say_mentioned(self):
+        self.say(CHATTY, "just chatting")
+        self.answer(CHATTY, "just chatting")
+        self.assertNotIn("mentioned", self.request_of("just chatting"))
+        self.say(CHATTY, "@Helper hi")
+        self.answer(CHATTY, "@Helper hi")
+        self.assertIs(self.request_of("@Helper hi")["mentioned"], True)
+
+    def test_private_messages_through_the_room_are_always_posted(self):
+        self.alice.send(f"<message to='{QUIET}/Helper' type='chat'><body>a secret</body>"
+                        "<x xmlns='http://jabber.org/protocol/muc#user'/></message>")
+        self.alice.expect(lambda s: s.attr.get("from") == f"{QUIET}/Helper" and s.body == "Did you say a secret?")
+        self.assertNotIn("mentioned", self.request_of("a secret"))
+
+    def test_a_pushed_join_may_ask_for_mentions_only(self):
+        room = f"pushed@{MUC_DOMAIN}"
+        status, answer, _ = self.push({"kind": "presence", "to": f"{room}/Helper", "join": True,
+                                       "mentions_only": True})
+        self.assertEqual(status, 202, answer)
+        self.prosody_log_wait(f"Joined room {room} as Helper")
+        self.alice.send(f"<presence to='{room}/alice'><x xmlns='{NS_MUC}'><history maxstanzas='0'/></x></presence>")
+        self.alice.expect(lambda s: s.name == "presence" and s.attr.get("from") == f"{room}/alice")
+        self.say(room, "nobody mentions")
+        self.say(room, "Helper?")
+        self.answer(room, "Helper?")
+        self.assertEqual([r for r in self.ws.requests if r["json"].get("body") == "nobody mentions"], [])
+        self.assertNotIn("urn:x-mod-component-http", self.prosody.log())
+        # Remembered as it was joined, across a reload.
+        self.prosody.reload_module("bot.localhost")
+        self.wait_log(f"Joined room {room} as Helper", 2)
+        self.say(room, "still nobody")
+        self.say(room, "Helper, again?")
+        self.answer(room, "Helper, again?")
+        self.assertEqual([r for r in self.ws.requests if r["json"].get("body") == "still nobody"], [])
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -232,6 +232,51 @@ impl Options {
         Ok(menu)
     }
 
+    /// Rooms: `room@service[/nick]` strings or `{ jid = , mentions_only = }`
+    /// tables; one of either is a list of one.
+    fn rooms(&self, spec: &Spec) -> Result<Vec<RoomItem>, ConfigError> {
+        let one;
+        let items = match self.values.get(spec.key) {
+            None => return Ok(Vec::new()),
+            Some(Value::List(items)) => items.as_slice(),
+            Some(Value::Table(t)) if t.is_empty() => return Ok(Vec::new()),
+            Some(item @ (Value::Text(_) | Value::Table(_))) => {
+                one = [item.clone()];
+                &one
+            }
+            Some(other) => return Err(wrong_type(spec, other, "a list of rooms")),
+        };
+        let mut rooms = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let bad = |why: &str| ConfigError::BadItem {
+                option: spec.name,
+                position: i + 1,
+                why: why.to_owned(),
+            };
+            let shape = "must be \"room@service/nick\" or { jid = \"room@service/nick\", mentions_only = true }";
+            let (jid, mentions_only) = match item {
+                Value::Text(jid) => (jid.clone(), None),
+                Value::Table(table) => {
+                    let jid = match table.get("jid") {
+                        Some(Value::Text(jid)) => jid.clone(),
+                        _ => return Err(bad(shape)),
+                    };
+                    let mentions_only = match table.get("mentions_only") {
+                        None => None,
+                        Some(Value::Flag(on)) => Some(*on),
+                        Some(_) => {
+                            return Err(bad("has a mentions_only that is not true or false"))
+                        }
+                    };
+                    (jid, mentions_only)
+                }
+                _ => return Err(bad(shape)),
+            };
+            rooms.push(RoomItem { jid, mentions_only });
+        }
+        Ok(rooms)
+    }
+
     /// A list of strings; one string is a list of one.
     fn list(&self, spec: &Spec) -> Result<Vec<String>, ConfigError> {
         let items = match self.values.get(spec.key) {
@@ -332,8 +377,11 @@ pub struct Config {
     pub durable_bytes: usize,
     /// Dead letters older than this are deleted from storage.
     pub dead_letter_age: Duration,
-    /// Group chats joined at load, as `room@service` or `room@service/nick`.
-    pub rooms: Vec<String>,
+    /// Group chats joined at load.
+    pub rooms: Vec<RoomItem>,
+    /// In rooms, only messages that mention the bot are POSTed (unless a
+    /// room says otherwise).
+    pub room_mentions_only: bool,
     /// Rooms the host may be in, configured ones included.
     pub max_rooms: usize,
     /// The nick in a room that names none (default: the domain's first label).
@@ -351,6 +399,15 @@ pub struct Config {
     /// The bot's name and avatar.
     pub face: Arc<Face>,
     forwarded: Vec<Kind>,
+}
+
+/// A room of `component_post_rooms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomItem {
+    /// `room@service` or `room@service/nick`.
+    pub jid: String,
+    /// Its own `mentions_only`, over `component_post_room_mentions_only`.
+    pub mentions_only: Option<bool>,
 }
 
 /// The push token. Its text never appears in `Debug` output or logs.
@@ -398,7 +455,7 @@ impl Config {
         let seconds = |spec: &Spec| seconds(spec, options.number(spec)?);
         let count = |spec: &Spec| count(spec, options.number(spec)?);
         let flag = |spec: &Spec| Ok::<_, ConfigError>(flag(spec, options.flag(spec)?));
-        let configured_rooms = options.list(&ROOMS)?;
+        let configured_rooms = options.rooms(&ROOMS)?;
         Ok(Config {
             host: options.host.clone(),
             url,
@@ -450,7 +507,8 @@ impl Config {
                 }
                 max => max,
             },
-            rooms: rooms(&configured_rooms)?,
+            rooms: rooms(configured_rooms)?,
+            room_mentions_only: flag(&ROOM_MENTIONS_ONLY)?,
             nick: match options.text(&NICK)? {
                 Some(nick) if nick.is_empty() || nick.contains('/') => {
                     return Err(invalid(&NICK, format!("{nick:?}"), "a nick without '/'"))
@@ -639,25 +697,21 @@ fn choice<'a>(option: &Spec, value: Option<&'a str>) -> Result<&'a str, ConfigEr
     Ok(word)
 }
 
-fn rooms(rooms: &[String]) -> Result<Vec<String>, ConfigError> {
-    for room in rooms {
-        let bare = room.split('/').next().unwrap_or_default();
-        let Some((node, service)) = bare.split_once('@') else {
+fn rooms(rooms: Vec<RoomItem>) -> Result<Vec<RoomItem>, ConfigError> {
+    for room in &rooms {
+        let bare = room.jid.split('/').next().unwrap_or_default();
+        let valid = bare
+            .split_once('@')
+            .is_some_and(|(node, service)| !node.is_empty() && !service.is_empty());
+        if !valid {
             return Err(invalid(
                 &options::ROOMS,
-                format!("{room:?}"),
-                "room@service or room@service/nick",
-            ));
-        };
-        if node.is_empty() || service.is_empty() {
-            return Err(invalid(
-                &options::ROOMS,
-                format!("{room:?}"),
+                format!("{:?}", room.jid),
                 "room@service or room@service/nick",
             ));
         }
     }
-    Ok(rooms.to_vec())
+    Ok(rooms)
 }
 
 fn headers(pairs: &BTreeMap<String, String>) -> Result<HeaderMap, ConfigError> {
@@ -815,6 +869,20 @@ mod tests {
         assert!(error(with(&ROOMS, vec!["lobby"].into()))
             .contains("component_post_rooms = \"lobby\" must be room@service"));
         assert!(error(with(&NICK, "a/b".into())).contains("component_post_nick"));
+        let table = |flag: Value| {
+            let mut room = BTreeMap::from([("jid".to_owned(), Value::from("r@m.h/Bot"))]);
+            room.insert("mentions_only".into(), flag);
+            Value::List(vec![Value::from("plain@m.h"), Value::Table(room)])
+        };
+        let rooms = Config::new(with(&ROOMS, table(Value::Flag(true))))
+            .unwrap()
+            .rooms;
+        assert_eq!(rooms[0].mentions_only, None);
+        assert_eq!(rooms[1].jid, "r@m.h/Bot");
+        assert_eq!(rooms[1].mentions_only, Some(true));
+        assert!(error(with(&ROOMS, table("yes".into()))).contains(
+            "component_post_rooms: item 2 has a mentions_only that is not true or false"
+        ));
         assert!(error(with(&PUSH_TIMEOUT, (-2.0).into())).contains("component_push_timeout"));
         let c = Config::new(
             options("http://x/")

@@ -52,11 +52,13 @@ pub enum Effect {
         received: u64,
         reason: String,
     },
-    /// Group chat: keep a room the web service joined, for restarts.
+    /// Group chat: keep a room the web service joined, for restarts
+    /// (`mentions_only`: the join asked to hear only mentions).
     RememberRoom {
         room: String,
         nick: String,
         jid: String,
+        mentions_only: bool,
     },
     /// Group chat: the room is left or given up; delete it from storage.
     ForgetRoom { room: String },
@@ -111,7 +113,7 @@ impl Effect {
             Effect::Log(..) | Effect::Uploaded { .. } => 2,
             Effect::Report { .. } | Effect::Status { .. } | Effect::Hold { .. } => 3,
             Effect::PushAnswer { .. } => 3,
-            Effect::RememberRoom { .. } => 3,
+            Effect::RememberRoom { .. } => 4,
             Effect::Dead { .. } => 4,
         }
     }
@@ -149,6 +151,7 @@ impl Effect {
                 room: String::new(),
                 nick: String::new(),
                 jid: String::new(),
+                mentions_only: false,
             },
             Effect::ForgetRoom {
                 room: String::new(),

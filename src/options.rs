@@ -256,7 +256,15 @@ pub const ROOMS: Spec = spec(
     "rooms",
     Type::Rooms,
     "group chats to join at load, e.g. `{ \"room@conference.example.com/Bot\" }`; the nick \
-     is optional (see [Group chat](#group-chat))",
+     is optional; an item may be a table, `{ jid = \"room@conference.example.com/Bot\", mentions_only = true }` \
+     (see [Group chat](#group-chat))",
+);
+pub const ROOM_MENTIONS_ONLY: Spec = spec(
+    "component_post_room_mentions_only",
+    "room_mentions_only",
+    Type::Flag(false),
+    "in rooms, POST only the messages that mention the bot (its nick as a word, `@Nick`, `Nick:`, or a \
+     XEP-0372 mention); private messages always. A room of `component_post_rooms` may say otherwise",
 );
 pub const MAX_ROOMS: Spec = spec(
     "component_post_max_rooms",
@@ -398,7 +406,7 @@ pub const PUSH_MAX_SIZE: Spec = spec(
 );
 
 /// Every option, in the README's order.
-pub const ALL: [&Spec; 37] = [
+pub const ALL: [&Spec; 38] = [
     &URL,
     &STANZAS,
     &TIMEOUT,
@@ -421,6 +429,7 @@ pub const ALL: [&Spec; 37] = [
     &DURABLE_BYTES,
     &DEAD_LETTER_AGE,
     &ROOMS,
+    &ROOM_MENTIONS_ONLY,
     &MAX_ROOMS,
     &NICK,
     &COMMANDS,

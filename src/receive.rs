@@ -8,13 +8,13 @@ use std::time::Instant;
 
 use crate::allow;
 use crate::commands::{self, Route};
-use crate::conversion::{Envelope, Kind};
+use crate::conversion::{Context, Envelope, Kind};
 use crate::delivery::Delivery;
 use crate::effect::Effect;
 use crate::local;
 use crate::log::LogLevel;
 use crate::push::{Answer, Endpoint};
-use crate::rooms::{self, Rooms};
+use crate::rooms::{self, Heard, Rooms};
 use crate::xml::Element;
 
 /// What a host has that a stanza may concern.
@@ -101,8 +101,12 @@ pub fn receive(host: Host, stanza: &Element, now: Instant, unix_secs: u64) -> (V
             }
             if !admitted {
                 effects.extend(allow::refuse(stanza));
-            } else if host.rooms.message(stanza) {
-                effects.extend(host.delivery.post(stanza));
+            } else if let Heard::Post { mentioned } = host.rooms.message(stanza) {
+                let context = Context {
+                    mentioned,
+                    ..Context::default()
+                };
+                effects.extend(host.delivery.post_with(stanza, context));
             }
         }
         None => return (Vec::new(), false),

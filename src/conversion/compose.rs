@@ -98,6 +98,10 @@ pub fn children(kind: Kind, object: &Map<String, Value>) -> Result<Vec<Element>,
                     with_ns("x", ns::MUC)
                         .with_child(Element::new("history").with_attr("maxstanzas", "0")),
                 );
+                // For the rooms' state only (removed before it is sent).
+                if flag(get("mentions_only"), "mentions_only")? {
+                    out.push(with_ns(ns::MENTIONS_ONLY, ns::INTERNAL));
+                }
             }
         }
         Kind::Iq => {}
@@ -326,7 +330,9 @@ mod tests {
             ]
         );
         let with_body = xml(Kind::Message, json!({"retract": "m5", "body": "gone"}));
-        assert!(with_body.unwrap_err().starts_with("'retract' cannot go with 'body'"));
+        assert!(with_body
+            .unwrap_err()
+            .starts_with("'retract' cannot go with 'body'"));
         let not_a_string = xml(Kind::Message, json!({"retract": 5}));
         assert_eq!(not_a_string.unwrap_err(), "'retract' must be a string");
     }

@@ -81,6 +81,9 @@ pub struct Keys {
     /// XEP-0359: a room's id of its message, which a retraction there names.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stanza_id: Option<String>,
+    /// A room message that mentions the bot (set by the rooms, §12).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mentioned: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_receipt: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -18,7 +18,7 @@ pub use reply::{
     error_text, is_json, is_media_type, json_object, reply_for, stanza_from_object, HttpAnswer,
     ReplyError,
 };
-pub use request::{request, request_with_command, Request};
+pub use request::{request, request_with, Context, Request};
 
 #[cfg(test)]
 pub(crate) mod examples {

@@ -10,6 +10,12 @@ pub const RETRACT: &str = "urn:xmpp:message-retract:1";
 pub const FALLBACK: &str = "urn:xmpp:fallback:0";
 pub const HINTS: &str = "urn:xmpp:hints";
 pub const STANZA_ID: &str = "urn:xmpp:sid:0";
+pub const REFERENCE: &str = "urn:xmpp:reference:0";
+
+/// This module's own marks on a stanza on its way out, removed before it is
+/// sent: a join that asked for `mentions_only` (§12).
+pub const INTERNAL: &str = "urn:x-mod-component-http:internal";
+pub const MENTIONS_ONLY: &str = "mentions-only";
 pub const RECEIPTS: &str = "urn:xmpp:receipts";
 pub const MARKERS: &str = "urn:xmpp:chat-markers:0";
 pub const DELAY: &str = "urn:xmpp:delay";

@@ -38,15 +38,21 @@ struct RequestBody<'a> {
 
 /// Builds the request for `stanza` (docs/contract.md §3).
 pub fn request(stanza: &Element) -> Result<Request, ConversionError> {
-    build(stanza, None)
+    request_with(stanza, Context::default())
 }
 
-/// Builds the request for a command step: `command` is its key (§13.2).
-pub fn request_with_command(stanza: &Element, command: &Value) -> Result<Request, ConversionError> {
-    build(stanza, Some(command))
+/// What the module knows of a stanza that the stanza does not say.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Context<'a> {
+    /// A command step: its `command` key (§13.2).
+    pub command: Option<&'a Value>,
+    /// A room message that mentions the bot: `"mentioned": true` (§12).
+    pub mentioned: bool,
 }
 
-fn build(stanza: &Element, command: Option<&Value>) -> Result<Request, ConversionError> {
+/// As [`request`], with what `context` adds.
+pub fn request_with(stanza: &Element, context: Context) -> Result<Request, ConversionError> {
+    let Context { command, mentioned } = context;
     let envelope = Envelope::of(stanza)?;
     let body = match envelope.kind {
         Kind::Message => stanza.child("body", None).map(Element::text),
@@ -61,7 +67,10 @@ fn build(stanza: &Element, command: Option<&Value>) -> Result<Request, Conversio
         body: body.as_deref(),
         stanza_type: envelope.stanza_type.as_deref(),
         id: envelope.id.as_deref(),
-        keys: extract::keys(stanza, envelope.kind),
+        keys: extract::Keys {
+            mentioned: mentioned.then_some(true),
+            ..extract::keys(stanza, envelope.kind)
+        },
         command,
     })
     .expect("serialising strings to JSON cannot fail");

@@ -40,7 +40,7 @@ pub use upload::HostUploader;
 
 use crate::commands::{self, Commands, SharedCommands, Step};
 use crate::config::{Config, Ordering};
-use crate::conversion::{self, Request, RoomJids};
+use crate::conversion::{self, Context, Request, RoomJids};
 use crate::effect::Effect;
 use crate::jid;
 use crate::local;
@@ -123,7 +123,8 @@ impl Delivery {
             self.shared.rooms.clone(),
             config.max_rooms,
         )
-        .with_face(Arc::clone(&config.face));
+        .with_face(Arc::clone(&config.face))
+        .with_configured(config.rooms.clone(), config.room_mentions_only);
         let rooms: SharedRooms = Arc::new(Mutex::new(rooms));
         *lock(&self.shared.group_chat) = Some(Arc::clone(&rooms));
         rooms
@@ -205,7 +206,12 @@ impl Delivery {
     /// [`Delivery::drain_effects`]), or, when it cannot be made a request,
     /// what its sender gets now.
     pub fn post(&self, stanza: &Element) -> Vec<Effect> {
-        match conversion::request(stanza) {
+        self.post_with(stanza, Context::default())
+    }
+
+    /// As [`Delivery::post`], with what the module knows of the stanza.
+    pub fn post_with(&self, stanza: &Element, context: Context) -> Vec<Effect> {
+        match conversion::request_with(stanza, context) {
             Ok(request) => {
                 self.submit(request);
                 Vec::new()
@@ -217,7 +223,11 @@ impl Delivery {
     /// A command step to forward (see [`crate::commands`]): POSTed with
     /// its `command` key; its answer becomes the command's result.
     pub fn post_step(&self, stanza: &Element, step: Step) -> Vec<Effect> {
-        match conversion::request_with_command(stanza, &step.json) {
+        let context = Context {
+            command: Some(&step.json),
+            ..Context::default()
+        };
+        match conversion::request_with(stanza, context) {
             Ok(request) => {
                 self.submit_job(request, Some(step));
                 Vec::new()

@@ -14,7 +14,7 @@
 //! | `hold` | id, stanza (XML text), received (ms since the epoch) |
 //! | `release` | id |
 //! | `dead` | id, stanza, received, reason |
-//! | `remember_room` | room, nick, jid |
+//! | `remember_room` | room, nick, jid, mentions_only |
 //! | `forget_room` | room |
 //! | `wake_rooms` | seconds or false |
 //! | `push_answer` | id, HTTP status, JSON body |
@@ -158,10 +158,16 @@ impl List {
                 self.int(*received);
                 self.str(reason);
             }
-            Effect::RememberRoom { room, nick, jid } => {
+            Effect::RememberRoom {
+                room,
+                nick,
+                jid,
+                mentions_only,
+            } => {
                 self.str(room);
                 self.str(nick);
                 self.str(jid);
+                self.bool(*mentions_only);
             }
             Effect::ForgetRoom { room } => self.str(room),
             Effect::WakeRooms(seconds) => self.seconds(*seconds),

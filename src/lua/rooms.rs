@@ -26,13 +26,20 @@ impl LuaRooms {
 
 impl UserData for LuaRooms {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        // A room remembered in storage (`mentions_only`: nil when the join
+        // did not say).
         methods.add_method(
             "add",
-            |lua, this, (room, from): (String, Option<String>)| {
-                let effects = this.lock().add(&room, from.as_deref());
+            |lua, this, (room, from, mentions_only): (String, Option<String>, Option<bool>)| {
+                let effects = this.lock().add(&room, from.as_deref(), mentions_only);
                 this.effects(lua, effects, Instant::now())
             },
         );
+        // The rooms of component_post_rooms.
+        methods.add_method("join_configured", |lua, this, ()| {
+            let effects = this.lock().join_configured();
+            this.effects(lua, effects, Instant::now())
+        });
         // The joins due now.
         methods.add_method("due", |lua, this, ()| {
             let now = Instant::now();

@@ -5,12 +5,17 @@
 //! room sends on join), and what to remember in Prosody's storage. The Lua
 //! side sends, stores and keeps the timer.
 
+mod mention;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::backoff::Backoff;
-use crate::conversion::ns::{DELAY as NS_DELAY, MUC as NS_MUC, MUC_USER as NS_MUC_USER};
+use crate::conversion::ns::{
+    DELAY as NS_DELAY, INTERNAL as NS_INTERNAL, MENTIONS_ONLY, MUC as NS_MUC,
+    MUC_USER as NS_MUC_USER,
+};
 use crate::conversion::RoomJids;
 pub use crate::effect::Effect;
 
@@ -26,11 +31,12 @@ pub fn lock(rooms: &SharedRooms) -> std::sync::MutexGuard<'_, Rooms> {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+use crate::config::RoomItem;
 use crate::face::Face;
 use crate::jid;
 use crate::log::LogLevel;
 use crate::stanza_error::XMLNS_STANZAS;
-use crate::xml::Element;
+use crate::xml::{Element, Node};
 
 /// Before joining a room again: from one second, doubling up to a minute.
 const REJOIN: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
@@ -64,6 +70,8 @@ struct Room {
     retries: u32,
     /// Since when its joins fail, until one succeeds.
     failing_since: Option<Instant>,
+    /// Its own setting, over the host's (§12).
+    mentions_only: Option<bool>,
 }
 
 /// The rooms of one component host.
@@ -78,6 +86,22 @@ pub struct Rooms {
     max_rooms: usize,
     /// Joins carry the avatar's hash (XEP-0153), as every presence does.
     face: Arc<Face>,
+    /// The rooms of `component_post_rooms`, joined by [`Rooms::join_configured`].
+    configured: Vec<RoomItem>,
+    /// `component_post_room_mentions_only`.
+    mentions_only: bool,
+}
+
+/// Whether a message to the component goes to the web service, and if it
+/// does, whether it mentions the bot (a room message's `mentioned`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heard {
+    Post {
+        mentioned: bool,
+    },
+    /// The bot's own, the history of a join, or (in a mentions-only room)
+    /// a message that does not mention it.
+    Ignore,
 }
 
 /// A join: presence to `room/nick` with the MUC element, asking for no history.
@@ -163,7 +187,27 @@ impl Rooms {
             jids,
             max_rooms,
             face: Arc::default(),
+            configured: Vec::new(),
+            mentions_only: false,
         }
+    }
+
+    /// With the rooms of the config, and whether rooms hear only mentions.
+    pub fn with_configured(mut self, rooms: Vec<RoomItem>, mentions_only: bool) -> Rooms {
+        self.configured = rooms;
+        self.mentions_only = mentions_only;
+        self
+    }
+
+    /// Joins the rooms of `component_post_rooms`.
+    pub fn join_configured(&mut self) -> Vec<Effect> {
+        let rooms = std::mem::take(&mut self.configured);
+        let effects = rooms
+            .iter()
+            .flat_map(|room| self.add(&room.jid, None, room.mentions_only))
+            .collect();
+        self.configured = rooms;
+        effects
     }
 
     /// With the bot's face, which its joins show.
@@ -189,7 +233,12 @@ impl Rooms {
 
     /// Joins `room@service[/nick]`: from the config (from the domain), or
     /// remembered (from the JID the web service joined from).
-    pub fn add(&mut self, room_and_nick: &str, remembered_from: Option<&str>) -> Vec<Effect> {
+    pub fn add(
+        &mut self,
+        room_and_nick: &str,
+        remembered_from: Option<&str>,
+        mentions_only: Option<bool>,
+    ) -> Vec<Effect> {
         let (room, nick) = match room_and_nick.split_once('/') {
             Some((room, nick)) if !nick.is_empty() => (room, nick.to_owned()),
             _ => (jid::bare(room_and_nick), self.default_nick.clone()),
@@ -218,6 +267,7 @@ impl Rooms {
                 remembered: remembered_from.is_some(),
                 retries: 0,
                 failing_since: None,
+                mentions_only,
             },
         );
         vec![Effect::Send(join)]
@@ -377,19 +427,22 @@ impl Rooms {
         Some((Vec::new(), false))
     }
 
-    /// Whether a message from a room goes to the web service: not the bot's
-    /// own (reflected), not the history and subject of a join, nothing
-    /// delayed from before the join. Other messages: true.
-    pub fn message(&mut self, stanza: &Element) -> bool {
+    /// Whether a message goes to the web service: from a room, not the
+    /// bot's own (reflected), not the history and subject of a join,
+    /// nothing delayed from before the join, and in a mentions-only room
+    /// only what mentions the bot (§12). Other messages (private ones from
+    /// occupants too) go.
+    pub fn message(&mut self, stanza: &Element) -> Heard {
         if stanza.attr("type") != Some("groupchat") {
-            return true;
+            return Heard::Post { mentioned: false };
         }
         let from = stanza.attr("from").unwrap_or_default();
-        let Some((_, entry)) = self.room_of(from) else {
-            return true;
+        let mentions_only = self.mentions_only;
+        let Some((room, entry)) = self.room_of(from) else {
+            return Heard::Post { mentioned: false };
         };
         let State::Joined { live, since } = &mut entry.state else {
-            return false; // not in the room (yet): history of a join
+            return Heard::Ignore; // not in the room (yet): history of a join
         };
         let is_subject =
             stanza.child("subject", None).is_some() && stanza.child("body", None).is_none();
@@ -402,17 +455,24 @@ impl Rooms {
             // subject, or the first message not delayed, ends it.
             if is_subject {
                 *live = true;
-                return false;
+                return Heard::Ignore;
             }
             if delay.is_some() {
-                return false;
+                return Heard::Ignore;
             }
             *live = true;
         }
         if from.split_once('/').map(|(_, nick)| nick) == Some(entry.nick.as_str()) {
-            return false;
+            return Heard::Ignore;
         }
-        delay.is_none_or(|stamp| seconds(stamp) >= since.as_str())
+        if delay.is_some_and(|stamp| seconds(stamp) < since.as_str()) {
+            return Heard::Ignore;
+        }
+        let mentioned = mention::mentions(stanza, &room, &entry.nick);
+        if !mentioned && entry.mentions_only.unwrap_or(mentions_only) {
+            return Heard::Ignore;
+        }
+        Heard::Post { mentioned }
     }
 
     /// A presence the web service sends (reply or push): a join (with the
@@ -456,6 +516,7 @@ impl Rooms {
         }
         if joined_room(stanza).is_some() {
             let jid = stanza.attr("from").unwrap_or(&self.domain).to_owned();
+            let mentions_only = stanza.child(MENTIONS_ONLY, Some(NS_INTERNAL)).is_some();
             self.insert(
                 room.clone(),
                 Room {
@@ -465,6 +526,7 @@ impl Rooms {
                     remembered: true,
                     retries: 0,
                     failing_since: None,
+                    mentions_only: mentions_only.then_some(true),
                 },
             );
             return (
@@ -472,6 +534,7 @@ impl Rooms {
                     room,
                     nick: nick.to_owned(),
                     jid,
+                    mentions_only,
                 }],
                 true,
             );
@@ -506,10 +569,14 @@ impl Rooms {
         let mut out = Vec::with_capacity(effects.len() + 2);
         for effect in effects {
             match effect {
-                Effect::Send(stanza) if stanza.name == "presence" => {
+                Effect::Send(mut stanza) if stanza.name == "presence" => {
                     let (effects, send) = self.outgoing(&stanza);
                     out.extend(effects);
                     if send {
+                        // The mark was for these rooms only.
+                        stanza.children.retain(
+                            |c| !matches!(c, Node::Element(e) if e.attr("xmlns") == Some(NS_INTERNAL)),
+                        );
                         out.push(Effect::Send(stanza));
                     }
                 }

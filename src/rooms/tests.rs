@@ -27,7 +27,7 @@ fn stamps_are_utc_rfc3339() {
 #[test]
 fn joins_asking_for_no_history_with_the_default_nick() {
     let mut rooms = Rooms::new("bot.h", None, RoomJids::default(), 100);
-    let effects = rooms.add("Room@muc.h", None);
+    let effects = rooms.add("Room@muc.h", None, None);
     assert_eq!(
         effects,
         [Effect::Send(parse(
@@ -39,7 +39,7 @@ fn joins_asking_for_no_history_with_the_default_nick() {
     joined(&mut rooms, Instant::now());
     assert_eq!(rooms.joined(), ["room@muc.h/bot"]);
     assert!(matches!(
-        &rooms.add("nonsense", None)[0],
+        &rooms.add("nonsense", None, None)[0],
         Effect::Log(LogLevel::Error, _)
     ));
 }
@@ -47,34 +47,123 @@ fn joins_asking_for_no_history_with_the_default_nick() {
 #[test]
 fn history_subject_and_own_messages_are_not_posted() {
     let mut rooms = Rooms::new("bot.h", Some("bot"), RoomJids::default(), 100);
-    rooms.add("room@muc.h/bot", None);
+    rooms.add("room@muc.h/bot", None, None);
     let msg = |from: &str, inner: &str| {
         parse(&format!(
             "<message type='groupchat' from='{from}' to='bot.h'>{inner}</message>"
         ))
     };
-    assert!(!rooms.message(&msg("room@muc.h/ann", "<body>before the join</body>")));
+    assert!(!posted(
+        &mut rooms,
+        &msg("room@muc.h/ann", "<body>before the join</body>")
+    ));
     joined(&mut rooms, Instant::now());
     let history = msg(
         "room@muc.h/ann",
         "<body>old</body><delay xmlns='urn:xmpp:delay' stamp='2026-12-01T09:00:00Z'/>",
     );
-    assert!(!rooms.message(&history));
-    assert!(!rooms.message(&msg("room@muc.h", "<subject>topic</subject>")));
-    assert!(rooms.message(&msg("room@muc.h/ann", "<body>live</body>")));
-    assert!(!rooms.message(&msg("room@muc.h/bot", "<body>my own</body>")));
-    assert!(!rooms.message(&history), "delayed from before the join");
-    assert!(rooms.message(&msg("room@muc.h", "<subject>new topic</subject>")));
-    assert!(rooms.message(&msg("other@muc.h/x", "<body>not ours</body>")));
+    assert!(!posted(&mut rooms, &history));
+    assert!(!posted(
+        &mut rooms,
+        &msg("room@muc.h", "<subject>topic</subject>")
+    ));
+    assert!(posted(
+        &mut rooms,
+        &msg("room@muc.h/ann", "<body>live</body>")
+    ));
+    assert!(!posted(
+        &mut rooms,
+        &msg("room@muc.h/bot", "<body>my own</body>")
+    ));
+    assert!(
+        !posted(&mut rooms, &history),
+        "delayed from before the join"
+    );
+    assert!(posted(
+        &mut rooms,
+        &msg("room@muc.h", "<subject>new topic</subject>")
+    ));
+    assert!(posted(
+        &mut rooms,
+        &msg("other@muc.h/x", "<body>not ours</body>")
+    ));
     // Joined again where we already were (a reload): no history, no
     // subject; the first live message is posted.
     let mut again = Rooms::new("bot.h", Some("bot"), RoomJids::default(), 100);
-    again.add("room@muc.h/bot", None);
+    again.add("room@muc.h/bot", None, None);
     joined(&mut again, Instant::now());
-    assert!(again.message(&msg("room@muc.h/ann", "<body>live at once</body>")));
+    assert!(posted(
+        &mut again,
+        &msg("room@muc.h/ann", "<body>live at once</body>")
+    ));
     let private =
         parse("<message type='chat' from='room@muc.h/ann' to='bot.h'><body>psst</body></message>");
-    assert!(rooms.message(&private));
+    assert!(posted(&mut rooms, &private));
+}
+
+#[test]
+fn mentions_only_rooms_hear_mentions_and_every_room_says_mentioned() {
+    let msg = |body: &str| {
+        parse(&format!(
+            "<message type='groupchat' from='room@muc.h/ann' to='bot.h'><body>{body}</body></message>"
+        ))
+    };
+    // (host setting, the room's own) → what a plain and a mentioning message get.
+    for (host, room, plain) in [
+        (false, None, Heard::Post { mentioned: false }),
+        (true, None, Heard::Ignore),
+        (false, Some(true), Heard::Ignore),
+        (true, Some(false), Heard::Post { mentioned: false }),
+    ] {
+        let mut rooms = Rooms::new("bot.h", Some("bot"), RoomJids::default(), 100)
+            .with_configured(Vec::new(), host);
+        rooms.add("room@muc.h/bot", None, room);
+        joined(&mut rooms, Instant::now());
+        assert_eq!(rooms.message(&msg("hello all")), plain, "{host} {room:?}");
+        assert_eq!(
+            rooms.message(&msg("@bot hello")),
+            Heard::Post { mentioned: true },
+            "{host} {room:?}"
+        );
+        let private = parse(
+            "<message type='chat' from='room@muc.h/ann' to='bot.h'><body>psst</body></message>",
+        );
+        assert_eq!(rooms.message(&private), Heard::Post { mentioned: false });
+    }
+    // The configured rooms, with their own setting.
+    let configured = vec![RoomItem {
+        jid: "room@muc.h/bot".into(),
+        mentions_only: Some(true),
+    }];
+    let mut rooms =
+        Rooms::new("bot.h", None, RoomJids::default(), 100).with_configured(configured, false);
+    assert_eq!(rooms.join_configured().len(), 1);
+    joined(&mut rooms, Instant::now());
+    assert_eq!(rooms.message(&msg("hello all")), Heard::Ignore);
+}
+
+#[test]
+fn a_join_by_the_service_may_ask_for_mentions_only_and_the_mark_is_not_sent() {
+    let mut rooms = Rooms::new("bot.h", None, RoomJids::default(), 100);
+    let join = join_presence("bot.h", "room@muc.h", "bot")
+        .with_child(Element::new(MENTIONS_ONLY).with_attr("xmlns", NS_INTERNAL));
+    let effects = rooms.sending(vec![Effect::Send(join)], Instant::now());
+    assert!(matches!(
+        &effects[0],
+        Effect::RememberRoom {
+            mentions_only: true,
+            ..
+        }
+    ));
+    let Effect::Send(sent) = &effects[1] else {
+        panic!("{effects:?}")
+    };
+    assert!(!sent.to_xml().contains(NS_INTERNAL), "{}", sent.to_xml());
+    joined(&mut rooms, Instant::now());
+    let plain = parse(
+        "<message type='groupchat' from='room@muc.h/ann' to='bot.h'><body>hi</body></message>",
+    );
+    assert_eq!(rooms.message(&plain), Heard::Ignore);
 }
 
 /// The shim sends every presence through `outgoing`, the rooms' own joins
@@ -84,7 +173,7 @@ fn history_subject_and_own_messages_are_not_posted() {
 fn the_rooms_own_joins_are_not_taken_for_the_web_services() {
     let t0 = Instant::now();
     let mut rooms = Rooms::new("bot.h", None, RoomJids::default(), 100);
-    let [Effect::Send(join)] = &rooms.add("room@muc.h", None)[..] else {
+    let [Effect::Send(join)] = &rooms.add("room@muc.h", None, None)[..] else {
         panic!("no join");
     };
     assert_eq!(rooms.outgoing(join), (Vec::new(), true));
@@ -138,7 +227,7 @@ fn what_the_web_service_sends_goes_through_the_rooms() {
 #[test]
 fn a_room_that_goes_away_is_joined_again_with_backoff() {
     let mut rooms = Rooms::new("bot.h", None, RoomJids::default(), 100);
-    rooms.add("room@muc.h", None);
+    rooms.add("room@muc.h", None, None);
     let t0 = Instant::now();
     joined(&mut rooms, t0);
     let gone = parse(
@@ -167,7 +256,7 @@ fn a_room_that_goes_away_is_joined_again_with_backoff() {
 fn a_kick_or_ban_is_not_undone_and_is_posted() {
     for code in ["307", "301"] {
         let mut rooms = Rooms::new("bot.h", None, RoomJids::default(), 100);
-        rooms.add("room@muc.h", None);
+        rooms.add("room@muc.h", None, None);
         let now = Instant::now();
         joined(&mut rooms, now);
         rooms.outgoing(&join_presence("bot.h", "room@muc.h", "bot"));
@@ -195,7 +284,8 @@ fn the_web_service_joins_and_leaves() {
             vec![Effect::RememberRoom {
                 room: "room@muc.h".into(),
                 nick: "Helper".into(),
-                jid: "bot.h".into()
+                jid: "bot.h".into(),
+                mentions_only: false,
             }],
             true
         )
@@ -215,7 +305,7 @@ fn the_web_service_joins_and_leaves() {
 fn rooms_are_capped_configured_ones_included() {
     let jids = RoomJids::default();
     let mut rooms = Rooms::new("bot.h", None, jids.clone(), 2);
-    rooms.add("one@muc.h", None);
+    rooms.add("one@muc.h", None, None);
     let (effects, send) = rooms.outgoing(&join_presence("bot.h", "two@muc.h", "b"));
     assert!(send && matches!(effects[0], Effect::RememberRoom { .. }));
     let third = join_presence("bot.h", "three@muc.h", "b");
@@ -234,7 +324,7 @@ fn rooms_are_capped_configured_ones_included() {
     assert!(rooms.outgoing(&third).1);
     // Remembered rooms beyond the cap at load are not joined.
     assert!(matches!(
-        &rooms.add("four@muc.h/b", Some("bot.h"))[0],
+        &rooms.add("four@muc.h/b", Some("bot.h"), None)[0],
         Effect::Log(LogLevel::Error, _)
     ));
 }
@@ -271,7 +361,7 @@ fn a_room_that_cannot_be_joined_for_a_day_is_forgotten() {
 #[test]
 fn its_own_messages_are_known_by_the_nick_the_room_gave() {
     let mut rooms = Rooms::new("bot.h", None, RoomJids::default(), 100);
-    rooms.add("room@muc.h/Bot", None);
+    rooms.add("room@muc.h/Bot", None, None);
     let given = parse(
         "<presence from='room@muc.h/Bot2' to='bot.h'><x xmlns='http://jabber.org/protocol/muc#user'>\
          <status code='110'/><status code='210'/></x></presence>",
@@ -284,14 +374,14 @@ fn its_own_messages_are_known_by_the_nick_the_room_gave() {
     let live = parse(
         "<message type='groupchat' from='room@muc.h/ann' to='bot.h'><body>hi</body></message>",
     );
-    assert!(rooms.message(&live));
-    assert!(!rooms.message(&own), "its own, reflected");
+    assert!(posted(&mut rooms, &live));
+    assert!(!posted(&mut rooms, &own), "its own, reflected");
 }
 
 #[test]
 fn other_occupants_presence_is_not_the_rooms_business() {
     let mut rooms = Rooms::new("bot.h", None, RoomJids::default(), 100);
-    rooms.add("room@muc.h", None);
+    rooms.add("room@muc.h", None, None);
     let ann = parse("<presence from='room@muc.h/ann' to='bot.h'><x xmlns='http://jabber.org/protocol/muc#user'/></presence>");
     assert!(rooms.presence(&ann, Instant::now(), NOW).is_none());
     let stranger = parse("<presence from='u@h/r' to='bot.h'/>");
@@ -302,7 +392,7 @@ fn other_occupants_presence_is_not_the_rooms_business() {
 fn the_deliveries_know_every_room_until_it_is_left() {
     let jids = RoomJids::default();
     let mut rooms = Rooms::new("bot.h", None, jids.clone(), 100);
-    rooms.add("Room@muc.h/bot", None);
+    rooms.add("Room@muc.h/bot", None, None);
     assert!(jids.contains("room@muc.h/alice") && jids.contains("ROOM@muc.h"));
     assert!(!jids.contains("other@muc.h/alice"));
     let join = parse(
@@ -312,4 +402,9 @@ fn the_deliveries_know_every_room_until_it_is_left() {
     assert!(jids.contains("other@muc.h/carol"));
     rooms.outgoing(&parse("<presence to='other@muc.h/b' type='unavailable'/>"));
     assert!(!jids.contains("other@muc.h/carol") && jids.contains("room@muc.h"));
+}
+
+/// Whether the message goes to the web service.
+fn posted(rooms: &mut Rooms, message: &Element) -> bool {
+    matches!(rooms.message(message), Heard::Post { .. })
 }

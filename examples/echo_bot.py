@@ -24,10 +24,13 @@ must list them: MENU below): "Ping" completes at once, and "Order a drink"
 is a two-step dialog with forms (choose, then confirm). It keeps no state:
 the drink chosen travels in a hidden field of the confirmation form.
 
-With the push endpoint on (component_push_token), it also speaks first: it
-shows that it is typing while it "thinks", and "remind me in 10 s: tea" is
-answered at once, and 10 seconds later the bot POSTs the reminder to the
-component's push URL.
+A message starting with "think" is answered after 2 seconds of thought:
+with component_post_typing set, the sender sees the bot typing meanwhile
+(the module sends the chat states; the bot does nothing for it).
+
+With the push endpoint on (component_push_token), it also speaks first:
+"remind me in 10 s: tea" is answered at once, and 10 seconds later the bot
+POSTs the reminder to the component's push URL.
 
     python3 echo_bot.py --port 8080 --push-url http://127.0.0.1:5280/component_http \\
         --push-host bot.localhost --push-token SECRET
@@ -40,6 +43,7 @@ import random
 import re
 import struct
 import threading
+import time
 import urllib.request
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -49,6 +53,7 @@ try:
 except ImportError:  # only needed with --secret
     Webhook = WebhookVerificationError = None
 
+THINKING = 2  # seconds a "think …" message takes
 REMIND = re.compile(r"^remind me in (\d+) ?s(?:econds?)?:? (.+)$", re.IGNORECASE)
 THANKS = re.compile(r"^(thanks|thank you)\b", re.IGNORECASE)
 MAX_DELAY = 3600
@@ -159,16 +164,17 @@ def make_handler(args):
                 return self.answer(200, {"body": "Here is a chart:", "file": chart()})
             if THANKS.match(body) and stanza.get("id"):
                 return self.answer(200, {"reactions": {"id": stanza["id"], "reactions": ["👍"]}})
-            if args.push_url and stanza.get("type") != "groupchat":
-                # Typing... (a chat state on its own), then the answer.
-                push(args, {"to": stanza["from"], "from": stanza["to"], "state": "composing"})
+            if body.lower().startswith("think"):
+                # A slow answer: with component_post_typing the module shows
+                # the sender the bot typing meanwhile, and active after.
+                time.sleep(THINKING)
             reminder = REMIND.match(body) if args.push_url else None
             if reminder and int(reminder[1]) <= MAX_DELAY:
                 delay, text = int(reminder[1]), reminder[2]
                 later = {"to": stanza["from"], "from": stanza["to"], "body": f"Reminder: {text}"}
                 threading.Timer(delay, push, args=(args, later)).start()
                 return self.answer(200, {"body": f"OK, I will remind you in {delay} s."})
-            return self.answer(200, {"body": f"Did you say {body}?", "state": "active"})
+            return self.answer(200, {"body": f"Did you say {body}?"})
 
         def answer(self, status, value):
             data = json.dumps(value, ensure_ascii=False).encode() if value is not None else b""

@@ -56,6 +56,8 @@ def main():
                              # Its face: a name and a picture (vCard, XEP-0153).
                              "component_post_name": "Echo Bot",
                              "component_post_avatar": os.path.join(ROOT, "examples", "echo_bot.png"),
+                             # The sender sees the bot typing when it takes a second.
+                             "component_post_typing": 1,
                              # The example bot's menu (its MENU).
                              "component_post_commands": [{"node": "ping", "name": "Ping"},
                                                          {"node": "order", "name": "Order a drink"}]}},
@@ -102,6 +104,8 @@ Try:
     menu / "Execute command"; poezio: /ad-hoc {BOT}; profanity:
     /cmd list {BOT}): "Ping" answers at once, "Order a drink" is a
     dialog in two steps (choose, then confirm).
+  * Typing: say "think about it" and the bot takes 2 s to answer; your
+    client shows it typing meanwhile (component_post_typing).
   * Face: the bot shows as "Echo Bot" with a smiling avatar (its vCard,
     from component_post_name and component_post_avatar).
   * Group chat: join  {ROOM}  (the bot is there as {NICK}) and say

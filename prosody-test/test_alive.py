@@ -8,7 +8,7 @@ others get forbidden or unsubscribed, rooms are judged as rooms."""
 import base64
 import hashlib
 import os
-import shutil
+import time
 import unittest
 
 from harness import MUC_DOMAIN, ComponentClient, ProsodyTestCase, echo_handler, json_reply
@@ -364,6 +364,91 @@ class MentionsTest(ProsodyTestCase):
         self.say(room, "Helper, again?")
         self.answer(room, "Helper, again?")
         self.assertEqual([r for r in self.ws.requests if r["json"].get("body") == "still nobody"], [])
+
+
+NS_CHATSTATES = "http://jabber.org/protocol/chatstates"
+
+
+def thinking_bot(request):
+    """Thinks 1.5 s before answering "slow …", and before failing "fail"."""
+    body = (request["json"] or {}).get("body") or ""
+    if body.startswith("slow") or body == "fail" or body == "paused":
+        time.sleep(1.5)
+    if body == "fail":
+        return 500, {}, b"oops"
+    if body == "paused":
+        return json_reply({"body": "hmm", "state": "paused"})
+    return echo_handler(request)
+
+
+def state_of(stanza):
+    return next((c.tag.split("}")[1] for c in stanza.el if c.tag.startswith(f"{{{NS_CHATSTATES}}}")), None)
+
+
+class TypingTest(ProsodyTestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.ws = cls.web_service(thinking_bot)
+        cls.start_prosody({"bot.localhost": {"component_post_url": cls.ws.url + "/", "component_post_typing": 0.5,
+                                             "component_post_retries": 0,
+                                             "component_post_rooms": [f"{LOBBY}/Bot"]},
+                           "quiet.localhost": {"component_post_url": cls.ws.url + "/"}}, muc=True)
+        cls.alice = cls.connect("alice")
+
+    def from_bot(self, client, jid):
+        return [s for s in client.received(lambda s: s.attr.get("from") == jid)]
+
+    def test_a_slow_answer_shows_composing_then_the_reply_with_active(self):
+        to = "slow@bot.localhost"
+        self.alice.message(to, "slow question")
+        composing = self.alice.expect(lambda s: s.attr.get("from") == to)
+        self.assertEqual((state_of(composing), composing.body, composing.attr.get("type")), ("composing", None, "chat"))
+        reply = self.alice.expect(lambda s: s.attr.get("from") == to)
+        self.assertEqual((reply.body, state_of(reply)), ("Did you say slow question?", "active"))
+        self.barrier(self.alice, to=to)
+        self.assertEqual(self.from_bot(self.alice, to), [], "composing once, active once")
+
+    def test_a_fast_answer_shows_neither(self):
+        to = "fast@bot.localhost"
+        self.alice.message(to, "quick")
+        reply = self.alice.expect(lambda s: s.attr.get("from") == to)
+        self.assertEqual((reply.body, state_of(reply)), ("Did you say quick?", None))
+
+    def test_an_error_after_composing_is_followed_by_active(self):
+        to = "err@bot.localhost"
+        id_ = self.alice.message(to, "fail")
+        first = self.alice.expect(lambda s: s.attr.get("from") == to)
+        self.assertEqual(state_of(first), "composing")
+        error = self.alice.expect(lambda s: s.attr.get("from") == to)
+        self.assertEqual((error.attr.get("type"), error.attr.get("id")), ("error", id_))
+        active = self.alice.expect(lambda s: s.attr.get("from") == to)
+        self.assertEqual((state_of(active), active.body), ("active", None))
+
+    def test_a_reply_with_its_own_state_keeps_it(self):
+        to = "own@bot.localhost"
+        self.alice.message(to, "paused")
+        self.assertEqual(state_of(self.alice.expect(lambda s: s.attr.get("from") == to)), "composing")
+        reply = self.alice.expect(lambda s: s.attr.get("from") == to)
+        self.assertEqual((reply.body, state_of(reply)), ("hmm", "paused"))
+        self.barrier(self.alice, to=to)
+        self.assertEqual(self.from_bot(self.alice, to), [])
+
+    def test_without_the_option_no_chat_states(self):
+        to = "slow@quiet.localhost"
+        self.alice.message(to, "slow too")
+        reply = self.alice.expect(lambda s: s.attr.get("from") == to)
+        self.assertEqual((reply.body, state_of(reply)), ("Did you say slow too?", None))
+
+    def test_a_room_sees_the_bot_typing(self):
+        self.wait_log(f"Joined room {LOBBY} as Bot")
+        self.alice.send(f"<presence to='{LOBBY}/alice'><x xmlns='{NS_MUC}'><history maxstanzas='0'/></x></presence>")
+        self.alice.expect(lambda s: s.name == "presence" and s.attr.get("from") == f"{LOBBY}/alice")
+        self.alice.send(f"<message to='{LOBBY}' type='groupchat'><body>slow room</body></message>")
+        said = lambda s: s.name == "message" and s.attr.get("from") == f"{LOBBY}/Bot"  # noqa: E731
+        typing = self.alice.expect(said)
+        self.assertEqual((state_of(typing), typing.attr.get("type")), ("composing", "groupchat"))
+        reply = self.alice.expect(said)
+        self.assertEqual((reply.body, state_of(reply)), ("Did you say slow room?", "active"))
 
 
 if __name__ == "__main__":

@@ -81,6 +81,14 @@ class MakeRunTest(unittest.TestCase):
         note = me.expect_id(id_).el.find(f"{{{commands}}}command/{{{commands}}}note")
         self.assertEqual(note.text, "pong")
 
+        # The typing the guide names: composing while the bot thinks.
+        self.assertIn('say "think about it"', self.guide)
+        me.message("echo@bot.localhost", "think about it")
+        states = "http://jabber.org/protocol/chatstates"
+        me.expect(lambda s: s.attr.get("from") == "echo@bot.localhost" and s.child("composing", states) is not None)
+        thought = me.expect(lambda s: s.body == "Did you say think about it?")
+        self.assertIsNotNone(thought.child("active", states), thought)
+
         # The face the guide names: a vCard with the example's picture.
         self.assertIn('"Echo Bot" with a smiling avatar', self.guide)
         id_ = me.iq("echo@bot.localhost", "get", "<vCard xmlns='vcard-temp'/>")

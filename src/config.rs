@@ -394,6 +394,9 @@ pub struct Config {
     pub upload_service: Option<String>,
     /// Bytes a file may have.
     pub max_upload: usize,
+    /// How long a message waits for its answer before its sender sees the
+    /// bot typing; `None`: never.
+    pub typing: Option<Duration>,
     /// Who may talk to the bot.
     pub allow: Allow,
     /// The bot's name and avatar.
@@ -532,6 +535,11 @@ impl Config {
                 ),
             },
             max_upload: count(&MAX_UPLOAD)?,
+            typing: match options.number(&TYPING)? {
+                None => None,
+                Some(0.0) => None,
+                on => Some(self::seconds(&TYPING, on)?),
+            },
             allow: Allow::new(&options.list(&ALLOW)?)
                 .map_err(|item| invalid(&ALLOW, format!("{item:?}"), "a bare JID or a domain"))?,
             face: Arc::new(Face {

@@ -322,6 +322,16 @@ pub const MAX_UPLOAD: Spec = Spec {
          `component_post_max_response` or `component_push_max_size` by the file in base64",
     )
 };
+pub const TYPING: Spec = Spec {
+    shown_default: Some("`0`: off"),
+    ..spec(
+        "component_post_typing",
+        "typing",
+        Type::Seconds(0.0),
+        "seconds a message may wait for its answer before its sender sees the bot typing (XEP-0085 \
+         `composing`, then `active` with the answer), e.g. `1` (see [Typing and streaming](#typing-and-streaming))",
+    )
+};
 pub const ALLOW: Spec = Spec {
     shown_default: Some("everyone"),
     ..spec(
@@ -406,7 +416,7 @@ pub const PUSH_MAX_SIZE: Spec = spec(
 );
 
 /// Every option, in the README's order.
-pub const ALL: [&Spec; 38] = [
+pub const ALL: [&Spec; 39] = [
     &URL,
     &STANZAS,
     &TIMEOUT,
@@ -436,6 +446,7 @@ pub const ALL: [&Spec; 38] = [
     &COMMAND_TIMEOUT,
     &UPLOAD_SERVICE,
     &MAX_UPLOAD,
+    &TYPING,
     &ALLOW,
     &NAME,
     &AVATAR,

@@ -14,6 +14,8 @@ pub struct Request {
     pub json: String,
     /// The stanza as XML (also in `json`), for durable delivery to hold.
     pub xml: String,
+    /// A message with a body: one its sender may see the bot typing for.
+    pub has_body: bool,
 }
 
 #[derive(Serialize)]
@@ -75,6 +77,7 @@ pub fn request_with(stanza: &Element, context: Context) -> Result<Request, Conve
     })
     .expect("serialising strings to JSON cannot fail");
     Ok(Request {
+        has_body: body.is_some(),
         envelope,
         json,
         xml,

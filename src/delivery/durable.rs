@@ -340,6 +340,7 @@ impl DurableAdmin {
                 envelope,
                 json,
                 xml,
+                has_body,
             } = request;
             let job = Arc::new(Job {
                 conversation: conversation_of(&envelope),
@@ -347,6 +348,7 @@ impl DurableAdmin {
                 json,
                 xml: Some(xml),
                 command: None,
+                has_body,
                 delivery_id: record.id.clone(),
                 received: record.received,
             });

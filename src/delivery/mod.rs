@@ -23,6 +23,7 @@ mod runtime;
 mod shared;
 #[cfg(test)]
 mod tests;
+mod typing;
 mod upload;
 mod wake;
 
@@ -256,6 +257,7 @@ impl Delivery {
             mut envelope,
             json,
             xml,
+            has_body,
         } = request;
         if jid::host(&envelope.from).eq_ignore_ascii_case(&config.host) {
             // Its answer would come back here, and so on: not POSTed, and
@@ -281,6 +283,7 @@ impl Delivery {
             json,
             xml: config.durable.then_some(xml),
             command,
+            has_body,
             delivery_id: signing::delivery_id(),
         });
         let mut owed = lock(&shared.owed);

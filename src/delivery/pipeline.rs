@@ -12,9 +12,11 @@ use super::http::{is_transient, post_with_retries};
 use super::ordering::Place;
 use super::outcome::{with_file, DeliveryError, Outcome};
 use super::shared::{Job, Shared};
+use super::typing;
 use crate::conversion::ReplyError;
 use crate::rooms;
 use crate::upload;
+use crate::xml::Element;
 
 /// Whatever way a delivery task ends (done, aborted, panicked), its stanza
 /// is answered once and its conversation moves on.
@@ -63,7 +65,7 @@ pub(super) async fn run(
     // Its deadline passed while it waited: answered now, never POSTed.
     let expired = || {
         let error = Err(DeliveryError::Timeout);
-        settle(shared, guard.id, &job, error, 0, submitted);
+        settle(shared, guard.id, &job, error, 0, submitted, None);
     };
     if !durable
         && timeout_at(deadline.into(), place.wait_for_turn())
@@ -100,17 +102,17 @@ pub(super) async fn run(
     } else {
         match target.connector.get(&target.config) {
             Ok((_, client)) => client,
-            Err(error) => return settle(shared, guard.id, &job, Err(error), 0, submitted),
+            Err(error) => return settle(shared, guard.id, &job, Err(error), 0, submitted, None),
         }
     };
-    let (result, attempts) = post_with_retries(
+    let attempt = post_with_retries(
         &client,
         &target.config,
         &job.delivery_id,
         &job.json,
         deadline,
-    )
-    .await;
+    );
+    let (result, attempts, typed) = attempt_typing(shared, &job, attempt).await;
     // A reply with a file: the file is uploaded before the stanza settles,
     // so its conversation's next stanza waits for it (§14).
     let file = match &result {
@@ -118,7 +120,7 @@ pub(super) async fn run(
         Err(_) => None,
     };
     match file {
-        None => settle(shared, guard.id, &job, result, attempts, submitted),
+        None => settle(shared, guard.id, &job, result, attempts, submitted, typed),
         Some(file) => {
             if shared.config.durable {
                 shared.count_result(false, false); // a 200: the service answers
@@ -145,13 +147,46 @@ pub(super) async fn run(
                     outcome = with_file(outcome, &job.envelope, uploaded);
                 }
             }
-            conclude(shared, guard.id, outcome, attempts, submitted);
+            conclude(shared, guard.id, outcome, attempts, submitted, typed);
+        }
+    }
+}
+
+/// The attempt, and if it takes `component_post_typing`, the sender sees
+/// the bot typing meanwhile: one `composing`, whatever the retries (§17).
+/// Also whether it was sent (then `active` must follow).
+async fn attempt_typing<T>(
+    shared: &Arc<Shared>,
+    job: &Job,
+    attempt: impl std::future::Future<Output = (T, u32)>,
+) -> (T, u32, Option<Element>) {
+    let typing =
+        shared
+            .config
+            .typing
+            .zip(typing::chat_state(&job.envelope, job.has_body, "composing"));
+    let Some((after, composing)) = typing.filter(|_| job.command.is_none()) else {
+        let (result, attempts) = attempt.await;
+        return (result, attempts, None);
+    };
+    tokio::pin!(attempt);
+    tokio::select! {
+        (result, attempts) = &mut attempt => (result, attempts, None),
+        () = tokio::time::sleep(after) => {
+            shared.outbox.queue(Outcome {
+                stanzas: vec![composing],
+                ..Outcome::default()
+            });
+            let (result, attempts) = attempt.await;
+            let active = typing::chat_state(&job.envelope, job.has_body, "active");
+            (result, attempts, active)
         }
     }
 }
 
 /// The last stage: the sender gets the reply or the stanza error, or, with
 /// durable delivery, a stanza the service could not take is held.
+/// `active`: the chat state that must follow a `composing` sent.
 fn settle(
     shared: &Arc<Shared>,
     id: u64,
@@ -159,20 +194,35 @@ fn settle(
     result: Result<crate::conversion::HttpAnswer, DeliveryError>,
     attempts: u32,
     submitted: Instant,
+    active: Option<Element>,
 ) {
     if shared.config.durable {
         let transient = is_transient(&result);
         shared.count_result(transient, false);
         if transient && job.may_be_held() && shared.hold(id, job) {
+            if let Some(active) = active {
+                shared.outbox.queue(Outcome {
+                    stanzas: vec![active],
+                    ..Outcome::default()
+                });
+            }
             return;
         }
     }
     let outcome = job.decide(&shared.config.host, result);
-    conclude(shared, id, outcome, attempts, submitted);
+    conclude(shared, id, outcome, attempts, submitted, active);
 }
 
-/// Ends delivery `id` with `outcome`, told how many attempts it took.
-fn conclude(shared: &Arc<Shared>, id: u64, outcome: Outcome, attempts: u32, submitted: Instant) {
+/// Ends delivery `id` with `outcome`, told how many attempts it took, and
+/// the `active` a `composing` sent asks for.
+fn conclude(
+    shared: &Arc<Shared>,
+    id: u64,
+    outcome: Outcome,
+    attempts: u32,
+    submitted: Instant,
+    active: Option<Element>,
+) {
     let config = &shared.config;
     let target = shared.target();
     shared.finish(id, |job| {
@@ -196,6 +246,9 @@ fn conclude(shared: &Arc<Shared>, id: u64, outcome: Outcome, attempts: u32, subm
         }
         outcome.seconds = Some(submitted.elapsed().as_secs_f64());
         outcome.retries = attempts.saturating_sub(1);
-        outcome
+        match active {
+            Some(active) => typing::with_active(outcome, active),
+            None => outcome,
+        }
     });
 }

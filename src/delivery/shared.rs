@@ -86,6 +86,8 @@ pub(super) struct Job {
     pub(super) xml: Option<String>,
     /// A command step: its answer is the command's result.
     pub(super) command: Option<Step>,
+    /// A message with a body (see [`super::typing`]).
+    pub(super) has_body: bool,
 }
 
 impl Job {

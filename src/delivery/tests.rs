@@ -144,6 +144,7 @@ fn a_panicking_task_still_answers_its_stanza() {
                 conversation: String::new(),
                 xml: None,
                 command: None,
+                has_body: true,
             }),
             abort: None,
         },

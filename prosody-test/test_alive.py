@@ -11,7 +11,7 @@ import os
 import time
 import unittest
 
-from harness import MUC_DOMAIN, ComponentClient, ProsodyTestCase, echo_handler, json_reply
+from harness import MUC_DOMAIN, ComponentClient, ProsodyTestCase, echo_handler, json_reply, ndjson_stream
 
 NS_VCARD = "vcard-temp"
 NS_UPDATE = "vcard-temp:x:update"
@@ -449,6 +449,143 @@ class TypingTest(ProsodyTestCase):
         self.assertEqual((state_of(typing), typing.attr.get("type")), ("composing", "groupchat"))
         reply = self.alice.expect(said)
         self.assertEqual((reply.body, state_of(reply)), ("Did you say slow room?", "active"))
+
+
+NS_CORRECTION = "urn:xmpp:message-correct:0"
+WORDS = [f"word{i}" for i in range(1, 21)]
+
+
+def story(n):
+    return " ".join(WORDS[:n])
+
+
+def streaming_bot(request):
+    """Streams a story of 20 words over 2 s for "story"; cuts it after 5
+    lines for "cut"; a first line not JSON for "garbage"; streams to IQs."""
+    payload = request["json"] or {}
+    body = payload.get("body")
+    lines = [{"body": story(n)} for n in range(1, 21)]
+    if payload.get("kind") == "iq":
+        return ndjson_stream(lines[:2])
+    if body in ("story", "slow story") or (body or "").startswith("@Bot"):
+        return ndjson_stream(lines)
+    if body == "cut":
+        return ndjson_stream(lines, cut_after=5)
+    if body == "garbage":
+        return ndjson_stream([b"this is not json\n"] + lines)
+    return echo_handler(request)
+
+
+class StreamTest(ProsodyTestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.ws = cls.web_service(streaming_bot)
+        url = cls.ws.url + "/"
+        cls.start_prosody({
+            "bot.localhost": {"component_post_url": url, "component_post_stream_interval": 0.5,
+                              "component_post_stanzas": ["message", "iq"],
+                              "component_post_rooms": [f"{LOBBY}/Bot"]},
+            "short.localhost": {"component_post_url": url, "component_post_timeout": 1,
+                                "component_post_stream_interval": 0.5},
+            "brief.localhost": {"component_post_url": url, "component_post_stream_timeout": 1},
+        }, muc=True)
+        cls.alice = cls.connect("alice")
+
+    def messages_until_final(self, client, frm, final):
+        """Every message from `frm` until one whose body is `final`."""
+        got = []
+        while not got or got[-1].body != final:
+            got.append(client.expect(lambda s: s.name == "message" and s.attr.get("from") == frm))
+        return got
+
+    def check_stream(self, got, interval=0.5):
+        states = [state_of(m) for m in got]
+        self.assertEqual(states[0], "composing", "typing first")
+        texts = [m for m in got if m.body is not None]
+        first, corrections = texts[0], texts[1:]
+        self.assertIsNone(first.child("replace", NS_CORRECTION))
+        self.assertEqual(first.body, story(1))
+        self.assertTrue(first.attr.get("id"))
+        for c in corrections:
+            self.assertEqual(c.child("replace", NS_CORRECTION).get("id"), first.attr["id"])
+            self.assertNotEqual(c.attr.get("id"), first.attr["id"])
+        self.assertEqual(texts[-1].body, story(20), "the final text is exactly the last line")
+        # 20 lines over about 2 s, at most one correction per 0.5 s: the
+        # first message, a handful of corrections, the last; never all.
+        self.assertLessEqual(len(corrections), 2 / interval + 2, [c.body for c in corrections])
+        self.assertGreaterEqual(len(corrections), 2)
+        if state_of(got[-1]) != "active":  # then on its own, right after
+            active = self.alice.expect(lambda s: s.name == "message" and s.attr.get("from") == got[-1].attr["from"])
+            self.assertEqual((state_of(active), active.body), ("active", None))
+        return first, corrections
+
+    def test_a_stream_is_a_message_then_corrections_no_more_often_than_the_interval(self):
+        to = "storyteller@bot.localhost"
+        self.alice.message(to, "story")
+        got = self.messages_until_final(self.alice, to, story(20))
+        self.check_stream(got)
+        print(f"\n  stream of 20 lines over 2 s, interval 0.5 s: {len([m for m in got if m.body]) - 1} corrections")
+
+    def test_a_stream_may_last_longer_than_the_timeout(self):
+        to = "storyteller@short.localhost"
+        self.alice.message(to, "story")
+        got = self.messages_until_final(self.alice, to, story(20))
+        self.check_stream(got)
+
+    def test_the_next_message_of_the_conversation_waits_for_the_stream(self):
+        to = "ordered@bot.localhost"
+        self.alice.message(to, "story")
+        self.alice.message(to, "after the story")
+        got = self.messages_until_final(self.alice, to, story(20))
+        self.check_stream(got)
+        after = self.alice.expect(lambda s: s.attr.get("from") == to and s.body == "Did you say after the story?")
+        self.assertIsNotNone(after)
+        posted = [r for r in self.ws.requests if r["json"].get("body") == "after the story"]
+        story_post = [r for r in self.ws.requests if r["json"].get("body") == "story"
+                      and r["json"]["to"] == to][0]
+        self.assertGreater(posted[0]["time"] - story_post["time"], 1.5, "POSTed once the stream ended")
+
+    def test_a_stream_cut_off_keeps_what_was_sent(self):
+        to = "cut@bot.localhost"
+        id_ = self.alice.message(to, "cut")
+        self.wait_log(r"The stream answering message id=%s .* broke off after \d+ messages, which stay" % id_)
+        self.barrier(self.alice, to=to)
+        got = self.alice.received(lambda s: s.attr.get("from") == to)
+        texts = [m.body for m in got if m.body is not None and m.body != "Did you say barrier?"]
+        self.assertEqual(texts[0], story(1))
+        self.assertIn(texts[-1], [story(n) for n in range(2, 6)], "the last line read is sent")
+        self.assertEqual([m for m in got if m.attr.get("type") == "error"], [], "nothing more but a log line")
+
+    def test_a_stream_past_its_stream_timeout_is_cut_off_keeping_what_was_sent(self):
+        to = "long@brief.localhost"
+        id_ = self.alice.message(to, "story")
+        self.wait_log(r"The stream answering message id=%s .* broke off .* component_post_stream_timeout was reached"
+                      % id_)
+        self.barrier(self.alice, to=to)
+        texts = [m.body for m in self.alice.received(lambda s: s.attr.get("from") == to) if m.body]
+        self.assertEqual(texts[0], story(1))
+        self.assertNotIn(story(20), texts, "cut off before its end")
+
+    def test_a_stream_invalid_before_its_first_message_is_an_invalid_reply(self):
+        to = "garbage@bot.localhost"
+        id_ = self.alice.message(to, "garbage")
+        error = self.alice.expect_id(id_)
+        self.assertEqual(error.error()[:2], ("cancel", "internal-server-error"))
+        self.assertIn("invalid reply: a line is not valid JSON", error.error()[2])
+
+    def test_a_stream_answering_an_iq_is_an_invalid_reply(self):
+        answer = self.alice.expect_id(self.alice.iq("bot.localhost", "get", "<q xmlns='urn:example:q'/>"))
+        self.assertEqual(answer.attr.get("type"), "error")
+        self.assertIn("answers messages only", answer.error()[2])
+
+    def test_a_room_sees_the_stream_as_corrections_of_the_bots_message(self):
+        self.wait_log(f"Joined room {LOBBY} as Bot")
+        self.alice.send(f"<presence to='{LOBBY}/alice'><x xmlns='{NS_MUC}'><history maxstanzas='0'/></x></presence>")
+        self.alice.expect(lambda s: s.name == "presence" and s.attr.get("from") == f"{LOBBY}/alice")
+        self.alice.send(f"<message to='{LOBBY}' type='groupchat'><body>@Bot tell a story</body></message>")
+        got = self.messages_until_final(self.alice, f"{LOBBY}/Bot", story(20))
+        first, _ = self.check_stream(got)
+        self.assertEqual(first.attr.get("type"), "groupchat")
 
 
 if __name__ == "__main__":

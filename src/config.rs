@@ -397,6 +397,10 @@ pub struct Config {
     /// How long a message waits for its answer before its sender sees the
     /// bot typing; `None`: never.
     pub typing: Option<Duration>,
+    /// A streamed answer's corrections: at most one per this.
+    pub stream_interval: Duration,
+    /// A streamed answer's time in all, from its POST's start.
+    pub stream_timeout: Duration,
     /// Who may talk to the bot.
     pub allow: Allow,
     /// The bot's name and avatar.
@@ -540,6 +544,8 @@ impl Config {
                 Some(0.0) => None,
                 on => Some(self::seconds(&TYPING, on)?),
             },
+            stream_interval: seconds(&STREAM_INTERVAL)?,
+            stream_timeout: seconds(&STREAM_TIMEOUT)?,
             allow: Allow::new(&options.list(&ALLOW)?)
                 .map_err(|item| invalid(&ALLOW, format!("{item:?}"), "a bare JID or a domain"))?,
             face: Arc::new(Face {

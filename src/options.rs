@@ -332,6 +332,20 @@ pub const TYPING: Spec = Spec {
          `composing`, then `active` with the answer), e.g. `1` (see [Typing and streaming](#typing-and-streaming))",
     )
 };
+pub const STREAM_INTERVAL: Spec = spec(
+    "component_post_stream_interval",
+    "stream_interval",
+    Type::Seconds(1.0),
+    "a streamed answer (`application/x-ndjson`) is corrected at most once in this many seconds; \
+     lines in between are skipped, the last is always sent",
+);
+pub const STREAM_TIMEOUT: Spec = spec(
+    "component_post_stream_timeout",
+    "stream_timeout",
+    Type::Seconds(300.0),
+    "seconds a streamed answer may take in all, from its POST's start (`component_post_timeout` \
+     bounds the wait for its first line); then it is cut off, keeping what was sent",
+);
 pub const ALLOW: Spec = Spec {
     shown_default: Some("everyone"),
     ..spec(
@@ -416,7 +430,7 @@ pub const PUSH_MAX_SIZE: Spec = spec(
 );
 
 /// Every option, in the README's order.
-pub const ALL: [&Spec; 39] = [
+pub const ALL: [&Spec; 41] = [
     &URL,
     &STANZAS,
     &TIMEOUT,
@@ -447,6 +461,8 @@ pub const ALL: [&Spec; 39] = [
     &UPLOAD_SERVICE,
     &MAX_UPLOAD,
     &TYPING,
+    &STREAM_INTERVAL,
+    &STREAM_TIMEOUT,
     &ALLOW,
     &NAME,
     &AVATAR,

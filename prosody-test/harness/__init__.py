@@ -28,7 +28,7 @@ from .prosody import Prosody, metric_value
 from .push import post_push
 from .schema import CONTRACT_SCHEMA, schema_errors
 from .storage import PostgresServer
-from .web import H2WebService, WebService, echo_handler, json_reply, reset_mid_body
+from .web import H2WebService, WebService, echo_handler, json_reply, ndjson_stream, reset_mid_body
 from .xmpp import NS_CLIENT, NS_STANZAS, ComponentClient, Stanza, XmppClient, escape
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "MUC_DOMAIN", "NS_CLIENT", "NS_STANZAS", "PASSWORD", "PROSODY", "PROSODYCTL", "PROSODY_CMD", "PROSODY_ROOTS",
     "PostgresServer", "Prosody", "ProsodyTestCase", "ROOT", "SHELL_UNRELIABLE", "SHELL_UNRELIABLE_WHY",
     "SIGTERM_IGNORED", "Stanza", "WAIT", "WebService", "XmppClient", "echo_handler", "escape", "free_port",
-    "json_reply", "memory_mib", "metric_value", "post_push", "reset_mid_body", "schema_errors", "stop_process",
+    "json_reply", "memory_mib", "metric_value", "ndjson_stream", "post_push", "reset_mid_body", "schema_errors",
+    "stop_process",
     "wait_for_port",
 ]

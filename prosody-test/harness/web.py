@@ -229,6 +229,30 @@ def reset_mid_body(handler):
     handler.connection.close()
 
 
+def ndjson_stream(lines, every=0.1, cut_after=None):
+    """An answer streaming `lines` (dicts, or bytes sent as they are) as
+    NDJSON (docs/contract.md §18), one each `every` seconds, chunked; with
+    `cut_after`, the connection drops after that many lines, the stream
+    unfinished."""
+    def answer(handler):
+        try:
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/x-ndjson")
+            handler.send_header("Transfer-Encoding", "chunked")
+            handler.end_headers()
+            for i, line in enumerate(lines):
+                if i == cut_after:
+                    return
+                data = line if isinstance(line, bytes) else (json.dumps(line) + "\n").encode()
+                handler.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                handler.wfile.flush()
+                time.sleep(every)
+            handler.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the module gave up
+    return answer
+
+
 def json_reply(value, status=200, content_type="application/json"):
     return status, {"Content-Type": content_type}, json.dumps(value)
 

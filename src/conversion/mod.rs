@@ -10,6 +10,7 @@ mod extract;
 pub(crate) mod ns;
 mod reply;
 mod request;
+pub mod stream;
 
 pub use address::{prepare as prepare_addresses, AddressError};
 pub use envelope::{ConversionError, Envelope, Kind, RoomJids};

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderName, CONTENT_TYPE, RETRY_AFTER};
 use tokio::runtime::Handle;
+use tokio::time::timeout_at;
 
 use super::outcome::DeliveryError;
 use super::retry;
@@ -69,23 +70,32 @@ pub(super) fn is_transient(result: &Result<HttpAnswer, DeliveryError>) -> bool {
     }
 }
 
+/// What an attempt got: an answer read whole, or a stream (§18) whose
+/// lines are still coming, to follow.
+pub(super) enum Answer {
+    Whole(HttpAnswer),
+    Stream(reqwest::Response),
+}
+
 /// POSTs one stanza, retrying what may succeed on another attempt, all
-/// before `deadline`. Returns the last result and the number of
-/// attempts made.
+/// before `deadline` (a stream is never retried). Returns the last result
+/// and the number of attempts made.
 pub(super) async fn post_with_retries(
     client: &reqwest::Client,
     config: &Config,
     id: &str,
     json: &str,
     deadline: Instant,
-) -> (Result<HttpAnswer, DeliveryError>, u32) {
+) -> (Result<Answer, DeliveryError>, u32) {
     let mut attempts = 0;
     loop {
         attempts += 1;
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let result = post(client, config, id, json, remaining).await;
+        let result = post_answer(client, config, id, json, remaining).await;
         let retry_after = match &result {
-            Ok(answer) if retry::is_retryable_status(answer.status) => answer.retry_after,
+            Ok(Answer::Whole(answer)) if retry::is_retryable_status(answer.status) => {
+                answer.retry_after
+            }
             Err(error) if retry::is_retryable(error) => None,
             _ => return (result, attempts),
         };
@@ -109,6 +119,7 @@ const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
 const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
 const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
 
+/// One attempt, its answer read whole (a stream too, within `timeout`).
 pub(super) async fn post(
     client: &reqwest::Client,
     config: &Config,
@@ -116,13 +127,43 @@ pub(super) async fn post(
     json: &str,
     timeout: Duration,
 ) -> Result<HttpAnswer, DeliveryError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    match post_answer(client, config, id, json, timeout).await? {
+        Answer::Whole(answer) => Ok(answer),
+        Answer::Stream(response) => {
+            let content_type = Some(crate::conversion::stream::NDJSON.to_owned());
+            let status = response.status().as_u16();
+            let read = read_body(response, config.max_response);
+            let body = timeout_at(deadline, read)
+                .await
+                .map_err(|_| DeliveryError::Timeout)??;
+            Ok(HttpAnswer {
+                status,
+                content_type,
+                retry_after: None,
+                body,
+            })
+        }
+    }
+}
+
+/// One attempt: the answer, read whole within `timeout`, or, a stream,
+/// once its headers are in.
+async fn post_answer(
+    client: &reqwest::Client,
+    config: &Config,
+    id: &str,
+    json: &str,
+    timeout: Duration,
+) -> Result<Answer, DeliveryError> {
     if timeout.is_zero() {
         return Err(DeliveryError::Timeout);
     }
+    // The deadline is kept here, not by the client: a stream may go on past it.
+    let deadline = tokio::time::Instant::now() + timeout;
     let timestamp = clock::unix_secs();
     let mut request = client
         .post(config.url.clone())
-        .timeout(timeout)
         .header(CONTENT_TYPE, "application/json")
         .header(WEBHOOK_ID, id)
         .header(WEBHOOK_TIMESTAMP, timestamp);
@@ -136,10 +177,9 @@ pub(super) async fn post(
         );
         request = request.header(WEBHOOK_SIGNATURE, signature);
     }
-    let response = request
-        .body(json.to_owned())
-        .send()
+    let response = timeout_at(deadline, request.body(json.to_owned()).send())
         .await
+        .map_err(|_| DeliveryError::Timeout)?
         .map_err(transport_error)?;
     let status = response.status().as_u16();
     let header = |name| {
@@ -150,21 +190,26 @@ pub(super) async fn post(
             .map(str::to_owned)
     };
     let content_type = header(CONTENT_TYPE);
+    if crate::conversion::stream::is_stream(status, content_type.as_deref()) {
+        return Ok(Answer::Stream(response));
+    }
     let retry_after =
         header(RETRY_AFTER).and_then(|value| retry::parse_retry_after(&value, clock::now()));
     // A reply may carry a file (§14): as large as the usual limit and the
     // file in base64 (with line breaks); a larger one without is refused.
     let limit = config.max_response + crate::upload::base64_size(config.max_upload);
-    let body = read_body(response, limit).await?;
+    let body = timeout_at(deadline, read_body(response, limit))
+        .await
+        .map_err(|_| DeliveryError::Timeout)??;
     if body.len() > config.max_response && memchr::memmem::find(&body, b"\"file\"").is_none() {
         return Err(DeliveryError::TooLarge(config.max_response));
     }
-    Ok(HttpAnswer {
+    Ok(Answer::Whole(HttpAnswer {
         status,
         content_type,
         retry_after,
         body,
-    })
+    }))
 }
 
 async fn read_body(
@@ -183,7 +228,7 @@ async fn read_body(
 
 /// What failed, in words for the sender: the innermost cause, without the URL
 /// (it may hold credentials).
-fn transport_error(error: reqwest::Error) -> DeliveryError {
+pub(super) fn transport_error(error: reqwest::Error) -> DeliveryError {
     if error.is_timeout() {
         return DeliveryError::Timeout;
     }

@@ -21,6 +21,7 @@ mod pipeline;
 pub mod retry;
 mod runtime;
 mod shared;
+mod stream;
 #[cfg(test)]
 mod tests;
 mod typing;

@@ -3,7 +3,8 @@
 //! decides a failed stanza's error, metrics label and log level.
 
 use crate::commands::{self, Settled, Step};
-use crate::conversion::{ns, reply_for, Envelope, HttpAnswer, ReplyError};
+use crate::conversion::{ns, reply_for, stream, Envelope, HttpAnswer, ReplyError};
+use crate::signing;
 use crate::stanza_error::{status_class, ErrorType, StanzaError};
 use crate::upload::{File, UploadError};
 use crate::xml::Element;
@@ -169,10 +170,10 @@ pub fn decide(
     result: Result<HttpAnswer, DeliveryError>,
 ) -> Outcome {
     let answered = answered_class(&result);
-    let reply =
-        result.and_then(|answer| reply_for(envelope, host, &answer).map_err(DeliveryError::from));
-    let reply = match reply {
-        Ok(reply) => reply,
+    let replies =
+        result.and_then(|answer| replies_for(envelope, host, &answer).map_err(DeliveryError::from));
+    let replies = match replies {
+        Ok(replies) => replies,
         Err(error) => return failed(envelope, error),
     };
     let mut outcome = Outcome {
@@ -182,14 +183,27 @@ pub fn decide(
     if !envelope.may_be_answered() {
         return outcome;
     }
-    let answers_iq = reply.as_ref().is_some_and(|r| r.name == "iq");
-    if let Some(reply) = reply {
-        outcome.stanzas.push(reply);
-    }
+    let answers_iq = replies.iter().any(|r| r.name == "iq");
+    outcome.stanzas.extend(replies);
     if envelope.is_iq_request() && !answers_iq {
         outcome.stanzas.push(envelope.iq_result());
     }
     outcome
+}
+
+/// What an answer read whole sends: its reply, or a stream's first message
+/// and last correction (§18: durable delivery reads streams whole).
+fn replies_for(
+    envelope: &Envelope,
+    host: &str,
+    answer: &HttpAnswer,
+) -> Result<Vec<Element>, ReplyError> {
+    if stream::is_stream(answer.status, answer.content_type.as_deref()) {
+        return stream::whole(envelope, host, &answer.body, || {
+            signing::unguessable_id("stream_")
+        });
+    }
+    Ok(reply_for(envelope, host, answer)?.into_iter().collect())
 }
 
 /// A reply that had a file (docs/contract.md §14), once its upload ended:

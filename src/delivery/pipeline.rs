@@ -1,17 +1,18 @@
 //! The life of a submitted stanza, as named stages: wait for its turn in
 //! its conversation → take a slot → (durable delivery: hold it instead?) →
-//! attempt (POST, with retries) → (a reply with a file: upload it) →
-//! settle (answer the sender, or hold).
+//! attempt (POST, with retries) → (a streamed answer: follow it; a reply
+//! with a file: upload it) → settle (answer the sender, or hold).
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::time::timeout_at;
 
-use super::http::{is_transient, post_with_retries};
+use super::http::{is_transient, post_with_retries, Answer};
 use super::ordering::Place;
 use super::outcome::{with_file, DeliveryError, Outcome};
 use super::shared::{Job, Shared};
+use super::stream;
 use super::typing;
 use crate::conversion::ReplyError;
 use crate::rooms;
@@ -105,6 +106,7 @@ pub(super) async fn run(
             Err(error) => return settle(shared, guard.id, &job, Err(error), 0, submitted, None),
         }
     };
+    let started = Instant::now();
     let attempt = post_with_retries(
         &client,
         &target.config,
@@ -112,7 +114,33 @@ pub(super) async fn run(
         &job.json,
         deadline,
     );
-    let (result, attempts, typed) = attempt_typing(shared, &job, attempt).await;
+    let (result, attempts, mut typed) = attempt_typing(shared, &job, attempt).await;
+    let result = match result {
+        Ok(Answer::Whole(answer)) => Ok(answer),
+        Err(error) => Err(error),
+        // A stream holds its slot and its conversation until it ends (§18).
+        Ok(Answer::Stream(response)) => {
+            if durable {
+                shared.count_result(false, false); // a 2xx: the service answers
+            }
+            let config = &target.config;
+            let ended = stream::follow(
+                shared, config, &job, response, started, deadline, &mut typed,
+            );
+            return match ended.await {
+                Ok(outcome) => conclude(shared, guard.id, outcome, attempts, submitted, typed),
+                Err(error) => settle(
+                    shared,
+                    guard.id,
+                    &job,
+                    Err(error),
+                    attempts,
+                    submitted,
+                    typed,
+                ),
+            };
+        }
+    };
     // A reply with a file: the file is uploaded before the stanza settles,
     // so its conversation's next stanza waits for it (§14).
     let file = match &result {

@@ -24,6 +24,9 @@ must list them: MENU below): "Ping" completes at once, and "Order a drink"
 is a two-step dialog with forms (choose, then confirm). It keeps no state:
 the drink chosen travels in a hidden field of the confirmation form.
 
+"story" is answered with a story streamed word by word
+(application/x-ndjson): clients see one message grow in place.
+
 A message starting with "think" is answered after 2 seconds of thought:
 with component_post_typing set, the sender sees the bot typing meanwhile
 (the module sends the chat states; the bot does nothing for it).
@@ -54,6 +57,9 @@ except ImportError:  # only needed with --secret
     Webhook = WebhookVerificationError = None
 
 THINKING = 2  # seconds a "think …" message takes
+STORY = ("Once upon a time a small bot lived on an XMPP server. Every day it answered "
+         "whoever wrote to it, word by word, as it thought of them. The end.")
+STORY_PACE = 0.15  # seconds between words
 REMIND = re.compile(r"^remind me in (\d+) ?s(?:econds?)?:? (.+)$", re.IGNORECASE)
 THANKS = re.compile(r"^(thanks|thank you)\b", re.IGNORECASE)
 MAX_DELAY = 3600
@@ -160,6 +166,8 @@ def make_handler(args):
             body = stanza.get("body")
             if body is None:  # presence, iq, chat states...: nothing to say
                 return self.answer(204, None)
+            if body.strip().lower() == "story":
+                return self.stream(STORY.split())
             if body.strip().lower() == "chart":
                 return self.answer(200, {"body": "Here is a chart:", "file": chart()})
             if THANKS.match(body) and stanza.get("id"):
@@ -175,6 +183,24 @@ def make_handler(args):
                 threading.Timer(delay, push, args=(args, later)).start()
                 return self.answer(200, {"body": f"OK, I will remind you in {delay} s."})
             return self.answer(200, {"body": f"Did you say {body}?"})
+
+        def stream(self, words):
+            """A streamed answer (application/x-ndjson), word by word as a
+            language model would write it: each line the whole text so far.
+            The module sends the first as a message and the rest as
+            corrections of it."""
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-ndjson")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            text = ""
+            for word in words:
+                text = f"{text} {word}".strip()
+                line = (json.dumps({"body": text}, ensure_ascii=False) + "\n").encode()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+                self.wfile.flush()
+                time.sleep(STORY_PACE)
+            self.wfile.write(b"0\r\n\r\n")
 
         def answer(self, status, value):
             data = json.dumps(value, ensure_ascii=False).encode() if value is not None else b""

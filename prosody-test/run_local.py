@@ -106,6 +106,8 @@ Try:
     dialog in two steps (choose, then confirm).
   * Typing: say "think about it" and the bot takes 2 s to answer; your
     client shows it typing meanwhile (component_post_typing).
+  * Streaming: say "story" and the bot writes its answer word by word, as
+    a language model does: one message that grows in place (corrections).
   * Face: the bot shows as "Echo Bot" with a smiling avatar (its vCard,
     from component_post_name and component_post_avatar).
   * Group chat: join  {ROOM}  (the bot is there as {NICK}) and say

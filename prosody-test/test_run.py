@@ -89,6 +89,14 @@ class MakeRunTest(unittest.TestCase):
         thought = me.expect(lambda s: s.body == "Did you say think about it?")
         self.assertIsNotNone(thought.child("active", states), thought)
 
+        # The stream the guide names: a message, then corrections of it.
+        self.assertIn('say "story"', self.guide)
+        me.message("echo@bot.localhost", "story")
+        first = me.expect(lambda s: s.attr.get("from") == "echo@bot.localhost" and s.body == "Once")
+        correct = "urn:xmpp:message-correct:0"
+        last = me.expect(lambda s: s.body is not None and s.body.endswith("The end."))
+        self.assertEqual(last.child("replace", correct).get("id"), first.attr["id"])
+
         # The face the guide names: a vCard with the example's picture.
         self.assertIn('"Echo Bot" with a smiling avatar', self.guide)
         id_ = me.iq("echo@bot.localhost", "get", "<vCard xmlns='vcard-temp'/>")

@@ -11,7 +11,7 @@ import os
 import time
 import unittest
 
-from harness import MUC_DOMAIN, ComponentClient, ProsodyTestCase, echo_handler, json_reply, ndjson_stream
+from harness import BACKEND, MUC_DOMAIN, ComponentClient, ProsodyTestCase, echo_handler, json_reply, ndjson_stream
 
 NS_VCARD = "vcard-temp"
 NS_UPDATE = "vcard-temp:x:update"
@@ -36,6 +36,7 @@ def photo_of(stanza):
     return None if photo is None else photo.text
 
 
+@unittest.skipUnless(BACKEND == "epoll", "does not depend on the network backend: run once per Prosody")
 class FaceTest(ProsodyTestCase):
     @classmethod
     def setUpClass(cls):
@@ -125,6 +126,7 @@ class FaceTest(ProsodyTestCase):
                 self.assertIn(needle, lines[0])
 
 
+@unittest.skipUnless(BACKEND == "epoll", "does not depend on the network backend: run once per Prosody")
 class AllowTest(ProsodyTestCase):
     TOKEN = TOKEN
 
@@ -235,6 +237,7 @@ def retract_bot(request):
     return echo_handler(request)
 
 
+@unittest.skipUnless(BACKEND == "epoll", "does not depend on the network backend: run once per Prosody")
 class RetractTest(ProsodyTestCase):
     @classmethod
     def setUpClass(cls):
@@ -276,6 +279,7 @@ QUIET = f"quiet@{MUC_DOMAIN}"
 CHATTY = f"chatty@{MUC_DOMAIN}"
 
 
+@unittest.skipUnless(BACKEND == "epoll", "does not depend on the network backend: run once per Prosody")
 class MentionsTest(ProsodyTestCase):
     TOKEN = TOKEN
 

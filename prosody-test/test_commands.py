@@ -9,7 +9,7 @@ import re
 import time
 import unittest
 
-from harness import (PROSODY, SHELL_UNRELIABLE, SHELL_UNRELIABLE_WHY, ProsodyTestCase, echo_handler,
+from harness import (BACKEND, PROSODY, SHELL_UNRELIABLE, SHELL_UNRELIABLE_WHY, ProsodyTestCase, echo_handler,
                      free_port, json_reply)
 from harness.slix import SlixClient
 
@@ -358,6 +358,7 @@ class CommandsTest(MenuTestCase):
 
 
 
+@unittest.skipUnless(BACKEND == "epoll", "does not depend on the network backend: run once per Prosody")
 class PushedMenuTest(MenuTestCase):
     """The menu pushed; a Prosody of its own, as it restarts."""
 

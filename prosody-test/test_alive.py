@@ -11,7 +11,8 @@ import os
 import time
 import unittest
 
-from harness import BACKEND, MUC_DOMAIN, ComponentClient, ProsodyTestCase, echo_handler, json_reply, ndjson_stream
+from harness import (MUC_DOMAIN, ComponentClient, ProsodyTestCase, echo_handler, json_reply, ndjson_stream,
+                     once_per_prosody)
 
 NS_VCARD = "vcard-temp"
 NS_UPDATE = "vcard-temp:x:update"
@@ -36,7 +37,7 @@ def photo_of(stanza):
     return None if photo is None else photo.text
 
 
-@unittest.skipUnless(BACKEND == "epoll", "does not depend on the network backend: run once per Prosody")
+@once_per_prosody
 class FaceTest(ProsodyTestCase):
     @classmethod
     def setUpClass(cls):
@@ -126,7 +127,7 @@ class FaceTest(ProsodyTestCase):
                 self.assertIn(needle, lines[0])
 
 
-@unittest.skipUnless(BACKEND == "epoll", "does not depend on the network backend: run once per Prosody")
+@once_per_prosody
 class AllowTest(ProsodyTestCase):
     TOKEN = TOKEN
 
@@ -237,7 +238,7 @@ def retract_bot(request):
     return echo_handler(request)
 
 
-@unittest.skipUnless(BACKEND == "epoll", "does not depend on the network backend: run once per Prosody")
+@once_per_prosody
 class RetractTest(ProsodyTestCase):
     @classmethod
     def setUpClass(cls):
@@ -279,7 +280,7 @@ QUIET = f"quiet@{MUC_DOMAIN}"
 CHATTY = f"chatty@{MUC_DOMAIN}"
 
 
-@unittest.skipUnless(BACKEND == "epoll", "does not depend on the network backend: run once per Prosody")
+@once_per_prosody
 class MentionsTest(ProsodyTestCase):
     TOKEN = TOKEN
 

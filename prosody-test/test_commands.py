@@ -9,8 +9,8 @@ import re
 import time
 import unittest
 
-from harness import (BACKEND, PROSODY, SHELL_UNRELIABLE, SHELL_UNRELIABLE_WHY, ProsodyTestCase, echo_handler,
-                     free_port, json_reply)
+from harness import (PROSODY, SHELL_UNRELIABLE, SHELL_UNRELIABLE_WHY, ProsodyTestCase, echo_handler, free_port,
+                     json_reply, once_per_prosody)
 from harness.slix import SlixClient
 
 NS_COMMANDS = "http://jabber.org/protocol/commands"
@@ -358,7 +358,7 @@ class CommandsTest(MenuTestCase):
 
 
 
-@unittest.skipUnless(BACKEND == "epoll", "does not depend on the network backend: run once per Prosody")
+@once_per_prosody
 class PushedMenuTest(MenuTestCase):
     """The menu pushed; a Prosody of its own, as it restarts."""
 

@@ -10,7 +10,7 @@ import threading
 import unittest
 import urllib.request
 
-from harness import BACKEND, UPLOAD_DOMAIN, ComponentClient, ProsodyTestCase, echo_handler, json_reply
+from harness import UPLOAD_DOMAIN, ComponentClient, ProsodyTestCase, echo_handler, json_reply, once_per_prosody
 
 TOKEN = "files-push-token-0123456789"
 
@@ -230,7 +230,7 @@ class FilesTest(ProsodyTestCase):
         self.assertGreaterEqual(self.metric("uploads_total", host="bot.localhost", outcome="too_large"), 2)
 
 
-@unittest.skipUnless(BACKEND == "epoll", "does not depend on the network backend: run once per Prosody")
+@once_per_prosody
 class BigFileTest(ProsodyTestCase):
     """A 5 MiB file (the default limit) pushed while messages flow, to an
     upload service with its default limits (10 MiB)."""

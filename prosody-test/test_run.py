@@ -13,12 +13,12 @@ import sys
 import time
 import unittest
 
-from harness import BACKEND, MUC_DOMAIN, ROOT, WAIT, XmppClient
+from harness import MUC_DOMAIN, ROOT, WAIT, XmppClient, once_per_prosody
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-@unittest.skipUnless(BACKEND == "epoll", "make run's behaviour does not depend on the backend")
+@once_per_prosody
 class MakeRunTest(unittest.TestCase):
     def setUp(self):
         self.run = subprocess.Popen([sys.executable, os.path.join(HERE, "run_local.py")],

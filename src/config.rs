@@ -185,20 +185,22 @@ impl Options {
         }
     }
 
+    /// A list of strings and tables; one of either is a list of one, an
+    /// empty table none. `what` says what it must be.
+    fn items(&self, spec: &Spec, what: &str) -> Result<Vec<Value>, ConfigError> {
+        match self.values.get(spec.key) {
+            None => Ok(Vec::new()),
+            Some(Value::List(items)) => Ok(items.clone()),
+            Some(Value::Table(t)) if t.is_empty() => Ok(Vec::new()),
+            Some(item @ (Value::Text(_) | Value::Table(_))) => Ok(vec![item.clone()]),
+            Some(other) => Err(wrong_type(spec, other, what)),
+        }
+    }
+
     /// A menu: a list of nodes or `{ node = , name = }` tables; one of
     /// either is a list of one.
     fn commands(&self, spec: &Spec) -> Result<Vec<MenuItem>, ConfigError> {
-        let one;
-        let items = match self.values.get(spec.key) {
-            None => return Ok(Vec::new()),
-            Some(Value::List(items)) => items.as_slice(),
-            Some(Value::Table(t)) if t.is_empty() => return Ok(Vec::new()),
-            Some(item @ (Value::Text(_) | Value::Table(_))) => {
-                one = [item.clone()];
-                &one
-            }
-            Some(other) => return Err(wrong_type(spec, other, "a list of commands")),
-        };
+        let items = self.items(spec, "a list of commands")?;
         let mut menu: Vec<MenuItem> = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             let bad = |why: String| ConfigError::BadItem {
@@ -235,17 +237,7 @@ impl Options {
     /// Rooms: `room@service[/nick]` strings or `{ jid = , mentions_only = }`
     /// tables; one of either is a list of one.
     fn rooms(&self, spec: &Spec) -> Result<Vec<RoomItem>, ConfigError> {
-        let one;
-        let items = match self.values.get(spec.key) {
-            None => return Ok(Vec::new()),
-            Some(Value::List(items)) => items.as_slice(),
-            Some(Value::Table(t)) if t.is_empty() => return Ok(Vec::new()),
-            Some(item @ (Value::Text(_) | Value::Table(_))) => {
-                one = [item.clone()];
-                &one
-            }
-            Some(other) => return Err(wrong_type(spec, other, "a list of rooms")),
-        };
+        let items = self.items(spec, "a list of rooms")?;
         let mut rooms = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             let bad = |why: &str| ConfigError::BadItem {

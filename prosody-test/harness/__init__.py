@@ -22,7 +22,7 @@ Every process started here is ended here, by its PID.
 from .case import ProsodyTestCase, stop_process
 from .env import (BACKEND, DOMAIN, MUC_DOMAIN, UPLOAD_DOMAIN, PASSWORD, PROSODY, PROSODY_CMD, PROSODY_ROOTS, PROSODYCTL,
                   ROOT, SHELL_UNRELIABLE, SHELL_UNRELIABLE_WHY, SIGTERM_IGNORED, WAIT, free_port, memory_mib,
-                  wait_for_port)
+                  once_per_prosody, wait_for_port)
 from .keys import Certificates, Ed25519Keys
 from .prosody import Prosody, metric_value
 from .push import post_push
@@ -36,7 +36,7 @@ __all__ = [
     "MUC_DOMAIN", "NS_CLIENT", "NS_STANZAS", "PASSWORD", "PROSODY", "PROSODYCTL", "PROSODY_CMD", "PROSODY_ROOTS",
     "PostgresServer", "Prosody", "ProsodyTestCase", "ROOT", "SHELL_UNRELIABLE", "SHELL_UNRELIABLE_WHY",
     "SIGTERM_IGNORED", "Stanza", "WAIT", "WebService", "XmppClient", "echo_handler", "escape", "free_port",
-    "json_reply", "memory_mib", "metric_value", "ndjson_stream", "post_push", "reset_mid_body", "schema_errors",
+    "json_reply", "memory_mib", "metric_value", "ndjson_stream", "once_per_prosody", "post_push", "reset_mid_body", "schema_errors",
     "stop_process",
     "wait_for_port",
 ]

@@ -7,6 +7,7 @@ import os
 import random
 import socket
 import time
+import unittest
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -46,6 +47,10 @@ SHELL_UNRELIABLE_WHY = "Prosody 0.12's libevent backend drops admin-shell input 
 # there `prosodyctl stop` does not stop it either, and the tests stop it
 # with the admin shell's server:shutdown().
 SIGTERM_IGNORED = PROSODY == "13" and BACKEND == "select"
+
+# A test class that does not depend on the network backend runs once per
+# Prosody (on epoll), not on every backend: the suite stays within its time.
+once_per_prosody = unittest.skipUnless(BACKEND == "epoll", "does not depend on the network backend: run once per Prosody")
 
 
 

@@ -233,6 +233,8 @@ def retract_bot(request):
     body = (request["json"] or {}).get("body") or ""
     if body.startswith("undo "):
         return json_reply({"retract": body[5:]})
+    if body == "say oops":
+        return json_reply({"body": "oops", "id": "bot-oops"})
     if body == "undo-with-body":
         return json_reply({"retract": "m1", "body": "and some text"})
     return echo_handler(request)
@@ -274,6 +276,20 @@ class RetractTest(ProsodyTestCase):
         request = self.ws.wait_for(lambda r: r["json"].get("body") == "with an id")
         self.assertEqual(request["json"]["stanza_id"], room_id)
         self.assertNotEqual(room_id, "a-1")
+
+    def test_in_a_room_the_bot_retracts_its_message_by_the_id_it_gave_it(self):
+        self.wait_log(f"Joined room {LOBBY} as Bot")
+        alice = self.connect("alice", "room")
+        alice.send(f"<presence to='{LOBBY}/alice2'><x xmlns='{NS_MUC}'><history maxstanzas='0'/></x></presence>")
+        alice.expect(lambda s: s.name == "presence" and s.attr.get("from") == f"{LOBBY}/alice2")
+        alice.send(f"<message to='{LOBBY}' type='groupchat'><body>say oops</body></message>")
+        oops = alice.expect(lambda s: s.attr.get("from") == f"{LOBBY}/Bot" and s.body == "oops")
+        room_id = oops.child("stanza-id", "urn:xmpp:sid:0").get("id")
+        alice.send(f"<message to='{LOBBY}' type='groupchat'><body>undo bot-oops</body></message>")
+        retraction = alice.expect(lambda s: s.attr.get("from") == f"{LOBBY}/Bot"
+                                  and s.child("retract", NS_RETRACT) is not None)
+        self.assertEqual(retraction.child("retract", NS_RETRACT).get("id"), room_id,
+                         "clients in a room know the message by the room's id")
 
 
 QUIET = f"quiet@{MUC_DOMAIN}"

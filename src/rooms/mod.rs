@@ -7,14 +7,14 @@
 
 mod mention;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::backoff::Backoff;
 use crate::conversion::ns::{
     DELAY as NS_DELAY, INTERNAL as NS_INTERNAL, MENTIONS_ONLY, MUC as NS_MUC,
-    MUC_USER as NS_MUC_USER,
+    MUC_USER as NS_MUC_USER, RETRACT as NS_RETRACT, STANZA_ID as NS_STANZA_ID,
 };
 use crate::conversion::RoomJids;
 pub use crate::effect::Effect;
@@ -72,7 +72,14 @@ struct Room {
     failing_since: Option<Instant>,
     /// Its own setting, over the host's (§12).
     mentions_only: Option<bool>,
+    /// The ids the bot gave its last messages here, and the room's own ids
+    /// for them (XEP-0359, from their reflections): a retraction names the
+    /// room's (§4.1).
+    sent: VecDeque<(String, String)>,
 }
+
+/// How many of its own messages per room the bot knows the room's ids of.
+const SENT_KEPT: usize = 100;
 
 /// The rooms of one component host.
 #[derive(Debug)]
@@ -268,6 +275,7 @@ impl Rooms {
                 retries: 0,
                 failing_since: None,
                 mentions_only,
+                sent: VecDeque::new(),
             },
         );
         vec![Effect::Send(join)]
@@ -463,6 +471,20 @@ impl Rooms {
             *live = true;
         }
         if from.split_once('/').map(|(_, nick)| nick) == Some(entry.nick.as_str()) {
+            // The bot's own, reflected: the room's id for it, if it gave one.
+            let room_id = stanza
+                .child("stanza-id", Some(NS_STANZA_ID))
+                .filter(|s| {
+                    s.attr("by")
+                        .is_some_and(|by| by.eq_ignore_ascii_case(&room))
+                })
+                .and_then(|s| s.attr("id"));
+            if let (Some(sent), Some(room_id)) = (stanza.attr("id"), room_id) {
+                if entry.sent.len() == SENT_KEPT {
+                    entry.sent.pop_front();
+                }
+                entry.sent.push_back((sent.to_owned(), room_id.to_owned()));
+            }
             return Heard::Ignore;
         }
         if delay.is_some_and(|stamp| seconds(stamp) < since.as_str()) {
@@ -527,6 +549,7 @@ impl Rooms {
                     retries: 0,
                     failing_since: None,
                     mentions_only: mentions_only.then_some(true),
+                    sent: VecDeque::new(),
                 },
             );
             return (
@@ -559,7 +582,12 @@ impl Rooms {
     /// Effects on their way out: each presence among them goes through
     /// [`Rooms::outgoing`] (its effects before it, and it only if sent), and
     /// the timer follows.
-    pub fn sending(&mut self, effects: Vec<Effect>, now: Instant) -> Vec<Effect> {
+    pub fn sending(&mut self, mut effects: Vec<Effect>, now: Instant) -> Vec<Effect> {
+        for effect in &mut effects {
+            if let Effect::Send(message) = effect {
+                self.retracting(message);
+            }
+        }
         if !effects
             .iter()
             .any(|e| matches!(e, Effect::Send(s) if s.name == "presence"))
@@ -585,6 +613,33 @@ impl Rooms {
         }
         out.push(self.wake(now));
         out
+    }
+
+    /// A retraction (XEP-0424) the bot sends to a room, of a message it
+    /// names by the id it gave it: renamed with the room's id for it, which
+    /// is what clients in the room know it by.
+    fn retracting(&self, message: &mut Element) {
+        if message.name != "message" || message.attr("type") != Some("groupchat") {
+            return;
+        }
+        let Some(entry) = message
+            .attr("to")
+            .and_then(|to| self.rooms.get(&jid::bare(to).to_lowercase()))
+        else {
+            return;
+        };
+        for child in &mut message.children {
+            let Node::Element(retract) = child else {
+                continue;
+            };
+            if retract.name != "retract" || retract.attr("xmlns") != Some(NS_RETRACT) {
+                continue;
+            }
+            let named = retract.attr("id").unwrap_or_default();
+            if let Some((_, room_id)) = entry.sent.iter().rev().find(|(sent, _)| sent == named) {
+                retract.set_attr("id", room_id.as_str());
+            }
+        }
     }
 
     /// When to ask [`Rooms::due`] again, as an effect: the shim keeps the

@@ -408,3 +408,33 @@ fn the_deliveries_know_every_room_until_it_is_left() {
 fn posted(rooms: &mut Rooms, message: &Element) -> bool {
     matches!(rooms.message(message), Heard::Post { .. })
 }
+
+#[test]
+fn a_retraction_in_a_room_names_the_rooms_id_of_the_bots_message() {
+    let mut rooms = Rooms::new("bot.h", Some("bot"), RoomJids::default(), 100);
+    rooms.add("room@muc.h/bot", None, None);
+    joined(&mut rooms, Instant::now());
+    let reflected = parse(
+        "<message type='groupchat' from='room@muc.h/bot' to='bot.h' id='mine-1'><body>oops</body>\
+         <stanza-id xmlns='urn:xmpp:sid:0' by='room@muc.h' id='room-77'/></message>",
+    );
+    assert!(!posted(&mut rooms, &reflected), "its own: not POSTed");
+    let retract = |id: &str, to: &str| {
+        parse(&format!(
+            "<message type='groupchat' to='{to}' from='bot.h'>\
+             <retract xmlns='urn:xmpp:message-retract:1' id='{id}'/><body>fallback</body></message>"
+        ))
+    };
+    let id_sent = |effects: Vec<Effect>| match &effects[..] {
+        [Effect::Send(m)] => m.child("retract", None).unwrap().attr("id").unwrap().to_owned(),
+        other => panic!("{other:?}"),
+    };
+    let now = Instant::now();
+    let sent = rooms.sending(vec![Effect::Send(retract("mine-1", "room@muc.h"))], now);
+    assert_eq!(id_sent(sent), "room-77");
+    // An id it does not know (a room's id already, or another's): as it is.
+    let sent = rooms.sending(vec![Effect::Send(retract("room-12", "room@muc.h"))], now);
+    assert_eq!(id_sent(sent), "room-12");
+    let sent = rooms.sending(vec![Effect::Send(retract("mine-1", "other@muc.h"))], now);
+    assert_eq!(id_sent(sent), "mine-1");
+}

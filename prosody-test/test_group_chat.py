@@ -277,13 +277,14 @@ if __name__ == "__main__":
 
 class ExampleBotTest(ProsodyTestCase):
     """examples/echo_bot.py with the structured keys: it reacts 👍 to
-    thanks, shows it is typing (pushed) before it answers, and joins a room
+    thanks, shows it is typing (component_post_typing) while it thinks, and joins a room
     it is invited to."""
 
     def setUp(self):
         port = free_port()
         self.start_prosody({"example.localhost": {
             "component_post_url": f"http://127.0.0.1:{port}/", "component_push_token": TOKEN,
+            "component_post_typing": 0.5,
         }}, muc=True, http=True, start=False)
         bot = subprocess.Popen(
             [sys.executable, os.path.join(ROOT, "examples", "echo_bot.py"), "--port", str(port),
@@ -301,12 +302,13 @@ class ExampleBotTest(ProsodyTestCase):
         self.assertEqual((reactions.get("id"), [r.text for r in reactions]), (id_, ["👍"]))
 
     def test_shows_typing_then_answers(self):
-        self.alice.message("echo@example.localhost", "hello")
+        # The example thinks 2 s over "think …": the module shows it typing.
+        self.alice.message("echo@example.localhost", "think it over")
         typing = self.alice.expect(lambda s: s.attr.get("from") == "echo@example.localhost")
         self.assertIsNone(typing.body)
         self.assertIsNotNone(typing.child("composing", "http://jabber.org/protocol/chatstates"))
         answer = self.alice.expect(lambda s: s.attr.get("from") == "echo@example.localhost")
-        self.assertEqual(answer.body, "Did you say hello?")
+        self.assertEqual(answer.body, "Did you say think it over?")
         self.assertIsNotNone(answer.child("active", "http://jabber.org/protocol/chatstates"))
 
     def test_joins_no_room_on_another_server(self):

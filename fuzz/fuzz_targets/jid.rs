@@ -15,7 +15,11 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Some(prepped) = jid::prep(given) {
         let (node, domain, resource) = jid::split(&prepped).expect("a prepared JID splits");
-        assert_eq!(jid::prep(&prepped).as_deref(), Some(prepped.as_str()), "{given:?}");
+        assert_eq!(
+            jid::prep(&prepped).as_deref(),
+            Some(prepped.as_str()),
+            "{given:?}"
+        );
         assert!(!domain.contains('@'));
         for part in [node, Some(domain), resource].into_iter().flatten() {
             assert!(!part.is_empty() && part.len() <= 1023, "{given:?}");

@@ -27,7 +27,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(stanza.attr("id").is_some(), "a pushed stanza has an id");
         let to = stanza.attr("to").unwrap_or_default();
         assert_eq!(jid::prep(to).as_deref(), Some(to), "'to' is prepared");
-        assert!(!jid::host(to).eq_ignore_ascii_case(common::HOST), "never to itself");
+        assert!(
+            !jid::host(to).eq_ignore_ascii_case(common::HOST),
+            "never to itself"
+        );
         common::reparses(&stanza);
     }
 });

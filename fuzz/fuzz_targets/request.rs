@@ -17,7 +17,11 @@ fuzz_target!(|data: &[u8]| {
         let json: serde_json::Value =
             serde_json::from_str(&request.json).expect("the request is valid JSON");
         assert!(json.is_object());
-        assert_eq!(json["stanza"].as_str(), Some(request.xml.as_str()), "it carries the stanza");
+        assert_eq!(
+            json["stanza"].as_str(),
+            Some(request.xml.as_str()),
+            "it carries the stanza"
+        );
         xml::parse(&request.xml).expect("the carried stanza parses");
     }
 });

@@ -20,7 +20,8 @@ fuzz_target!(|data: &[u8]| {
     )
     .expect("a message");
     let envelope = Envelope::of(&request).expect("an envelope");
-    let mut stream = Stream::new(&envelope, "bot.localhost", Duration::from_millis(100)).expect("a stream");
+    let mut stream =
+        Stream::new(&envelope, "bot.localhost", Duration::from_millis(100)).expect("a stream");
     let start = Instant::now();
     let mut n = 0u32;
     let mut first: Option<String> = None;
@@ -46,9 +47,13 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(sent.len(), stream.sent);
     for message in &sent {
         assert_eq!(message.name, "message");
-        assert!(message.attr("from").is_some_and(|f| f.ends_with("bot.localhost")));
+        assert!(message
+            .attr("from")
+            .is_some_and(|f| f.ends_with("bot.localhost")));
         let id = message.attr("id").expect("an id").to_owned();
-        let replaces = message.child("replace", Some(CORRECTION)).and_then(|r| r.attr("id"));
+        let replaces = message
+            .child("replace", Some(CORRECTION))
+            .and_then(|r| r.attr("id"));
         match &first {
             None => {
                 assert!(replaces.is_none());

@@ -33,10 +33,16 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(slot) = slot::read(&answer) {
             for url in [&slot.put, &slot.get] {
                 let lower = url.to_ascii_lowercase();
-                assert!(lower.starts_with("http://") || lower.starts_with("https://"), "{url}");
+                assert!(
+                    lower.starts_with("http://") || lower.starts_with("https://"),
+                    "{url}"
+                );
             }
             for (name, value) in &slot.headers {
-                assert!(["authorization", "cookie", "expires"].contains(&name.as_str()), "{name}");
+                assert!(
+                    ["authorization", "cookie", "expires"].contains(&name.as_str()),
+                    "{name}"
+                );
                 assert!(!value.contains(['\r', '\n']));
             }
         }

@@ -426,7 +426,12 @@ fn a_retraction_in_a_room_names_the_rooms_id_of_the_bots_message() {
         ))
     };
     let id_sent = |effects: Vec<Effect>| match &effects[..] {
-        [Effect::Send(m)] => m.child("retract", None).unwrap().attr("id").unwrap().to_owned(),
+        [Effect::Send(m)] => m
+            .child("retract", None)
+            .unwrap()
+            .attr("id")
+            .unwrap()
+            .to_owned(),
         other => panic!("{other:?}"),
     };
     let now = Instant::now();
